@@ -1,0 +1,73 @@
+"""The exceptions aisopod-session raises.
+
+Every error the library raises on purpose is a :class:`SessionError`, so a caller can catch the whole
+family in one ``except``. Each carries a message written for the person who has to act on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "AccessDeniedError",
+    "ConflictError",
+    "InvalidInputError",
+    "SchemaVersionError",
+    "SessionError",
+    "SessionNotFoundError",
+    "StoreClosedError",
+    "StoreUnavailableError",
+]
+
+
+class SessionError(Exception):
+    """Base class of every error raised by aisopod-session."""
+
+
+class SessionNotFoundError(SessionError, LookupError):
+    """The session asked for does not exist (or is not live under that key)."""
+
+
+class AccessDeniedError(SessionError, PermissionError):
+    """An agent-scoped handle was asked to touch another agent's session."""
+
+
+class InvalidInputError(SessionError, ValueError):
+    """A value given to the library is not acceptable; nothing was stored.
+
+    ``errors`` lists each problem as ``{"field": "a.b", "message": "..."}`` so that the HTTP layer
+    can report every field at once.
+    """
+
+    def __init__(self, message: str, errors: Sequence[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[dict[str, Any]] = list(errors) if errors else []
+
+    @classmethod
+    def for_field(cls, field: str, problem: str) -> InvalidInputError:
+        return cls(f"{field}: {problem}", [{"field": field, "message": problem}])
+
+
+class ConflictError(SessionError):
+    """The operation collides with the current state (for example a stale version)."""
+
+
+class SchemaVersionError(SessionError):
+    """The database was written by a newer aisopod-session; it is left untouched."""
+
+
+class StoreUnavailableError(SessionError):
+    """The database could not be reached or failed mid-operation.
+
+    When this is raised by a write, the write was not acknowledged. It may or may not have been
+    committed only if ``maybe_committed`` is true (the connection broke during COMMIT).
+    """
+
+    def __init__(self, message: str, *, maybe_committed: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_committed = maybe_committed
+
+
+class StoreClosedError(SessionError):
+    """The store was used after :meth:`close`."""

@@ -1,0 +1,468 @@
+"""The session types: keys, sessions, messages, filters and patches (pydantic v2 models).
+
+Every model validates on construction and turns pydantic's ``ValidationError`` into
+:class:`~aisopod_session.errors.InvalidInputError` whose message names each bad field. Models are
+immutable; the store builds new ones rather than mutating.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from aisopod_session._json import JsonError, check_json
+from aisopod_session.errors import InvalidInputError
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "HistoryQuery",
+    "JsonValue",
+    "PeerKind",
+    "Role",
+    "Session",
+    "SessionFilter",
+    "SessionKey",
+    "SessionMetadata",
+    "SessionPatch",
+    "SessionStatus",
+    "SessionSummary",
+    "StoredMessage",
+    "utc_now",
+]
+
+MAX_ID_LENGTH = 256
+"""Longest accepted key part, metadata key or external message id, in characters."""
+
+MAX_PAGE_SIZE = 1000
+"""Largest ``SessionFilter.limit``: a page is meant to be read, not to dump a table."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SessionStatus(StrEnum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    COMPACTED = "compacted"
+    ARCHIVED = "archived"
+
+
+class PeerKind(StrEnum):
+    DM = "dm"
+    GROUP = "group"
+    THREAD = "thread"
+
+
+class Role(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    TOOL = "tool"
+
+
+# --- field validators -------------------------------------------------------------------------
+
+
+def _check_text(value: str, *, what: str = "value") -> str:
+    if not value or value.isspace():
+        raise ValueError("must not be empty or whitespace only")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            raise ValueError(f"must not contain control characters (found U+{ord(char):04X})")
+        if category == "Cs":
+            raise ValueError("must not contain lone surrogates")
+    return value
+
+
+def normalize_name(value: str) -> str:
+    """Agent ids, channels and account ids: trimmed, NFC and lower-cased."""
+    return _check_text(unicodedata.normalize("NFC", value).strip().lower())
+
+
+def normalize_peer_id(value: str) -> str:
+    """Peer ids: trimmed and NFC, but never case-folded (ids are case-sensitive on some platforms)."""
+    return _check_text(unicodedata.normalize("NFC", value).strip())
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        return check_json(value)
+    except JsonError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _status_set(value: Any) -> Any:
+    if value is None or isinstance(value, str | SessionStatus):
+        return value
+    if isinstance(value, Iterable) and not isinstance(value, dict | bytes):
+        return tuple(value)
+    return value
+
+
+def _sorted_statuses(value: tuple[SessionStatus, ...] | SessionStatus | None) -> Any:
+    if value is None:
+        return None
+    statuses = (value,) if isinstance(value, SessionStatus) else value
+    if not statuses:
+        raise ValueError("must name at least one status")
+    return tuple(sorted(set(statuses)))
+
+
+Name = Annotated[StrictStr, AfterValidator(normalize_name)]
+PeerId = Annotated[StrictStr, AfterValidator(normalize_peer_id)]
+JsonValue = Annotated[Any, AfterValidator(_json_value)]
+"""Any plain JSON value: dict, list, str, int, finite float, bool or None."""
+SessionMetadata = Annotated[dict[StrictStr, Any], AfterValidator(_json_value)]
+"""Free-form session metadata: a JSON object (str keys, JSON values)."""
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+
+
+# --- base ------------------------------------------------------------------------------------
+
+
+def invalid_input_from(exc: ValidationError, what: str) -> InvalidInputError:
+    errors = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or what
+        message = str(error["msg"]).removeprefix("Value error, ")
+        errors.append({"field": field, "message": message})
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return InvalidInputError(f"invalid {what}: {summary}", errors)
+
+
+class _Model(BaseModel):
+    """Immutable, strict about unknown fields, and raising InvalidInputError on bad input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise invalid_input_from(exc, type(self).__name__) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise invalid_input_from(exc, cls.__name__) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as exc:
+            raise invalid_input_from(exc, cls.__name__) from None
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+_KEY_PREFIX = "agent"
+# Characters escaped in a canonical key: the separator, the escape itself and whitespace, so that
+# the string is one token on a command line and splits unambiguously on ":".
+_ESCAPED = frozenset(":%")
+
+
+def _escape(part: str) -> str:
+    if not any(c in _ESCAPED or c.isspace() for c in part):
+        return part
+    out = []
+    for char in part:
+        if char in _ESCAPED or char.isspace():
+            out.append("".join(f"%{byte:02X}" for byte in char.encode("utf-8")))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _unescape(part: str) -> str:
+    if "%" not in part:
+        return part
+    raw = bytearray()
+    index = 0
+    while index < len(part):
+        char = part[index]
+        if char == "%":
+            code = part[index + 1 : index + 3]
+            if len(code) != 2 or not all(c in "0123456789abcdefABCDEF" for c in code):
+                raise ValueError(f"bad escape {part[index : index + 3]!r}")
+            raw.append(int(code, 16))
+            index += 3
+        else:
+            raw.extend(char.encode("utf-8"))
+            index += 1
+    return raw.decode("utf-8")
+
+
+class SessionKey(_Model):
+    """Which conversation a session belongs to: agent, channel, bot account, peer kind and id.
+
+    ``agent_id``, ``channel`` and ``account_id`` are trimmed and lower-cased; ``peer_id`` is trimmed
+    and NFC-normalised but keeps its case. ``str(key)`` is :meth:`canonical`.
+    """
+
+    agent_id: Name
+    channel: Name
+    account_id: Name
+    peer_kind: PeerKind
+    peer_id: PeerId
+
+    THREAD_SEPARATOR: ClassVar[str] = "/"
+
+    def __init__(
+        self,
+        agent_id: str,
+        channel: str,
+        account_id: str,
+        peer_kind: PeerKind | str,
+        peer_id: str,
+    ) -> None:
+        super().__init__(
+            agent_id=agent_id,
+            channel=channel,
+            account_id=account_id,
+            peer_kind=peer_kind,
+            peer_id=peer_id,
+        )
+
+    @model_validator(mode="after")
+    def _thread_has_parent(self) -> Self:
+        if self.peer_kind is PeerKind.THREAD:
+            group, sep, thread = self.peer_id.partition(self.THREAD_SEPARATOR)
+            if not sep or not group or not thread:
+                raise ValueError(
+                    "a thread key's peer_id must be '<group id>/<thread id>'"
+                    " (build it with SessionKey.for_thread)"
+                )
+        return self
+
+    @classmethod
+    def for_thread(
+        cls, agent_id: str, channel: str, account_id: str, group_id: str, thread_id: str
+    ) -> SessionKey:
+        """The key of a thread inside a group; ``parent()`` gives the group's key back."""
+        group = normalize_peer_id_or_raise("group_id", group_id)
+        thread = normalize_peer_id_or_raise("thread_id", thread_id)
+        escaped_group = group.replace("%", "%25").replace(cls.THREAD_SEPARATOR, "%2F")
+        return cls(agent_id, channel, account_id, PeerKind.THREAD, f"{escaped_group}/{thread}")
+
+    def parent(self) -> SessionKey | None:
+        """For a thread, the key of the group it belongs to; ``None`` for DMs and groups."""
+        if self.peer_kind is not PeerKind.THREAD:
+            return None
+        escaped_group = self.peer_id.partition(self.THREAD_SEPARATOR)[0]
+        group = escaped_group.replace("%2F", self.THREAD_SEPARATOR).replace("%25", "%")
+        return SessionKey(self.agent_id, self.channel, self.account_id, PeerKind.GROUP, group)
+
+    def canonical(self) -> str:
+        """``agent:<agent>:<channel>:<account>:<kind>:<peer>``; ``:``, ``%`` and spaces escaped."""
+        parts = (self.agent_id, self.channel, self.account_id, self.peer_kind.value, self.peer_id)
+        return ":".join((_KEY_PREFIX, *(_escape(part) for part in parts)))
+
+    @classmethod
+    def parse(cls, text: str) -> SessionKey:
+        """The exact inverse of :meth:`canonical`."""
+        if not isinstance(text, str):
+            raise InvalidInputError.for_field("key", f"expected a string, got {type(text).__name__}")
+        parts = text.split(":")
+        if len(parts) != 6 or parts[0] != _KEY_PREFIX:
+            raise InvalidInputError.for_field(
+                "key",
+                f"{text[:300]!r} is not 'agent:<agent>:<channel>:<account>:<peer kind>:<peer id>'"
+                " (escape ':' inside a part as %3A)",
+            )
+        try:
+            fields = [_unescape(part) for part in parts[1:]]
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInputError.for_field("key", f"bad percent-escape: {exc}") from None
+        return cls(*fields)
+
+    def __str__(self) -> str:
+        return self.canonical()
+
+
+def normalize_peer_id_or_raise(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError.for_field(field, f"expected a string, got {type(value).__name__}")
+    try:
+        return normalize_peer_id(value)
+    except ValueError as exc:
+        raise InvalidInputError.for_field(field, str(exc)) from None
+
+
+def normalize_name_or_raise(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError.for_field(field, f"expected a string, got {type(value).__name__}")
+    try:
+        return normalize_name(value)
+    except ValueError as exc:
+        raise InvalidInputError.for_field(field, str(exc)) from None
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+class SessionSummary(_Model):
+    """The light view of a session used by lists."""
+
+    id: int
+    key: SessionKey
+    status: SessionStatus
+    message_count: NonNegativeInt
+    token_usage: NonNegativeInt
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class Session(_Model):
+    """A conversation's state. ``message_count`` counts the live (not compacted-away) history."""
+
+    id: int
+    key: SessionKey
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    message_count: NonNegativeInt = 0
+    token_usage: NonNegativeInt = 0
+    metadata: SessionMetadata = Field(default_factory=dict)
+    status: SessionStatus = SessionStatus.ACTIVE
+    compaction_count: NonNegativeInt = 0
+    last_compacted_at: UtcDatetime | None = None
+    last_compaction_summary: str | None = None
+
+    def summary(self) -> SessionSummary:
+        return SessionSummary.model_construct(
+            id=self.id,
+            key=self.key,
+            status=self.status,
+            message_count=self.message_count,
+            token_usage=self.token_usage,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+class SessionFilter(_Model):
+    """Which sessions to list. All bounds are exclusive; ``cursor`` continues a previous page."""
+
+    agent_id: Name | None = None
+    channel: Name | None = None
+    account_id: Name | None = None
+    peer_kind: PeerKind | None = None
+    peer_id: PeerId | None = None
+    status: Annotated[
+        tuple[SessionStatus, ...] | SessionStatus | None,
+        BeforeValidator(_status_set),
+        AfterValidator(_sorted_statuses),
+    ] = None
+    created_after: UtcDatetime | None = None
+    created_before: UtcDatetime | None = None
+    updated_after: UtcDatetime | None = None
+    updated_before: UtcDatetime | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=MAX_PAGE_SIZE)] = 50
+    cursor: Annotated[StrictStr, Field(min_length=1, max_length=1024)] | None = None
+
+    @property
+    def statuses(self) -> tuple[SessionStatus, ...]:
+        """The statuses to list; archived generations only when asked for."""
+        if self.status is None:
+            return (SessionStatus.ACTIVE, SessionStatus.IDLE, SessionStatus.COMPACTED)
+        assert isinstance(self.status, tuple)
+        return self.status
+
+
+class SessionPatch(_Model):
+    """A partial update. ``metadata`` merges (a key given as None is removed) unless
+    ``replace_metadata`` is set, in which case it becomes the whole metadata."""
+
+    status: SessionStatus | None = None
+    token_usage: NonNegativeInt | None = None
+    add_tokens: NonNegativeInt | None = None
+    metadata: SessionMetadata | None = None
+    replace_metadata: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_token_change(self) -> Self:
+        if self.token_usage is not None and self.add_tokens is not None:
+            raise ValueError("give token_usage (set) or add_tokens (increment), not both")
+        for key in self.metadata or {}:
+            _check_text(key)
+        return self
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+class StoredMessage(_Model):
+    """One message of a conversation.
+
+    ``id`` is None until the store assigns it. ``compacted`` is true for a message that compaction
+    removed from the live history (only returned with ``include_compacted``).
+    """
+
+    id: int | None = None
+    role: Role
+    content: JsonValue
+    tool_calls: JsonValue | None = None
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+    token_count: NonNegativeInt | None = None
+    external_id: Annotated[StrictStr, AfterValidator(_check_text)] | None = None
+    compacted: StrictBool = False
+
+    @classmethod
+    def user(cls, content: Any, **fields: Any) -> StoredMessage:
+        return cls(role=Role.USER, content=content, **fields)
+
+    @classmethod
+    def assistant(cls, content: Any, **fields: Any) -> StoredMessage:
+        return cls(role=Role.ASSISTANT, content=content, **fields)
+
+    @classmethod
+    def system(cls, content: Any, **fields: Any) -> StoredMessage:
+        return cls(role=Role.SYSTEM, content=content, **fields)
+
+    @classmethod
+    def tool(cls, content: Any, **fields: Any) -> StoredMessage:
+        return cls(role=Role.TOOL, content=content, **fields)
+
+
+class HistoryQuery(_Model):
+    """Which part of a history to read.
+
+    Without ``limit`` the whole (live) history. ``tail`` reads the newest ``limit`` messages and
+    returns them oldest first; with ``tail``, ``offset`` skips that many of the newest.
+    ``before``/``after`` are exclusive bounds on ``created_at``.
+    """
+
+    limit: Annotated[StrictInt, Field(ge=1)] | None = None
+    offset: Annotated[StrictInt, Field(ge=0)] = 0
+    before: UtcDatetime | None = None
+    after: UtcDatetime | None = None
+    tail: StrictBool = False
+    include_compacted: StrictBool = False

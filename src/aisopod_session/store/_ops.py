@@ -1,0 +1,704 @@
+"""Every store operation, written once against a :class:`Tx`, for every backend and both APIs.
+
+An operation is validated here, before any connection is touched, and becomes a :class:`Work`: a
+read, a write (a job for the group committer) or a read that falls back to a write. The blocking
+and asyncio front ends only decide how to wait for it.
+
+Rows the store wrote itself are turned back into models with ``model_construct`` (no second
+validation on the hot path); everything coming from a caller is validated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from aisopod_session import _json
+from aisopod_session.compaction import (
+    CompactionRecord,
+    CompactionStrategy,
+    LiveMessage,
+    SlidingWindow,
+    Summarize,
+    TruncateToolResults,
+    plan_compaction,
+)
+from aisopod_session.errors import AccessDeniedError, InvalidInputError, SessionNotFoundError
+from aisopod_session.models import (
+    HistoryQuery,
+    PeerKind,
+    Role,
+    Session,
+    SessionFilter,
+    SessionKey,
+    SessionPatch,
+    SessionStatus,
+    SessionSummary,
+    StoredMessage,
+    invalid_input_from,
+    utc_now,
+)
+from aisopod_session.store._engine import Tx
+
+T = TypeVar("T")
+
+MAX_MESSAGE_CHARS = 1_048_576
+"""Largest content + tool_calls of one message, as serialised JSON characters."""
+MAX_METADATA_CHARS = 65_536
+"""Largest session metadata, as serialised JSON characters."""
+MAX_BATCH_MESSAGES = 10_000
+"""Most messages in one append call."""
+MAX_TOKEN_USAGE = 2**62
+
+_INSERT_CHUNK = 500  # rows per multi-row INSERT, well inside every backend's parameter limit
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def to_us(value: datetime) -> int:
+    return (value - _EPOCH) // _ONE_US
+
+
+def from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _opt_from_us(value: int | None) -> datetime | None:
+    return None if value is None else from_us(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Work(Generic[T]):
+    """What an operation needs run: a read, a write, or a read with a write as fallback.
+
+    With both, the write runs only when the read returned None (get-or-create: the common case,
+    a session that exists, never queues behind writers).
+    """
+
+    read: Callable[[Tx], T | None] | None = None
+    write: Callable[[Tx], T] | None = None
+
+
+# --- rows ↔ models ---------------------------------------------------------------------------
+
+KEY_WHERE = "agent_id = ? AND channel = ? AND account_id = ? AND peer_kind = ? AND peer_id = ?"
+LIVE_KEY_WHERE = KEY_WHERE + " AND status <> 'archived'"
+
+SESSION_COLUMNS = (
+    "id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, updated_at, "
+    "message_count, token_usage, metadata, compaction_count, last_compacted_at, "
+    "last_compaction_summary"
+)
+SUMMARY_COLUMNS = (
+    "id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, updated_at, "
+    "message_count, token_usage"
+)
+MESSAGE_COLUMNS = (
+    "id, role, content, tool_calls, created_at, token_count, external_id, compacted"
+)
+
+
+def key_params(key: SessionKey) -> tuple[str, str, str, str, str]:
+    return (key.agent_id, key.channel, key.account_id, key.peer_kind.value, key.peer_id)
+
+
+def _key_from_row(row: Sequence[Any]) -> SessionKey:
+    return SessionKey.model_construct(
+        agent_id=row[1],
+        channel=row[2],
+        account_id=row[3],
+        peer_kind=PeerKind(row[4]),
+        peer_id=row[5],
+    )
+
+
+def session_from_row(row: Sequence[Any]) -> Session:
+    return Session.model_construct(
+        id=row[0],
+        key=_key_from_row(row),
+        status=SessionStatus(row[6]),
+        created_at=from_us(row[7]),
+        updated_at=from_us(row[8]),
+        message_count=row[9],
+        token_usage=row[10],
+        metadata=_json.loads(row[11]),
+        compaction_count=row[12],
+        last_compacted_at=_opt_from_us(row[13]),
+        last_compaction_summary=row[14],
+    )
+
+
+def summary_from_row(row: Sequence[Any]) -> SessionSummary:
+    return SessionSummary.model_construct(
+        id=row[0],
+        key=_key_from_row(row),
+        status=SessionStatus(row[6]),
+        created_at=from_us(row[7]),
+        updated_at=from_us(row[8]),
+        message_count=row[9],
+        token_usage=row[10],
+    )
+
+
+def message_from_row(row: Sequence[Any]) -> StoredMessage:
+    return StoredMessage.model_construct(
+        id=row[0],
+        role=Role(row[1]),
+        content=_json.loads(row[2]),
+        tool_calls=None if row[3] is None else _json.loads(row[3]),
+        created_at=from_us(row[4]),
+        token_count=row[5],
+        external_id=row[6],
+        compacted=bool(row[7]),
+    )
+
+
+# --- validation of what callers pass ---------------------------------------------------------
+
+
+def _expect(value: Any, kind: type[T], field: str) -> T:
+    if isinstance(value, kind):
+        return value
+    raise InvalidInputError.for_field(
+        field, f"expected {kind.__name__}, got {type(value).__name__}"
+    )
+
+
+def owned_key(key: Any, agent_id: str) -> SessionKey:
+    """The key, if it belongs to the handle's agent; AccessDeniedError otherwise."""
+    key = _expect(key, SessionKey, "key")
+    if key.agent_id != agent_id:
+        raise AccessDeniedError(
+            f"session {key} belongs to agent {key.agent_id!r}; this handle is for agent "
+            f"{agent_id!r}"
+        )
+    return key
+
+
+def agent_filter(filter: Any, agent_id: str) -> SessionFilter:
+    if filter is None:
+        return SessionFilter(agent_id=agent_id)
+    filter = _expect(filter, SessionFilter, "filter")
+    if filter.agent_id is None:
+        return filter.model_copy(update={"agent_id": agent_id})
+    if filter.agent_id != agent_id:
+        raise AccessDeniedError(
+            f"this handle is for agent {agent_id!r} and cannot list agent {filter.agent_id!r}"
+        )
+    return filter
+
+
+def _query(query: Any) -> HistoryQuery:
+    return HistoryQuery() if query is None else _expect(query, HistoryQuery, "query")
+
+
+_strategy_adapter: TypeAdapter[SlidingWindow | Summarize | TruncateToolResults] = TypeAdapter(
+    CompactionStrategy
+)
+
+
+def _strategy(strategy: Any) -> SlidingWindow | Summarize | TruncateToolResults:
+    if isinstance(strategy, SlidingWindow | Summarize | TruncateToolResults):
+        return strategy
+    if isinstance(strategy, dict):
+        try:
+            return _strategy_adapter.validate_python(strategy)
+        except ValidationError as exc:
+            raise invalid_input_from(exc, "compaction strategy") from None
+    raise InvalidInputError.for_field(
+        "strategy",
+        f"expected SlidingWindow, Summarize or TruncateToolResults, got {type(strategy).__name__}",
+    )
+
+
+def _session_id(value: Any) -> int:
+    if type(value) is not int or value < 1:
+        raise InvalidInputError.for_field("session_id", f"expected a positive int, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _NewMessage:
+    message: StoredMessage
+    content: str
+    tool_calls: str | None
+    created_at: int
+
+
+def _prepare_messages(messages: Any) -> list[_NewMessage]:
+    if isinstance(messages, StoredMessage) or not isinstance(messages, list | tuple):
+        raise InvalidInputError.for_field(
+            "messages", f"expected a list of StoredMessage, got {type(messages).__name__}"
+        )
+    if len(messages) > MAX_BATCH_MESSAGES:
+        raise InvalidInputError.for_field(
+            "messages", f"at most {MAX_BATCH_MESSAGES} messages per call, got {len(messages)}"
+        )
+    prepared = []
+    for index, message in enumerate(messages):
+        field = f"messages[{index}]"
+        message = _expect(message, StoredMessage, field)
+        if message.id is not None:
+            raise InvalidInputError.for_field(f"{field}.id", "must be None for a new message")
+        content = _json.dumps(message.content)
+        tool_calls = None if message.tool_calls is None else _json.dumps(message.tool_calls)
+        size = len(content) + (len(tool_calls) if tool_calls else 0)
+        if size > MAX_MESSAGE_CHARS:
+            raise InvalidInputError.for_field(
+                f"{field}.content",
+                f"content and tool_calls are {size} characters of JSON; at most "
+                f"{MAX_MESSAGE_CHARS} are stored per message",
+            )
+        prepared.append(_NewMessage(message, content, tool_calls, to_us(message.created_at)))
+    return prepared
+
+
+def _metadata_text(metadata: dict[str, Any]) -> str:
+    text = _json.dumps(metadata)
+    if len(text) > MAX_METADATA_CHARS:
+        raise InvalidInputError.for_field(
+            "metadata", f"is {len(text)} characters of JSON; at most {MAX_METADATA_CHARS}"
+        )
+    return text
+
+
+# --- cursors ---------------------------------------------------------------------------------
+
+
+def encode_cursor(updated_at: int, session_id: int) -> str:
+    raw = f"{updated_at}.{session_id}".encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        updated_at, session_id = (int(part) for part in raw.split("."))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInputError.for_field(
+            "cursor", "is not a cursor returned by list (pass next_cursor back unchanged)"
+        ) from None
+    return updated_at, session_id
+
+
+class SessionPage(list[SessionSummary]):
+    """One page of a session list; pass ``next_cursor`` back in the filter for the next one."""
+
+    next_cursor: str | None
+
+    def __init__(self, items: Iterable[SessionSummary] = (), next_cursor: str | None = None):
+        super().__init__(items)
+        self.next_cursor = next_cursor
+
+    def __repr__(self) -> str:
+        return f"SessionPage({list.__repr__(self)}, next_cursor={self.next_cursor!r})"
+
+
+# --- the operations --------------------------------------------------------------------------
+
+
+def _live_session(tx: Tx, key: SessionKey, *, lock: bool = False) -> Session | None:
+    suffix = tx.dialect.for_update if lock else ""
+    row = tx.one(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {LIVE_KEY_WHERE}{suffix}",
+                 key_params(key))
+    return None if row is None else session_from_row(row)
+
+
+def _live_id(tx: Tx, key: SessionKey, *, lock: bool = False) -> int:
+    suffix = tx.dialect.for_update if lock else ""
+    row = tx.one(f"SELECT id FROM sessions WHERE {LIVE_KEY_WHERE}{suffix}", key_params(key))
+    if row is None:
+        raise _not_found(key)
+    return int(row[0])
+
+
+def _not_found(key: SessionKey) -> SessionNotFoundError:
+    return SessionNotFoundError(f"no live session for {key}")
+
+
+def _create(tx: Tx, key: SessionKey, metadata: str = "{}") -> Session:
+    now = to_us(utc_now())
+    row = tx.one(
+        "INSERT INTO sessions (agent_id, channel, account_id, peer_kind, peer_id, status, "
+        "created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?) "
+        f"ON CONFLICT DO NOTHING RETURNING {SESSION_COLUMNS}",
+        (*key_params(key), now, now, metadata),
+    )
+    if row is not None:
+        return session_from_row(row)
+    existing = _live_session(tx, key)  # someone else created it first: theirs is the one
+    if existing is None:
+        raise AssertionError(f"insert of {key} conflicted but no live session exists")
+    return existing
+
+
+def get_or_create(key: SessionKey) -> Work[Session]:
+    return Work(read=lambda tx: _live_session(tx, key), write=lambda tx: _create(tx, key))
+
+
+def get(key: SessionKey) -> Work[Session]:
+    def read(tx: Tx) -> Session:
+        session = _live_session(tx, key)
+        if session is None:
+            raise _not_found(key)
+        return session
+
+    return Work(read=read)
+
+
+def list_sessions(filter: SessionFilter) -> Work[SessionPage]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column in ("agent_id", "channel", "account_id", "peer_id"):
+        value = getattr(filter, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if filter.peer_kind is not None:
+        clauses.append("peer_kind = ?")
+        params.append(filter.peer_kind.value)
+    statuses = filter.statuses
+    clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
+    params.extend(status.value for status in statuses)
+    for column, op, bound in (
+        ("created_at", ">", filter.created_after),
+        ("created_at", "<", filter.created_before),
+        ("updated_at", ">", filter.updated_after),
+        ("updated_at", "<", filter.updated_before),
+    ):
+        if bound is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(to_us(bound))
+    if filter.cursor is not None:
+        clauses.append("(updated_at, id) < (?, ?)")
+        params.extend(decode_cursor(filter.cursor))
+    sql = (
+        f"SELECT {SUMMARY_COLUMNS} FROM sessions WHERE {' AND '.join(clauses)} "
+        "ORDER BY updated_at DESC, id DESC LIMIT ?"
+    )
+    params.append(filter.limit + 1)
+
+    def read(tx: Tx) -> SessionPage:
+        rows = tx.all(sql, params)
+        more = len(rows) > filter.limit
+        rows = rows[: filter.limit]
+        cursor = encode_cursor(rows[-1][8], rows[-1][0]) if more else None
+        return SessionPage([summary_from_row(row) for row in rows], cursor)
+
+    return Work(read=read)
+
+
+def patch(key: SessionKey, change: Any) -> Work[Session]:
+    change = _expect(change, SessionPatch, "patch")
+    if change.replace_metadata:
+        replacement = {k: v for k, v in (change.metadata or {}).items() if v is not None}
+        replacement_text: str | None = _metadata_text(replacement)
+    else:
+        replacement_text = None
+
+    def write(tx: Tx) -> Session:
+        current = _live_session(tx, key, lock=True)
+        if current is None:
+            raise _not_found(key)
+        if replacement_text is not None:
+            metadata = replacement_text
+        elif change.metadata:
+            merged = dict(current.metadata)
+            for name, value in change.metadata.items():
+                if value is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = value
+            metadata = _metadata_text(merged)
+        else:
+            metadata = _json.dumps(current.metadata)
+        tokens = current.token_usage
+        if change.token_usage is not None:
+            tokens = change.token_usage
+        elif change.add_tokens is not None:
+            tokens += change.add_tokens
+        if tokens > MAX_TOKEN_USAGE:
+            raise InvalidInputError.for_field("add_tokens", f"token_usage would exceed {MAX_TOKEN_USAGE}")
+        status = change.status or current.status
+        now = to_us(utc_now())
+        archived_at = now if status is SessionStatus.ARCHIVED else None
+        row = tx.one(
+            "UPDATE sessions SET status = ?, token_usage = ?, metadata = ?, updated_at = ?, "
+            f"archived_at = ? WHERE id = ? RETURNING {SESSION_COLUMNS}",
+            (status.value, tokens, metadata, now, archived_at, current.id),
+        )
+        return session_from_row(row)
+
+    return Work(write=write)
+
+
+def delete(key: SessionKey) -> Work[bool]:
+    def write(tx: Tx) -> bool:
+        return tx.run(f"DELETE FROM sessions WHERE {KEY_WHERE}", key_params(key)) > 0
+
+    return Work(write=write)
+
+
+def _insert_messages(tx: Tx, session_id: int, first_seq: int, new: list[_NewMessage]) -> list[int]:
+    """Insert in order from ``first_seq``; returns the new ids in the same order."""
+    ids_by_seq: dict[int, int] = {}
+    for start in range(0, len(new), _INSERT_CHUNK):
+        chunk = new[start : start + _INSERT_CHUNK]
+        params: list[Any] = []
+        for offset, item in enumerate(chunk):
+            m = item.message
+            params.extend(
+                (session_id, first_seq + start + offset, m.role.value, item.content,
+                 item.tool_calls, item.created_at, m.token_count, m.external_id)
+            )
+        values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
+        rows = tx.all(
+            "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, "
+            f"token_count, external_id) VALUES {values} RETURNING seq, id",
+            params,
+        )
+        ids_by_seq.update((int(seq), int(id_)) for seq, id_ in rows)
+    return [ids_by_seq[first_seq + index] for index in range(len(new))]
+
+
+def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]:
+    prepared = _prepare_messages(messages)
+    with_ids = [p for p in prepared if p.message.external_id is not None]
+
+    def write(tx: Tx) -> list[StoredMessage]:
+        if not prepared:
+            _live_id(tx, key)
+            return []
+        stored: list[StoredMessage | None] = [None] * len(prepared)
+        by_external: dict[str, StoredMessage] = {}
+        new_indexes = list(range(len(prepared)))
+        if with_ids:
+            # Lock the session first: concurrent redeliveries of one message queue here.
+            session_id = _live_id(tx, key, lock=True)
+            external_ids = sorted({p.message.external_id for p in with_ids
+                                   if p.message.external_id is not None})
+            marks = ", ".join("?" for _ in external_ids)
+            for row in tx.all(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages "
+                f"WHERE session_id = ? AND external_id IN ({marks})",
+                (session_id, *external_ids),
+            ):
+                by_external[row[6]] = message_from_row(row)
+            new_indexes, first_seen = [], set(by_external)
+            for index, p in enumerate(prepared):
+                external_id = p.message.external_id
+                if external_id is None or external_id not in first_seen:
+                    new_indexes.append(index)
+                    if external_id is not None:
+                        first_seen.add(external_id)
+        if new_indexes:
+            new = [prepared[index] for index in new_indexes]
+            tokens = sum(p.message.token_count or 0 for p in new)
+            row = tx.one(
+                "UPDATE sessions SET message_count = message_count + ?, "
+                "token_usage = token_usage + ?, last_seq = last_seq + ?, updated_at = ?, "
+                f"status = 'active' WHERE {LIVE_KEY_WHERE} RETURNING id, last_seq",
+                (len(new), tokens, len(new), to_us(utc_now()), *key_params(key)),
+            )
+            if row is None:
+                raise _not_found(key)
+            session_id, last_seq = int(row[0]), int(row[1])
+            ids = _insert_messages(tx, session_id, last_seq - len(new) + 1, new)
+            for index, new_id in zip(new_indexes, ids, strict=True):
+                message = prepared[index].message.model_copy(update={"id": new_id})
+                stored[index] = message
+                if message.external_id is not None:
+                    by_external[message.external_id] = message
+        return [
+            message if message is not None else by_external[str(p.message.external_id)]
+            for message, p in zip(stored, prepared, strict=True)
+        ]
+
+    return Work(write=write)
+
+
+def _history_sql(unlimited: str, query: HistoryQuery) -> tuple[str, list[Any]]:
+    clauses = ["session_id = ?"]
+    params: list[Any] = []
+    if not query.include_compacted:
+        clauses.append("compacted = 0")
+    if query.after is not None:
+        clauses.append("created_at > ?")
+        params.append(to_us(query.after))
+    if query.before is not None:
+        clauses.append("created_at < ?")
+        params.append(to_us(query.before))
+    order = "seq, id" if query.include_compacted else "seq"
+    if query.tail:
+        order = "seq DESC, id DESC" if query.include_compacted else "seq DESC"
+    sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(clauses)} ORDER BY {order}"
+    if query.limit is not None:
+        sql += " LIMIT ?"
+        params.append(query.limit)
+    elif query.offset:
+        sql += f" LIMIT {unlimited}"
+    if query.offset:
+        sql += " OFFSET ?"
+        params.append(query.offset)
+    return sql, params
+
+
+def _read_history(tx: Tx, session_id: int, query: HistoryQuery) -> list[StoredMessage]:
+    sql, params = _history_sql(tx.dialect.unlimited, query)
+    messages = [message_from_row(row) for row in tx.all(sql, (session_id, *params))]
+    if query.tail:
+        messages.reverse()
+    return messages
+
+
+def get_history(key: SessionKey, query: Any) -> Work[list[StoredMessage]]:
+    checked = _query(query)
+    return Work(read=lambda tx: _read_history(tx, _live_id(tx, key), checked))
+
+
+def reset(key: SessionKey) -> Work[Session]:
+    def write(tx: Tx) -> Session:
+        now = to_us(utc_now())
+        tx.run(
+            f"UPDATE sessions SET status = 'archived', archived_at = ?, updated_at = ? "
+            f"WHERE {LIVE_KEY_WHERE}",
+            (now, now, *key_params(key)),
+        )
+        return _create(tx, key)
+
+    return Work(write=write)
+
+
+def _compaction_record(row: Sequence[Any]) -> CompactionRecord:
+    return CompactionRecord.model_construct(
+        compaction_count=row[0], last_compacted_at=_opt_from_us(row[1]), summary=row[2]
+    )
+
+
+def compact(key: SessionKey, strategy: Any) -> Work[CompactionRecord]:
+    checked = _strategy(strategy)
+
+    def write(tx: Tx) -> CompactionRecord:
+        session = _live_session(tx, key, lock=True)
+        if session is None:
+            raise _not_found(key)
+        live: list[LiveMessage]
+        if isinstance(checked, TruncateToolResults):
+            rows = tx.all(
+                f"SELECT seq, {MESSAGE_COLUMNS} FROM messages "
+                "WHERE session_id = ? AND compacted = 0 AND role = 'tool' ORDER BY seq",
+                (session.id,),
+            )
+            live = [LiveMessage(r[1], r[0], Role.TOOL, message_from_row(r[1:])) for r in rows]
+        else:
+            rows = tx.all(
+                "SELECT id, seq, role FROM messages WHERE session_id = ? AND compacted = 0 "
+                "ORDER BY seq",
+                (session.id,),
+            )
+            live = [LiveMessage(r[0], r[1], Role(r[2])) for r in rows]
+        now = utc_now()
+        plan = plan_compaction(checked, live, now)
+        if not plan.changes_anything:
+            return CompactionRecord.model_construct(
+                compaction_count=session.compaction_count,
+                last_compacted_at=session.last_compacted_at,
+                summary=session.last_compaction_summary,
+            )
+        for start in range(0, len(plan.remove), _INSERT_CHUNK):
+            chunk = plan.remove[start : start + _INSERT_CHUNK]
+            tx.run(
+                f"UPDATE messages SET compacted = 1 WHERE id IN ({', '.join('?' for _ in chunk)})",
+                chunk,
+            )
+        for seq, message in plan.insert:
+            prepared = _prepare_messages([message])[0]
+            tx.run(
+                "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, "
+                "token_count, external_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session.id, seq, message.role.value, prepared.content, prepared.tool_calls,
+                 prepared.created_at, message.token_count, None),
+            )
+        live_count = session.message_count - len(plan.remove) + len(plan.insert)
+        now_us = to_us(now)
+        row = tx.one(
+            "UPDATE sessions SET message_count = ?, compaction_count = compaction_count + 1, "
+            "last_compacted_at = ?, last_compaction_summary = coalesce(?, last_compaction_summary), "
+            "status = 'compacted', updated_at = ? WHERE id = ? "
+            "RETURNING compaction_count, last_compacted_at, last_compaction_summary",
+            (live_count, now_us, plan.summary, now_us, session.id),
+        )
+        return _compaction_record(row)
+
+    return Work(write=write)
+
+
+def get_compaction_record(key: SessionKey) -> Work[CompactionRecord]:
+    def read(tx: Tx) -> CompactionRecord:
+        row = tx.one(
+            "SELECT compaction_count, last_compacted_at, last_compaction_summary FROM sessions "
+            f"WHERE {LIVE_KEY_WHERE}",
+            key_params(key),
+        )
+        if row is None:
+            raise _not_found(key)
+        return _compaction_record(row)
+
+    return Work(read=read)
+
+
+# --- admin (no agent scope) ------------------------------------------------------------------
+
+
+def admin_filter(filter: Any) -> SessionFilter:
+    return SessionFilter() if filter is None else _expect(filter, SessionFilter, "filter")
+
+
+def get_session_by_id(session_id: Any) -> Work[Session]:
+    checked = _session_id(session_id)
+
+    def read(tx: Tx) -> Session:
+        row = tx.one(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (checked,))
+        if row is None:
+            raise SessionNotFoundError(f"no session with id {checked}")
+        return session_from_row(row)
+
+    return Work(read=read)
+
+
+def get_history_by_id(session_id: Any, query: Any) -> Work[list[StoredMessage]]:
+    checked_id = _session_id(session_id)
+    checked_query = _query(query)
+
+    def read(tx: Tx) -> list[StoredMessage]:
+        if tx.one("SELECT id FROM sessions WHERE id = ?", (checked_id,)) is None:
+            raise SessionNotFoundError(f"no session with id {checked_id}")
+        return _read_history(tx, checked_id, checked_query)
+
+    return Work(read=read)
+
+
+def purge_compacted(older_than: Any) -> Work[int]:
+    """Delete compacted-away originals (created before ``older_than``, if given)."""
+    bound = None
+    if older_than is not None:
+        bound = to_us(_expect(older_than, datetime, "older_than"))
+        if older_than.tzinfo is None:
+            raise InvalidInputError.for_field("older_than", "must be timezone-aware")
+
+    def write(tx: Tx) -> int:
+        sql = (
+            "DELETE FROM messages WHERE compacted = 1 AND session_id IN "
+            "(SELECT id FROM sessions WHERE compaction_count > 0)"
+        )
+        return tx.run(sql if bound is None else sql + " AND created_at < ?",
+                      () if bound is None else (bound,))
+
+    return Work(write=write)

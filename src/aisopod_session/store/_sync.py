@@ -1,0 +1,148 @@
+"""The blocking store: :class:`SessionStore` and its agent-scoped :class:`AgentSessions`.
+
+Every method here has a twin in ``_async.py`` with the same name, arguments and result; both only
+run the :class:`~aisopod_session.store._ops.Work` that ``_ops`` builds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from aisopod_session.compaction import CompactionRecord
+from aisopod_session.models import (
+    HistoryQuery,
+    Session,
+    SessionFilter,
+    SessionKey,
+    SessionPatch,
+    StoredMessage,
+    normalize_name_or_raise,
+)
+from aisopod_session.store import _ops
+from aisopod_session.store._engine import Durability, Engine
+from aisopod_session.store._open import open_engine
+from aisopod_session.store._ops import SessionPage, Work
+
+T = TypeVar("T")
+
+
+def _run(engine: Engine, work: Work[T]) -> T:
+    if work.read is not None:
+        found = engine.read(work.read)
+        if found is not None or work.write is None:
+            return found  # type: ignore[return-value]  # a read alone never returns None
+    assert work.write is not None
+    return engine.write(work.write)
+
+
+class AgentSessions:
+    """One agent's sessions. Keys of any other agent raise AccessDeniedError untouched."""
+
+    def __init__(self, engine: Engine, agent_id: str) -> None:
+        self._engine = engine
+        self.agent_id = normalize_name_or_raise("agent_id", agent_id)
+
+    def _key(self, key: SessionKey) -> SessionKey:
+        return _ops.owned_key(key, self.agent_id)
+
+    def get_or_create(self, key: SessionKey) -> Session:
+        """The live session of ``key``, created if there is none (one per key, race-free)."""
+        return _run(self._engine, _ops.get_or_create(self._key(key)))
+
+    def get(self, key: SessionKey) -> Session:
+        return _run(self._engine, _ops.get(self._key(key)))
+
+    def list(self, filter: SessionFilter | None = None) -> SessionPage:
+        """This agent's sessions, most recently updated first, one page at a time."""
+        return _run(self._engine, _ops.list_sessions(_ops.agent_filter(filter, self.agent_id)))
+
+    def patch(self, key: SessionKey, patch: SessionPatch) -> Session:
+        return _run(self._engine, _ops.patch(self._key(key), patch))
+
+    def delete(self, key: SessionKey) -> bool:
+        """Delete the live session and every archived generation of ``key``, messages included."""
+        return _run(self._engine, _ops.delete(self._key(key)))
+
+    def append_messages(self, key: SessionKey, messages: list[StoredMessage]) -> list[StoredMessage]:
+        """Append atomically; a message whose ``external_id`` is already stored is not stored
+        again (the stored one is returned in its place)."""
+        return _run(self._engine, _ops.append_messages(self._key(key), messages))
+
+    def get_history(self, key: SessionKey, query: HistoryQuery | None = None) -> list[StoredMessage]:
+        return _run(self._engine, _ops.get_history(self._key(key), query))
+
+    def reset(self, key: SessionKey) -> Session:
+        """Archive the live session (history kept) and start a fresh one under the same key."""
+        return _run(self._engine, _ops.reset(self._key(key)))
+
+    def compact(self, key: SessionKey, strategy: Any) -> CompactionRecord:
+        return _run(self._engine, _ops.compact(self._key(key), strategy))
+
+    def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
+        return _run(self._engine, _ops.get_compaction_record(self._key(key)))
+
+
+class SessionStore:
+    """Sessions in SQLite or PostgreSQL, blocking API. Safe to share between threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        durability: Durability = "full",
+        pool_size: int | None = None,
+        schema: str | None = None,
+    ) -> SessionStore:
+        """Open (creating and migrating) the store at ``url``; see the README for URL forms."""
+        return cls(open_engine(url, durability=durability, pool_size=pool_size, schema=schema))
+
+    @property
+    def durability(self) -> Durability:
+        return self._engine.durability
+
+    @property
+    def backend(self) -> str:
+        return self._engine.dialect.name
+
+    def for_agent(self, agent_id: str) -> AgentSessions:
+        return AgentSessions(self._engine, agent_id)
+
+    # Admin operations: they bypass agent isolation, for operators and the service's admin API.
+
+    def list_all_sessions(self, filter: SessionFilter | None = None) -> SessionPage:
+        """Sessions of every agent (admin: no isolation)."""
+        return _run(self._engine, _ops.list_sessions(_ops.admin_filter(filter)))
+
+    def get_session_by_id(self, session_id: int) -> Session:
+        """Any session, archived generations included (admin: no isolation)."""
+        return _run(self._engine, _ops.get_session_by_id(session_id))
+
+    def get_history_by_id(
+        self, session_id: int, query: HistoryQuery | None = None
+    ) -> list[StoredMessage]:
+        """Any session's history by id (admin: no isolation)."""
+        return _run(self._engine, _ops.get_history_by_id(session_id, query))
+
+    def purge_compacted(self, older_than: datetime | None = None) -> int:
+        """Delete compacted-away originals for retention; returns how many (admin)."""
+        return _run(self._engine, _ops.purge_compacted(older_than))
+
+    def close(self) -> None:
+        self._engine.close()
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
