@@ -29,6 +29,9 @@ from aisopod_session.store._ops import SessionPage, Work
 
 T = TypeVar("T")
 
+# Named outside the classes, where ``list`` is the builtin and not the method.
+Messages = list[StoredMessage]
+
 
 async def _run(engine: Engine, work: Work[T]) -> T:
     if work.read is not None:
@@ -70,15 +73,15 @@ class AsyncAgentSessions:
         return await _run(self._engine, _ops.delete(self._key(key)))
 
     async def append_messages(
-        self, key: SessionKey, messages: list[StoredMessage]
-    ) -> list[StoredMessage]:
+        self, key: SessionKey, messages: Messages
+    ) -> Messages:
         """Append atomically; a message whose ``external_id`` is already stored is not stored
         again (the stored one is returned in its place)."""
         return await _run(self._engine, _ops.append_messages(self._key(key), messages))
 
     async def get_history(
         self, key: SessionKey, query: HistoryQuery | None = None
-    ) -> list[StoredMessage]:
+    ) -> Messages:
         return await _run(self._engine, _ops.get_history(self._key(key), query))
 
     async def reset(self, key: SessionKey) -> Session:
@@ -137,7 +140,7 @@ class AsyncSessionStore:
 
     async def get_history_by_id(
         self, session_id: int, query: HistoryQuery | None = None
-    ) -> list[StoredMessage]:
+    ) -> Messages:
         """Any session's history by id (admin: no isolation)."""
         return await _run(self._engine, _ops.get_history_by_id(session_id, query))
 

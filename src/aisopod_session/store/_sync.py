@@ -27,6 +27,9 @@ from aisopod_session.store._ops import SessionPage, Work
 
 T = TypeVar("T")
 
+# Named outside the classes, where ``list`` is the builtin and not the method.
+Messages = list[StoredMessage]
+
 
 def _run(engine: Engine, work: Work[T]) -> T:
     if work.read is not None:
@@ -65,12 +68,12 @@ class AgentSessions:
         """Delete the live session and every archived generation of ``key``, messages included."""
         return _run(self._engine, _ops.delete(self._key(key)))
 
-    def append_messages(self, key: SessionKey, messages: list[StoredMessage]) -> list[StoredMessage]:
+    def append_messages(self, key: SessionKey, messages: Messages) -> Messages:
         """Append atomically; a message whose ``external_id`` is already stored is not stored
         again (the stored one is returned in its place)."""
         return _run(self._engine, _ops.append_messages(self._key(key), messages))
 
-    def get_history(self, key: SessionKey, query: HistoryQuery | None = None) -> list[StoredMessage]:
+    def get_history(self, key: SessionKey, query: HistoryQuery | None = None) -> Messages:
         return _run(self._engine, _ops.get_history(self._key(key), query))
 
     def reset(self, key: SessionKey) -> Session:
@@ -125,7 +128,7 @@ class SessionStore:
 
     def get_history_by_id(
         self, session_id: int, query: HistoryQuery | None = None
-    ) -> list[StoredMessage]:
+    ) -> Messages:
         """Any session's history by id (admin: no isolation)."""
         return _run(self._engine, _ops.get_history_by_id(session_id, query))
 

@@ -1,0 +1,59 @@
+"""A small gateway simulation on the embedded SQLite default: ``python -m aisopod_session.demo``.
+
+Several people talk to two agents over a few channels; the demo routes each message to its
+session, reads the recent history, appends the turn, compacts a long conversation and prints what
+the store holds. Run it twice: sessions persist in ``data/demo-sessions.db``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aisopod_session import (
+    ChannelContext,
+    DmScope,
+    HistoryQuery,
+    SessionStore,
+    SlidingWindow,
+    StoredMessage,
+    resolve_session_key,
+)
+
+TRAFFIC = [
+    ("support-bot", ChannelContext("discord", "bot-1", "dm", "alice#1234"), "my order is late"),
+    ("support-bot", ChannelContext("telegram", "bot-2", "dm", "@bob"), "hello!"),
+    ("support-bot", ChannelContext("discord", "bot-1", "dm", "alice#1234"), "order 42"),
+    ("notes-bot", ChannelContext("matrix", "bot-3", "dm", "@alice:matrix.org"), "remember milk"),
+    ("support-bot", ChannelContext("slack", "bot-4", "group", "C01", "1700.01"), "deploy failed"),
+    ("notes-bot", ChannelContext("discord", "bot-5", "dm", "alice#1234"), "and eggs"),
+]
+LINKS = {"alice": ["matrix:@alice:matrix.org", "discord:alice#1234"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", default="sqlite:///data/demo-sessions.db")
+    args = parser.parse_args(argv)
+    if args.db.startswith("sqlite:///"):
+        Path(args.db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    with SessionStore.open(args.db) as store:
+        for agent_id, ctx, text in TRAFFIC:
+            # notes-bot is a personal assistant: one session per person across channels.
+            scope = DmScope.PER_PEER if agent_id == "notes-bot" else DmScope.PER_ACCOUNT_CHANNEL_PEER
+            key = resolve_session_key(agent_id, ctx, scope, LINKS)
+            agent = store.for_agent(agent_id)
+            agent.get_or_create(key)
+            context = agent.get_history(key, HistoryQuery(limit=20, tail=True))
+            reply = f"[{agent_id}] noted ({len(context)} earlier messages)"
+            agent.append_messages(key, [StoredMessage.user(text), StoredMessage.assistant(reply)])
+            print(f"{key}\n    {text!r} -> {reply!r}")
+            if len(context) >= 8:
+                agent.compact(key, SlidingWindow(max_messages=6))
+        print("\nSessions (all agents):")
+        for summary in store.list_all_sessions():
+            print(f"  {summary.status.value:9} {summary.message_count:4} msgs  {summary.key}")
+
+
+if __name__ == "__main__":
+    main()

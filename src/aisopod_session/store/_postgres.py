@@ -1,0 +1,132 @@
+"""The PostgreSQL backend: psycopg 3 with a psycopg_pool connection pool.
+
+The same statements as SQLite (see ``_ops``); what differs is how races are settled: one live
+session per key by a unique partial index and ``INSERT … ON CONFLICT DO NOTHING``, counters in the
+same statement as the lock they take, external-id de-duplication by a unique index. Python locks
+play no part, so any number of processes and replicas can share one database.
+
+Failures: a batch that loses its connection (or deadlocks) *before* COMMIT is rolled back by the
+server and run again on a fresh connection for up to ``RetryPolicy.window`` seconds; a connection
+lost *during* COMMIT raises ``StoreUnavailableError(maybe_committed=True)`` and is never retried,
+since running it again could store it twice. Reads are retried the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aisopod_session.errors import InvalidInputError, StoreUnavailableError
+from aisopod_session.store._engine import Dialect, Durability, Engine, Failure, Tx
+from aisopod_session.store._migrations import migrate_postgres
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "PostgreSQL support needs psycopg: pip install 'aisopod-session[postgres]'"
+    ) from exc
+
+DEFAULT_SCHEMA = "aisopod_session"
+DEFAULT_POOL_SIZE = 4
+POOL_WAIT_SECONDS = 10.0
+
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class PostgresEngine(Engine):
+    dialect = Dialect("postgres", "%s", " FOR UPDATE", "ALL")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durability: Durability,
+        pool_size: int | None = None,
+        schema: str | None = None,
+    ) -> None:
+        self.durability = durability
+        self.schema = schema or DEFAULT_SCHEMA
+        if not _SCHEMA_NAME.match(self.schema):
+            raise InvalidInputError.for_field(
+                "schema", f"{self.schema!r} is not a plain SQL identifier (letters, digits, _)"
+            )
+        size = DEFAULT_POOL_SIZE if pool_size is None else pool_size
+        if type(size) is not int or not 1 <= size <= 100:
+            raise InvalidInputError.for_field("pool_size", f"must be 1 to 100, got {size!r}")
+        self._url = url
+        self._safe_url = _without_password(url)
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                migrate_postgres(conn, self.schema)
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(f"{self.describe()}: {exc}".strip()) from exc
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=size,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            timeout=POOL_WAIT_SECONDS,
+            name="aisopod-session",
+            open=True,
+        )
+        super().__init__(read_threads=size)
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self._safe_url} (schema {self.schema})"
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if self.durability == "normal":
+            # The server may lose the last moments of commits if *it* crashes; a crash of this
+            # process loses nothing that was acknowledged.
+            conn.execute("SET synchronous_commit TO off")
+
+    @contextmanager
+    def _read_tx(self) -> Iterator[Tx]:
+        with self._pool.connection() as conn, conn.cursor() as cursor:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield Tx(cursor, self.dialect)
+            finally:
+                if not conn.broken:
+                    cursor.execute("ROLLBACK")
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[Tx]:
+        with self._pool.connection() as conn, conn.cursor() as cursor:
+            cursor.execute("BEGIN")
+            try:
+                yield Tx(cursor, self.dialect)
+            except BaseException:
+                if not conn.broken:
+                    cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def classify(self, exc: BaseException) -> Failure:
+        if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+            return Failure.RETRY  # lost connection, restart, deadlock, serialization failure
+        if isinstance(exc, psycopg.IntegrityError | psycopg.DataError):
+            return Failure.JOB
+        if isinstance(exc, psycopg.Error):
+            return Failure.FATAL
+        return Failure.JOB
+
+    def _close_connections(self) -> None:
+        self._pool.close()
+
+    def drop_schema(self) -> None:
+        """Remove the schema and everything in it (used by tests and ``db`` tooling)."""
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(self.schema)))
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)

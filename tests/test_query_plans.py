@@ -1,0 +1,102 @@
+"""Every statement the SQLite store runs is served by an index (EXPLAIN QUERY PLAN).
+
+The test records every statement the store sends while a workload touches every operation,
+then asks SQLite how it would run each one. A plan line that scans ``sessions`` or ``messages``
+without an index fails the test, naming the statement.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aisopod_session import (
+    HistoryQuery,
+    SessionFilter,
+    SessionKey,
+    SessionPatch,
+    SessionStore,
+    SlidingWindow,
+    StoredMessage,
+    Summarize,
+    TruncateToolResults,
+)
+
+FULL_SCAN = re.compile(r"\bSCAN (sessions|messages)\b(?! USING)")
+
+
+@pytest.fixture
+def traced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[SessionStore, list[str]]:
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return SessionStore.open(str(tmp_path / "plans.db")), statements
+
+
+def _workload(store: SessionStore) -> None:
+    agent = store.for_agent("bot")
+    keys = [SessionKey("bot", "discord", "acct", "dm", f"user{i}") for i in range(30)]
+    for key in keys:
+        agent.get_or_create(key)
+        agent.append_messages(key, [StoredMessage.user("hi", external_id="e1"),
+                                    StoredMessage.assistant("hello", token_count=4),
+                                    StoredMessage.tool("x" * 500)])
+    key = keys[0]
+    agent.append_messages(key, [StoredMessage.user("again", external_id="e1")])
+    agent.get(key)
+    now = datetime.now(UTC)
+    agent.list()
+    page = agent.list(SessionFilter(limit=5, status="active", channel="discord",
+                                    updated_after=now - timedelta(days=1)))
+    assert page.next_cursor is not None
+    agent.list(SessionFilter(limit=5, cursor=page.next_cursor))
+    agent.list(SessionFilter(peer_id="user3", peer_kind="dm", account_id="acct",
+                             created_before=now + timedelta(days=1)))
+    agent.patch(key, SessionPatch(metadata={"a": 1}, add_tokens=3, status="idle"))
+    for query in (None, HistoryQuery(limit=2, tail=True), HistoryQuery(limit=2, offset=1),
+                  HistoryQuery(after=now - timedelta(days=1), before=now + timedelta(days=1)),
+                  HistoryQuery(include_compacted=True), HistoryQuery(offset=1, tail=True)):
+        agent.get_history(key, query)
+    agent.compact(key, TruncateToolResults(max_chars=100))
+    agent.compact(key, SlidingWindow(max_messages=2))
+    agent.compact(keys[1], Summarize(summary="s", keep_recent=1))
+    agent.get_compaction_record(key)
+    agent.reset(key)
+    session = store.list_all_sessions(SessionFilter(status="archived"))[0]
+    store.get_session_by_id(session.id)
+    store.get_history_by_id(session.id, HistoryQuery(include_compacted=True))
+    store.list_all_sessions(SessionFilter(limit=3))
+    store.purge_compacted()
+    store.purge_compacted(now + timedelta(days=1))
+    agent.delete(keys[2])
+
+
+def test_every_statement_uses_an_index(traced: tuple[SessionStore, list[str]],
+                                       tmp_path: Path) -> None:
+    store, statements = traced
+    _workload(store)
+    store.close()
+    queries = sorted({s for s in statements if s.lstrip().upper().startswith(
+        ("SELECT", "UPDATE", "DELETE", "INSERT")) and "aisopod_schema" not in s
+        and "sqlite_master" not in s})
+    assert len(queries) > 20, "the workload did not exercise the store"
+    conn = sqlite3.connect(tmp_path / "plans.db")
+    scans = {}
+    for query in queries:
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
+        if FULL_SCAN.search(plan):
+            scans[query] = plan
+    conn.close()
+    assert not scans, "statements scanning a whole table:\n" + "\n".join(
+        f"{q}\n    -> {p}" for q, p in scans.items())

@@ -1,0 +1,34 @@
+"""The README's code is executed, so its examples cannot rot."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text("utf-8")
+BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+
+
+def test_readme_names_two_commands_that_exist() -> None:
+    commands = re.findall(r"^\./scripts/(\w+)", README, flags=re.MULTILINE)
+    assert {"run", "test"} <= set(commands)
+    for name in ("run", "test"):
+        assert os.access(ROOT / "scripts" / name, os.X_OK), name
+    assert "./scripts/test" in (ROOT / ".ci" / "run").read_text("utf-8")
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_block_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": f"readme_block_{index}"}
+    # Blocks may build on earlier ones (like a reader following along), so run those first.
+    for block in BLOCKS[: index + 1]:
+        exec(compile(block, f"README.md block {index}", "exec"), namespace)
+    printed = capsys.readouterr().out
+    for expected in re.findall(r"print\(.*?\)\s+# (.+)$", BLOCKS[index], flags=re.MULTILINE):
+        assert expected.split(":")[0] in printed
