@@ -8,6 +8,7 @@ waits on the database. ``tests/test_api_parity.py`` keeps the two in step.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -19,10 +20,12 @@ from aisopod_session.models import (
     SessionFilter,
     SessionKey,
     SessionPatch,
+    SessionStatus,
     StoredMessage,
     normalize_name_or_raise,
 )
-from aisopod_session.store import _ops
+from aisopod_session.store import _admin, _ops
+from aisopod_session.store._admin import ImportResult, StoreStats
 from aisopod_session.store._engine import Durability, Engine
 from aisopod_session.store._open import open_engine
 from aisopod_session.store._ops import SessionPage, Work
@@ -40,6 +43,21 @@ async def _run(engine: Engine, work: Work[T]) -> T:
             return found  # type: ignore[return-value]  # a read alone never returns None
     assert work.write is not None
     return await engine.write_async(work.write)
+
+
+def _agent_or_none(agent_id: str | None) -> str | None:
+    return None if agent_id is None else normalize_name_or_raise("agent_id", agent_id)
+
+
+async def _aiter(
+    lines: Iterable[str | bytes] | AsyncIterable[str | bytes],
+) -> AsyncIterator[str | bytes]:
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            yield line
+    else:
+        for line in lines:
+            yield line
 
 
 class AsyncAgentSessions:
@@ -147,6 +165,62 @@ class AsyncSessionStore:
     async def purge_compacted(self, older_than: datetime | None = None) -> int:
         """Delete compacted-away originals for retention; returns how many (admin)."""
         return await _run(self._engine, _ops.purge_compacted(older_than))
+
+    async def count_sessions_by_status(
+        self, agent_id: str | None = None
+    ) -> dict[SessionStatus, int]:
+        """How many sessions there are in each status, of one agent or all (admin)."""
+        return await _run(self._engine, _admin.count_by_status(_agent_or_none(agent_id)))
+
+    async def stats(self) -> StoreStats:
+        """Sessions by status, agents, live and compacted messages (admin)."""
+        return await _run(self._engine, _admin.stats())
+
+    async def clear_sessions(self, agent_id: str | None = None) -> int:
+        """Delete every session of one agent, or of all agents; returns how many (admin)."""
+        return await _run(self._engine, _admin.clear(_agent_or_none(agent_id)))
+
+    async def export_jsonl(self, agent_id: str | None = None) -> AsyncIterator[str]:
+        """Every session (all generations) and message as JSON Lines, streamed (admin)."""
+        plan = _admin.export_plan(_agent_or_none(agent_id))
+        sent: Any = None
+        while True:
+            try:
+                step = plan.send(sent)
+            except StopIteration:
+                return
+            if isinstance(step, Work):
+                sent = await _run(self._engine, step)
+            else:
+                sent = None
+                yield step
+
+    async def import_jsonl(
+        self, lines: Iterable[str | bytes] | AsyncIterable[str | bytes]
+    ) -> ImportResult:
+        """Import an export; a session that fails half-way is removed again (admin)."""
+        importer = _admin.Importer()
+        try:
+            number = 0
+            async for line in _aiter(lines):
+                number += 1
+                text = line.decode("utf-8") if isinstance(line, bytes) else line
+                if text.strip():
+                    await self._drive(importer.line(number, text))
+            await self._drive(importer.finish())
+        except BaseException:
+            await self._drive(importer.abort())
+            raise
+        return importer.result
+
+    async def _drive(self, plan: _admin.Plan) -> None:
+        sent: Any = None
+        while True:
+            try:
+                step = plan.send(sent)
+            except StopIteration:
+                return
+            sent = await _run(self._engine, step)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._engine.close)

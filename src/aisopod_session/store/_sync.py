@@ -6,6 +6,7 @@ run the :class:`~aisopod_session.store._ops.Work` that ``_ops`` builds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,10 +18,12 @@ from aisopod_session.models import (
     SessionFilter,
     SessionKey,
     SessionPatch,
+    SessionStatus,
     StoredMessage,
     normalize_name_or_raise,
 )
-from aisopod_session.store import _ops
+from aisopod_session.store import _admin, _ops
+from aisopod_session.store._admin import ImportResult, StoreStats
 from aisopod_session.store._engine import Durability, Engine
 from aisopod_session.store._open import open_engine
 from aisopod_session.store._ops import SessionPage, Work
@@ -38,6 +41,10 @@ def _run(engine: Engine, work: Work[T]) -> T:
             return found  # type: ignore[return-value]  # a read alone never returns None
     assert work.write is not None
     return engine.write(work.write)
+
+
+def _agent_or_none(agent_id: str | None) -> str | None:
+    return None if agent_id is None else normalize_name_or_raise("agent_id", agent_id)
 
 
 class AgentSessions:
@@ -135,6 +142,54 @@ class SessionStore:
     def purge_compacted(self, older_than: datetime | None = None) -> int:
         """Delete compacted-away originals for retention; returns how many (admin)."""
         return _run(self._engine, _ops.purge_compacted(older_than))
+
+    def count_sessions_by_status(self, agent_id: str | None = None) -> dict[SessionStatus, int]:
+        """How many sessions there are in each status, of one agent or all (admin)."""
+        return _run(self._engine, _admin.count_by_status(_agent_or_none(agent_id)))
+
+    def stats(self) -> StoreStats:
+        """Sessions by status, agents, live and compacted messages (admin)."""
+        return _run(self._engine, _admin.stats())
+
+    def clear_sessions(self, agent_id: str | None = None) -> int:
+        """Delete every session of one agent, or of all agents; returns how many (admin)."""
+        return _run(self._engine, _admin.clear(_agent_or_none(agent_id)))
+
+    def export_jsonl(self, agent_id: str | None = None) -> Iterator[str]:
+        """Every session (all generations) and message as JSON Lines, streamed (admin)."""
+        plan = _admin.export_plan(_agent_or_none(agent_id))
+        sent: Any = None
+        while True:
+            try:
+                step = plan.send(sent)
+            except StopIteration:
+                return
+            if isinstance(step, Work):
+                sent = _run(self._engine, step)
+            else:
+                sent = None
+                yield step
+
+    def import_jsonl(self, lines: Iterable[str | bytes]) -> ImportResult:
+        """Import an export; a session that fails half-way is removed again (admin)."""
+        importer = _admin.Importer()
+        try:
+            for number, text in _admin.numbered_lines(lines):
+                self._drive(importer.line(number, text))
+            self._drive(importer.finish())
+        except BaseException:
+            self._drive(importer.abort())
+            raise
+        return importer.result
+
+    def _drive(self, plan: _admin.Plan) -> None:
+        sent: Any = None
+        while True:
+            try:
+                step = plan.send(sent)
+            except StopIteration:
+                return
+            sent = _run(self._engine, step)
 
     def close(self) -> None:
         self._engine.close()

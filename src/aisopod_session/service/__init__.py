@@ -1,0 +1,6 @@
+"""The HTTP service: FastAPI app, configuration, auth and the uvicorn runner."""
+
+from aisopod_session.service.app import create_app
+from aisopod_session.service.config import ServiceConfig, load_config
+
+__all__ = ["ServiceConfig", "create_app", "load_config"]

@@ -1,0 +1,160 @@
+"""The service's configuration: a TOML file, environment variables, and command-line flags.
+
+Precedence, lowest first: defaults, the config file, the environment, the command line. The file
+is validated at start-up; a mistake stops the server with a message naming the setting.
+
+```toml
+[database]
+url = "sqlite:///data/sessions.db"   # or postgresql://...
+durability = "full"                 # or "normal"
+
+[server]
+host = "127.0.0.1"
+port = 8787
+max_body_bytes = 4194304
+
+[[tokens]]
+token = "a-long-random-admin-token"
+role = "admin"
+
+[[tokens]]
+token = "a-long-random-agent-token"
+agent = "support-bot"
+```
+
+Environment: ``AISOPOD_DATABASE_URL``, ``AISOPOD_ADMIN_TOKEN`` (one admin token) and
+``AISOPOD_AGENT_TOKENS`` (``agent=token,agent2=token2``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aisopod_session.errors import InvalidInputError
+from aisopod_session.models import invalid_input_from, normalize_name
+
+DEFAULT_DB_URL = "sqlite:///data/sessions.db"
+DEFAULT_PORT = 8787
+MIN_TOKEN_LENGTH = 16
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    url: str = DEFAULT_DB_URL
+    durability: Literal["full", "normal"] = "full"
+    pool_size: Annotated[int, Field(ge=1, le=100)] | None = None
+    db_schema: str | None = Field(default=None, alias="schema")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
+    max_body_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 4 * 1024 * 1024
+
+
+class TokenSettings(_Section):
+    token: Annotated[str, Field(min_length=MIN_TOKEN_LENGTH, max_length=512)]
+    role: Literal["admin", "agent"] = "agent"
+    agent: str | None = None
+
+    @model_validator(mode="after")
+    def _agent_matches_role(self) -> TokenSettings:
+        if self.role == "agent":
+            if not self.agent:
+                raise ValueError("an agent token needs 'agent' (the agent id it may use)")
+            self.agent = normalize_name(self.agent)
+        elif self.agent is not None:
+            raise ValueError("an admin token is not bound to an agent; drop 'agent'")
+        return self
+
+
+class ServiceConfig(_Section):
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    tokens: list[TokenSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tokens_unique(self) -> ServiceConfig:
+        seen = set()
+        for entry in self.tokens:
+            if entry.token in seen:
+                raise ValueError("the same token is configured twice")
+            seen.add(entry.token)
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.tokens)
+
+    def check_bind_address(self) -> None:
+        """Without tokens the API is open: refuse anything but a loopback address."""
+        if self.auth_enabled:
+            return
+        if not is_loopback(self.server.host):
+            raise InvalidInputError.for_field(
+                "server.host",
+                f"refusing to listen on {self.server.host!r} without tokens: anyone who can "
+                "reach it could read every conversation. Configure tokens or bind to 127.0.0.1",
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
+                **overrides: Any) -> ServiceConfig:
+    """Build the configuration from a file, the environment and explicit overrides."""
+    env = dict(os.environ) if env is None else env
+    data: dict[str, Any] = {}
+    where = "configuration"
+    if path is not None:
+        where = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text("utf-8"))
+        except FileNotFoundError:
+            raise InvalidInputError.for_field("config", f"{path}: no such file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInputError.for_field("config", f"{path}: not valid TOML: {exc}") from None
+    database = data.setdefault("database", {})
+    server = data.setdefault("server", {})
+    tokens = data.setdefault("tokens", [])
+    if not (isinstance(database, dict) and isinstance(server, dict) and isinstance(tokens, list)):
+        raise InvalidInputError.for_field("config", f"{where}: [database] and [server] are tables, "
+                                          "[[tokens]] an array of tables")
+    if env.get("AISOPOD_DATABASE_URL"):
+        database["url"] = env["AISOPOD_DATABASE_URL"]
+    if env.get("AISOPOD_ADMIN_TOKEN"):
+        tokens.append({"token": env["AISOPOD_ADMIN_TOKEN"], "role": "admin"})
+    for pair in filter(None, (p.strip() for p in env.get("AISOPOD_AGENT_TOKENS", "").split(","))):
+        agent, sep, token = pair.partition("=")
+        if not sep:
+            raise InvalidInputError.for_field("AISOPOD_AGENT_TOKENS", "expected agent=token,...")
+        tokens.append({"token": token, "role": "agent", "agent": agent})
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name == "db_url":
+            database["url"] = value
+        elif name in ("host", "port"):
+            server[name] = value
+        else:
+            raise TypeError(f"unknown override {name}")
+    try:
+        return ServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input_from(exc, where) from None

@@ -1,0 +1,121 @@
+"""Errors as ``application/problem+json`` (RFC 9457), never a stack trace.
+
+Each library error maps to one status; anything unexpected becomes a bare 500 whose detail says
+nothing about the internals (the traceback goes to the server log only).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aisopod_session.errors import (
+    AccessDeniedError,
+    ConflictError,
+    InvalidInputError,
+    SchemaVersionError,
+    SessionError,
+    SessionNotFoundError,
+    StoreClosedError,
+    StoreUnavailableError,
+)
+
+log = logging.getLogger("aisopod_session.service")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An error response (RFC 9457 problem details)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldProblem] = Field(default_factory=list)
+
+
+_STATUS_OF: list[tuple[type[SessionError], int, str]] = [
+    (InvalidInputError, 422, "Invalid input"),
+    (SessionNotFoundError, 404, "Not found"),
+    (AccessDeniedError, 403, "Forbidden"),
+    (ConflictError, 409, "Conflict"),
+    (StoreUnavailableError, 503, "Database unavailable"),
+    (SchemaVersionError, 503, "Database schema too new"),
+    (StoreClosedError, 503, "Shutting down"),
+]
+
+_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+           405: "Method not allowed", 409: "Conflict", 413: "Request body too large",
+           422: "Invalid input", 500: "Internal server error", 503: "Service unavailable"}
+
+
+def problem(status: int, detail: str | None = None, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body = Problem(title=_TITLES.get(status, "Error"), status=status, detail=detail,
+                   errors=[FieldProblem(**e) for e in errors or []])
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status,
+                        media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    raw = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in raw):
+        return problem(400, "the request body is not valid JSON")
+    errors = [{"field": _field(tuple(e.get("loc", ()))),
+               "message": str(e.get("msg", "invalid")).removeprefix("Value error, ")}
+              for e in raw]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return problem(422, summary[:2000], errors)
+
+
+async def _on_session_error(request: Request, exc: Exception) -> JSONResponse:
+    for kind, status, _title in _STATUS_OF:
+        if isinstance(exc, kind):
+            errors = exc.errors if isinstance(exc, InvalidInputError) else None
+            return problem(status, str(exc)[:2000], errors)
+    return problem(400, str(exc)[:2000])
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "the server failed to handle this request; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(SessionError, _on_session_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": _TITLES[status],
+             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for status in (400, 401, 403, 404, 413, 422, 503)
+}

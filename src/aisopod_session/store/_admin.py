@@ -1,0 +1,377 @@
+"""Operator operations on a whole store: counts, clearing, and export/import as JSON Lines.
+
+Export streams: sessions are read by id in pages and each one's messages in position order,
+a chunk at a time, so memory stays flat however large the store. The file is JSON Lines:
+
+    {"kind": "aisopod-session-export", "version": 1}
+    {"kind": "session", "id": 7, "key": {...}, "status": "archived", ..., "last_seq": 12}
+    {"kind": "message", "session": 7, "seq": 1, "role": "user", "content": ..., ...}
+
+Import reads the same lines in order. Each session is written with all its fields (status,
+timestamps, counters, compaction state) and its messages keep their positions and compacted flags,
+so importing an export into an empty store reproduces it exactly (ids aside: the target assigns
+its own). A session that fails half-way (a bad line, a live key that already exists) is removed
+again, so nothing is left half-written; sessions imported before it stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictBool, StrictInt, ValidationError
+
+from aisopod_session import _json
+from aisopod_session.errors import ConflictError, InvalidInputError
+from aisopod_session.models import (
+    JsonValue,
+    Role,
+    SessionKey,
+    SessionMetadata,
+    SessionStatus,
+    UtcDatetime,
+    _Model,
+    invalid_input_from,
+)
+from aisopod_session.store._engine import Tx
+from aisopod_session.store._ops import (
+    KEY_WHERE,
+    MESSAGE_COLUMNS,
+    SESSION_COLUMNS,
+    Work,
+    from_us,
+    key_params,
+    message_from_row,
+    session_from_row,
+    to_us,
+)
+
+EXPORT_FORMAT = "aisopod-session-export"
+EXPORT_VERSION = 1
+PAGE = 500
+"""Sessions per page and messages per chunk, on export and on import."""
+
+
+def count_by_status(agent_id: str | None = None) -> Work[dict[SessionStatus, int]]:
+    where, params = ("WHERE agent_id = ?", (agent_id,)) if agent_id else ("", ())
+
+    def read(tx: Tx) -> dict[SessionStatus, int]:
+        rows = tx.all(f"SELECT status, count(*) FROM sessions {where} GROUP BY status", params)
+        return {SessionStatus(status): int(count) for status, count in rows}
+
+    return Work(read=read)
+
+
+def clear(agent_id: str | None) -> Work[int]:
+    """Delete every session (of one agent), all generations and messages; returns how many."""
+
+    def write(tx: Tx) -> int:
+        if agent_id is None:
+            tx.run("DELETE FROM messages")
+            return tx.run("DELETE FROM sessions")
+        return tx.run("DELETE FROM sessions WHERE agent_id = ?", (agent_id,))
+
+    return Work(write=write)
+
+
+@dataclass(slots=True)
+class StoreStats:
+    sessions_by_status: dict[SessionStatus, int] = field(default_factory=dict)
+    agents: int = 0
+    messages_live: int = 0
+    messages_compacted: int = 0
+
+
+def stats() -> Work[StoreStats]:
+    def read(tx: Tx) -> StoreStats:
+        result = StoreStats()
+        for status, count in tx.all("SELECT status, count(*) FROM sessions GROUP BY status"):
+            result.sessions_by_status[SessionStatus(status)] = int(count)
+        result.agents = int(tx.one("SELECT count(DISTINCT agent_id) FROM sessions")[0])
+        for compacted, count in tx.all(
+            "SELECT compacted, count(*) FROM messages GROUP BY compacted"
+        ):
+            if compacted:
+                result.messages_compacted = int(count)
+            else:
+                result.messages_live = int(count)
+        return result
+
+    return Work(read=read)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def session_page(agent_id: str | None, after_id: int) -> Work[list[dict[str, Any]]]:
+    where = "id > ?" + (" AND agent_id = ?" if agent_id else "")
+    params = (after_id, agent_id) if agent_id else (after_id,)
+
+    def read(tx: Tx) -> list[dict[str, Any]]:
+        rows = tx.all(
+            f"SELECT {SESSION_COLUMNS}, last_seq, archived_at FROM sessions WHERE {where} "
+            f"ORDER BY id LIMIT {PAGE}",
+            params,
+        )
+        records = []
+        for row in rows:
+            session = session_from_row(row)
+            record = {"kind": "session", **session.model_dump(mode="json")}
+            record["last_seq"] = row[15]
+            record["archived_at"] = _iso(None if row[16] is None else from_us(row[16]))
+            records.append(record)
+        return records
+
+    return Work(read=read)
+
+
+def message_chunk(session_id: int, after: tuple[int, int]) -> Work[list[dict[str, Any]]]:
+    def read(tx: Tx) -> list[dict[str, Any]]:
+        rows = tx.all(
+            f"SELECT seq, {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
+            f"AND (seq, id) > (?, ?) ORDER BY seq, id LIMIT {PAGE}",
+            (session_id, *after),
+        )
+        records = []
+        for row in rows:
+            message = message_from_row(row[1:])
+            record = {"kind": "message", "session": session_id, "seq": row[0],
+                      **message.model_dump(mode="json", exclude={"id"})}
+            record["_id"] = row[1]
+            records.append(record)
+        return records
+
+    return Work(read=read)
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+class ExportHeader(_Model):
+    kind: Literal["aisopod-session-export"]
+    version: Annotated[StrictInt, Field(ge=1)]
+
+
+class ExportedSession(_Model):
+    kind: Literal["session"]
+    id: StrictInt
+    key: SessionKey
+    status: SessionStatus
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    message_count: Annotated[StrictInt, Field(ge=0)]
+    token_usage: Annotated[StrictInt, Field(ge=0, le=2**62)]
+    metadata: SessionMetadata
+    compaction_count: Annotated[StrictInt, Field(ge=0)]
+    last_compacted_at: UtcDatetime | None = None
+    last_compaction_summary: str | None = None
+    last_seq: Annotated[StrictInt, Field(ge=0)]
+    archived_at: UtcDatetime | None = None
+
+
+class ExportedMessage(_Model):
+    kind: Literal["message"]
+    session: StrictInt
+    seq: Annotated[StrictInt, Field(ge=1)]
+    role: Role
+    content: JsonValue
+    tool_calls: JsonValue | None = None
+    created_at: UtcDatetime
+    token_count: Annotated[StrictInt, Field(ge=0)] | None = None
+    external_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    compacted: StrictBool = False
+
+
+def parse_line(text: str, number: int) -> ExportHeader | ExportedSession | ExportedMessage:
+    try:
+        data = _json.loads(text)
+    except ValueError as exc:
+        raise InvalidInputError.for_field(f"line {number}", f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError.for_field(f"line {number}", "expected a JSON object")
+    data.pop("_id", None)
+    kind = data.get("kind")
+    model: type[ExportHeader | ExportedSession | ExportedMessage]
+    if kind == EXPORT_FORMAT:
+        model = ExportHeader
+    elif kind == "session":
+        model = ExportedSession
+    elif kind == "message":
+        model = ExportedMessage
+    else:
+        raise InvalidInputError.for_field(f"line {number}", f"unknown kind {kind!r}")
+    try:
+        return model.model_validate(data)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"line {number}: {exc}", exc.errors) from None
+    except ValidationError as exc:  # pragma: no cover - _Model converts already
+        raise invalid_input_from(exc, f"line {number}") from None
+
+
+def insert_session(record: ExportedSession) -> Work[int]:
+    def write(tx: Tx) -> int:
+        if record.status is not SessionStatus.ARCHIVED and tx.one(
+            f"SELECT id FROM sessions WHERE {KEY_WHERE} AND status <> 'archived'",
+            key_params(record.key),
+        ):
+            raise ConflictError(f"a live session for {record.key} already exists")
+        row = tx.one(
+            "INSERT INTO sessions (agent_id, channel, account_id, peer_kind, peer_id, status, "
+            "created_at, updated_at, message_count, token_usage, metadata, compaction_count, "
+            "last_compacted_at, last_compaction_summary, last_seq, archived_at) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (*key_params(record.key), record.status.value, to_us(record.created_at),
+             to_us(record.updated_at), record.message_count, record.token_usage,
+             _json.dumps(record.metadata), record.compaction_count,
+             None if record.last_compacted_at is None else to_us(record.last_compacted_at),
+             record.last_compaction_summary, record.last_seq,
+             None if record.archived_at is None else to_us(record.archived_at)),
+        )
+        return int(row[0])
+
+    return Work(write=write)
+
+
+def insert_messages(session_id: int, records: list[ExportedMessage]) -> Work[int]:
+    def write(tx: Tx) -> int:
+        values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, ?)" for _ in records)
+        params: list[Any] = []
+        for m in records:
+            params.extend((session_id, m.seq, m.role.value, _json.dumps(m.content),
+                           None if m.tool_calls is None else _json.dumps(m.tool_calls),
+                           to_us(m.created_at), m.token_count, m.external_id, int(m.compacted)))
+        tx.run(
+            "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, "
+            f"token_count, external_id, compacted) VALUES {values}",
+            params,
+        )
+        return len(records)
+
+    return Work(write=write)
+
+
+def delete_session_by_id(session_id: int) -> Work[bool]:
+    def write(tx: Tx) -> bool:
+        return tx.run("DELETE FROM sessions WHERE id = ?", (session_id,)) > 0
+
+    return Work(write=write)
+
+
+@dataclass(slots=True)
+class ImportResult:
+    sessions: int = 0
+    messages: int = 0
+
+
+def numbered_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(lines, start=1):
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        if text.strip():
+            yield number, text
+
+
+def message_record_ok(record: ExportedMessage, session: ExportedSession | None,
+                      number: int) -> None:
+    if session is None or record.session != session.id:
+        raise InvalidInputError.for_field(
+            f"line {number}", "a message must follow the session line it belongs to"
+        )
+    if record.seq > session.last_seq:
+        raise InvalidInputError.for_field(
+            f"line {number}", f"seq {record.seq} is past the session's last_seq {session.last_seq}"
+        )
+
+
+# --- plans: the multi-step operations, written once for both front ends ------------------------
+#
+# A plan is a generator that yields Work (the driver runs it and sends the result back) or, for
+# export, a line of output. _sync.py and _async.py each have a small driver.
+
+Plan = Generator[Any, Any, None]
+
+
+def export_plan(agent_id: str | None) -> Plan:
+    yield _json.dumps({"kind": EXPORT_FORMAT, "version": EXPORT_VERSION})
+    after_id = 0
+    while True:
+        page: list[dict[str, Any]] = yield session_page(agent_id, after_id)
+        if not page:
+            return
+        for record in page:
+            after_id = record["id"]
+            yield _json.dumps(record)
+            position = (0, 0)
+            while True:
+                chunk: list[dict[str, Any]] = yield message_chunk(record["id"], position)
+                if not chunk:
+                    break
+                for message in chunk:
+                    position = (message["seq"], message.pop("_id"))
+                    yield _json.dumps(message)
+
+
+class Importer:
+    """Feeds export lines into a store, one session (and its messages) at a time."""
+
+    def __init__(self) -> None:
+        self.result = ImportResult()
+        self._header_seen = False
+        self._session: ExportedSession | None = None
+        self._session_id: int | None = None
+        self._pending: list[ExportedMessage] = []
+
+    def line(self, number: int, text: str) -> Plan:
+        record = parse_line(text, number)
+        if isinstance(record, ExportHeader):
+            if self._header_seen:
+                raise InvalidInputError.for_field(f"line {number}", "a second export header")
+            if record.version > EXPORT_VERSION:
+                raise InvalidInputError.for_field(
+                    f"line {number}", f"export version {record.version} is newer than this "
+                    f"aisopod-session reads ({EXPORT_VERSION})"
+                )
+            self._header_seen = True
+            return
+        if not self._header_seen:
+            raise InvalidInputError.for_field(
+                f"line {number}", f"the file does not start with a {EXPORT_FORMAT} header"
+            )
+        if isinstance(record, ExportedSession):
+            yield from self._finish_session()
+            self._session = record
+            self._session_id = yield insert_session(record)
+            return
+        message_record_ok(record, self._session, number)
+        self._pending.append(record)
+        if len(self._pending) >= PAGE:
+            yield from self._flush()
+
+    def _flush(self) -> Plan:
+        if self._pending and self._session_id is not None:
+            self.result.messages += yield insert_messages(self._session_id, self._pending)
+        self._pending = []
+
+    def _finish_session(self) -> Plan:
+        if self._session_id is not None:
+            yield from self._flush()
+            self.result.sessions += 1
+        self._session = None
+        self._session_id = None
+
+    def finish(self) -> Plan:
+        if not self._header_seen:
+            raise InvalidInputError.for_field("file", f"empty: no {EXPORT_FORMAT} header")
+        yield from self._finish_session()
+
+    def abort(self) -> Plan:
+        """Remove the session that was being imported when a line failed."""
+        if self._session_id is not None:
+            yield delete_session_by_id(self._session_id)
+        self._session_id = None
+        self._pending = []
