@@ -1,7 +1,7 @@
 """The exceptions aisopod-session raises.
 
-Every error the library raises on purpose is a :class:`SessionError`, so a caller can catch the whole
-family in one ``except``. Each carries a message written for the person who has to act on it.
+Every error the library raises on purpose is a :class:`SessionError`, so a caller can catch the
+whole family in one ``except``. Each carries a message written for the person who has to act on it.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ immutable; the store builds new ones rather than mutating.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -24,6 +24,8 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -32,6 +34,7 @@ from aisopod_session.errors import InvalidInputError
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "MAX_KEY_BYTES",
     "HistoryQuery",
     "JsonValue",
     "PeerKind",
@@ -49,6 +52,11 @@ __all__ = [
 
 MAX_ID_LENGTH = 256
 """Longest accepted key part, metadata key or external message id, in characters."""
+
+MAX_KEY_BYTES = 2048
+"""Longest key, as the UTF-8 bytes of its parts together: PostgreSQL cannot index a longer one
+(a b-tree entry holds at most 2704 bytes), so four 256-character parts fit only if most of their
+characters take less than two bytes each."""
 
 MAX_PAGE_SIZE = 1000
 """Largest ``SessionFilter.limit``: a page is meant to be read, not to dump a table."""
@@ -81,28 +89,51 @@ class Role(StrEnum):
 # --- field validators -------------------------------------------------------------------------
 
 
-def _check_text(value: str, *, what: str = "value") -> str:
-    if not value or value.isspace():
-        raise ValueError("must not be empty or whitespace only")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
+def _check_controls(value: str) -> None:
     for char in value:
         category = unicodedata.category(char)
         if category == "Cc":
             raise ValueError(f"must not contain control characters (found U+{ord(char):04X})")
         if category == "Cs":
             raise ValueError("must not contain lone surrogates")
+
+
+def _check_text(value: str) -> str:
+    if not value or value.isspace():
+        raise ValueError("must not be empty or whitespace only")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
+    _check_controls(value)
     return value
+
+
+def _normal_form(value: str, *, fold_case: bool) -> str:
+    """Trimmed, NFC and (for names) lower-cased, applied until it no longer changes.
+
+    One pass is not always enough: lower-casing can make a sequence composable under NFC
+    (``J`` + U+030C lower-cases to ``j`` + U+030C, which NFC composes to U+01F0), and a key must
+    come out the same when its normalised parts are normalised again.
+    """
+    # Control characters are refused before trimming: ``strip`` would silently drop a trailing
+    # newline or a leading U+001F, and a key part must never be cleaned up behind the caller.
+    _check_controls(value)
+    text = value
+    for _ in range(4):
+        step = unicodedata.normalize("NFC", text.lower() if fold_case else text).strip()
+        if step == text:
+            return _check_text(text)
+        text = step
+    raise ValueError("has no stable Unicode normal form")  # pragma: no cover - never seen
 
 
 def normalize_name(value: str) -> str:
     """Agent ids, channels and account ids: trimmed, NFC and lower-cased."""
-    return _check_text(unicodedata.normalize("NFC", value).strip().lower())
+    return _normal_form(value, fold_case=True)
 
 
 def normalize_peer_id(value: str) -> str:
-    """Peer ids: trimmed and NFC, but never case-folded (ids are case-sensitive on some platforms)."""
-    return _check_text(unicodedata.normalize("NFC", value).strip())
+    """Peer ids: trimmed and NFC, never case-folded (ids are case-sensitive on some platforms)."""
+    return _normal_form(value, fold_case=False)
 
 
 def _json_value(value: Any) -> Any:
@@ -112,16 +143,38 @@ def _json_value(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def _datetime_input(value: Any) -> Any:
+    # pydantic would read a number as a Unix timestamp; a number here is far more likely a bug.
+    if isinstance(value, datetime | str):
+        return value
+    raise ValueError(f"expected a timezone-aware datetime, got {type(value).__name__}")
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from None
+
+
+def _one_of(kind: type[StrEnum]) -> BeforeValidator:
+    """Accept an enum member or its value as ``str`` only (pydantic would also take bytes)."""
+    names = ", ".join(repr(member.value) for member in kind)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"expected one of {names}, got {type(value).__name__}")
+
+    return BeforeValidator(check)
 
 
 def _status_set(value: Any) -> Any:
-    if value is None or isinstance(value, str | SessionStatus):
+    if value is None or isinstance(value, str):
         return value
-    if isinstance(value, Iterable) and not isinstance(value, dict | bytes):
+    if isinstance(value, Iterable) and not isinstance(value, dict | bytes | bytearray):
         return tuple(value)
-    return value
+    raise ValueError(f"expected a status or a list of statuses, got {type(value).__name__}")
 
 
 def _sorted_statuses(value: tuple[SessionStatus, ...] | SessionStatus | None) -> Any:
@@ -133,14 +186,22 @@ def _sorted_statuses(value: tuple[SessionStatus, ...] | SessionStatus | None) ->
     return tuple(sorted(set(statuses)))
 
 
+MAX_INT = 2**63 - 1
+"""Largest integer a database BIGINT column holds."""
+
+Status = Annotated[SessionStatus, _one_of(SessionStatus)]
+Kind = Annotated[PeerKind, _one_of(PeerKind)]
 Name = Annotated[StrictStr, AfterValidator(normalize_name)]
 PeerId = Annotated[StrictStr, AfterValidator(normalize_peer_id)]
 JsonValue = Annotated[Any, AfterValidator(_json_value)]
 """Any plain JSON value: dict, list, str, int, finite float, bool or None."""
-SessionMetadata = Annotated[dict[StrictStr, Any], AfterValidator(_json_value)]
-"""Free-form session metadata: a JSON object (str keys, JSON values)."""
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+MetadataKey = Annotated[StrictStr, AfterValidator(_check_text)]
+SessionMetadata = Annotated[dict[MetadataKey, Any], AfterValidator(_json_value)]
+"""Free-form session metadata: a JSON object (non-empty str keys up to 256 characters, JSON
+values)."""
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_datetime_input), AfterValidator(_to_utc)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+RowId = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
 
 
 # --- base ------------------------------------------------------------------------------------
@@ -149,11 +210,33 @@ NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 def invalid_input_from(exc: ValidationError, what: str) -> InvalidInputError:
     errors = []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or what
+        loc = list(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
+        if len(loc) >= 2 and loc[-1] == "[key]":  # a bad dict key: name the dict, show the key
+            bad_key = repr(loc[-2])
+            if len(bad_key) > 40:
+                bad_key = bad_key[:36] + "...'"
+            loc = loc[:-2]
+            message = f"key {bad_key}: {message}"
+        field = ".".join(str(part) for part in loc) or what
         errors.append({"field": field, "message": message})
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return InvalidInputError(f"invalid {what}: {summary}", errors)
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def validates_directly(init: F) -> F:
+    """Mark a model's ``__init__`` as a thin wrapper around pydantic's own.
+
+    pydantic calls a model's custom ``__init__`` from ``model_validate``, ``model_validate_json``
+    and when the model is nested in another. A wrapper with its own signature (positional key
+    parts) would then fail with ``TypeError`` on a dict that lacks a field; marked, pydantic
+    validates the data itself and reports the missing field like any other.
+    """
+    init.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+    return init
 
 
 class _Model(BaseModel):
@@ -161,6 +244,7 @@ class _Model(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @validates_directly
     def __init__(self, /, **data: Any) -> None:
         try:
             super().__init__(**data)
@@ -188,6 +272,8 @@ _KEY_PREFIX = "agent"
 # Characters escaped in a canonical key: the separator, the escape itself and whitespace, so that
 # the string is one token on a command line and splits unambiguously on ":".
 _ESCAPED = frozenset(":%")
+_HEX = frozenset("0123456789abcdefABCDEF")
+THREAD_SEPARATOR = "/"
 
 
 def _escape(part: str) -> str:
@@ -211,7 +297,7 @@ def _unescape(part: str) -> str:
         char = part[index]
         if char == "%":
             code = part[index + 1 : index + 3]
-            if len(code) != 2 or not all(c in "0123456789abcdefABCDEF" for c in code):
+            if len(code) != 2 or not all(c in _HEX for c in code):
                 raise ValueError(f"bad escape {part[index : index + 3]!r}")
             raw.append(int(code, 16))
             index += 3
@@ -219,6 +305,30 @@ def _unescape(part: str) -> str:
             raw.extend(char.encode("utf-8"))
             index += 1
     return raw.decode("utf-8")
+
+
+def _escape_group(group: str) -> str:
+    """A group id as the first half of a thread key's peer id: ``%`` and ``/`` escaped."""
+    return group.replace("%", "%25").replace(THREAD_SEPARATOR, "%2F")
+
+
+def _split_thread(peer_id: str) -> tuple[str, str]:
+    """``(group id, thread id)`` of a thread key's peer id, which must be exactly what
+    :meth:`SessionKey.for_thread` builds, so that every thread has one key and one parent."""
+    escaped_group, sep, thread = peer_id.partition(THREAD_SEPARATOR)
+    usage = "a thread key's peer_id must be '<group id>/<thread id>' (build it with for_thread)"
+    if not sep or not escaped_group or not thread:
+        raise ValueError(usage)
+    group = escaped_group.replace("%2F", THREAD_SEPARATOR).replace("%25", "%")
+    if _escape_group(group) != escaped_group:
+        raise ValueError(f"{usage}; in the group id, '%' and '/' are written %25 and %2F")
+    try:
+        normal = normalize_peer_id(group) == group and normalize_peer_id(thread) == thread
+    except ValueError as exc:
+        raise ValueError(f"{usage}: {exc}") from None
+    if not normal:
+        raise ValueError(f"{usage}; the group and thread ids are each trimmed and NFC-normalised")
+    return group, thread
 
 
 class SessionKey(_Model):
@@ -231,11 +341,12 @@ class SessionKey(_Model):
     agent_id: Name
     channel: Name
     account_id: Name
-    peer_kind: PeerKind
+    peer_kind: Kind
     peer_id: PeerId
 
-    THREAD_SEPARATOR: ClassVar[str] = "/"
+    THREAD_SEPARATOR: ClassVar[str] = THREAD_SEPARATOR
 
+    @validates_directly
     def __init__(
         self,
         agent_id: str,
@@ -252,33 +363,51 @@ class SessionKey(_Model):
             peer_id=peer_id,
         )
 
+    @field_validator("peer_id")
+    @classmethod
+    def _thread_has_parent(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("peer_kind") is PeerKind.THREAD:
+            _split_thread(value)
+        return value
+
     @model_validator(mode="after")
-    def _thread_has_parent(self) -> Self:
-        if self.peer_kind is PeerKind.THREAD:
-            group, sep, thread = self.peer_id.partition(self.THREAD_SEPARATOR)
-            if not sep or not group or not thread:
-                raise ValueError(
-                    "a thread key's peer_id must be '<group id>/<thread id>'"
-                    " (build it with SessionKey.for_thread)"
-                )
+    def _fits_an_index(self) -> Self:
+        size = sum(
+            len(part.encode("utf-8"))
+            for part in (self.agent_id, self.channel, self.account_id, self.peer_id)
+        )
+        if size > MAX_KEY_BYTES:
+            raise ValueError(
+                f"agent_id, channel, account_id and peer_id together are {size} bytes of UTF-8;"
+                f" at most {MAX_KEY_BYTES}"
+            )
         return self
 
     @classmethod
     def for_thread(
         cls, agent_id: str, channel: str, account_id: str, group_id: str, thread_id: str
     ) -> SessionKey:
-        """The key of a thread inside a group; ``parent()`` gives the group's key back."""
+        """The key of a thread inside a group; ``parent()`` gives the group's key back.
+
+        The thread key's ``peer_id`` is ``<group id>/<thread id>`` (``%`` and ``/`` of the group id
+        escaped), so group and thread ids together must fit in :data:`MAX_ID_LENGTH`.
+        """
         group = normalize_peer_id_or_raise("group_id", group_id)
         thread = normalize_peer_id_or_raise("thread_id", thread_id)
-        escaped_group = group.replace("%", "%25").replace(cls.THREAD_SEPARATOR, "%2F")
-        return cls(agent_id, channel, account_id, PeerKind.THREAD, f"{escaped_group}/{thread}")
+        peer_id = f"{_escape_group(group)}{THREAD_SEPARATOR}{thread}"
+        if len(peer_id) > MAX_ID_LENGTH:
+            raise InvalidInputError.for_field(
+                "thread_id",
+                f"group id and thread id make a {len(peer_id)}-character thread peer_id; at most"
+                f" {MAX_ID_LENGTH}",
+            )
+        return cls(agent_id, channel, account_id, PeerKind.THREAD, peer_id)
 
     def parent(self) -> SessionKey | None:
         """For a thread, the key of the group it belongs to; ``None`` for DMs and groups."""
         if self.peer_kind is not PeerKind.THREAD:
             return None
-        escaped_group = self.peer_id.partition(self.THREAD_SEPARATOR)[0]
-        group = escaped_group.replace("%2F", self.THREAD_SEPARATOR).replace("%25", "%")
+        group, _ = _split_thread(self.peer_id)
         return SessionKey(self.agent_id, self.channel, self.account_id, PeerKind.GROUP, group)
 
     def canonical(self) -> str:
@@ -290,7 +419,9 @@ class SessionKey(_Model):
     def parse(cls, text: str) -> SessionKey:
         """The exact inverse of :meth:`canonical`."""
         if not isinstance(text, str):
-            raise InvalidInputError.for_field("key", f"expected a string, got {type(text).__name__}")
+            raise InvalidInputError.for_field(
+                "key", f"expected a string, got {type(text).__name__}"
+            )
         parts = text.split(":")
         if len(parts) != 6 or parts[0] != _KEY_PREFIX:
             raise InvalidInputError.for_field(
@@ -332,9 +463,9 @@ def normalize_name_or_raise(field: str, value: Any) -> str:
 class SessionSummary(_Model):
     """The light view of a session used by lists."""
 
-    id: int
+    id: RowId
     key: SessionKey
-    status: SessionStatus
+    status: Status
     message_count: NonNegativeInt
     token_usage: NonNegativeInt
     created_at: UtcDatetime
@@ -344,17 +475,17 @@ class SessionSummary(_Model):
 class Session(_Model):
     """A conversation's state. ``message_count`` counts the live (not compacted-away) history."""
 
-    id: int
+    id: RowId
     key: SessionKey
     created_at: UtcDatetime
     updated_at: UtcDatetime
     message_count: NonNegativeInt = 0
     token_usage: NonNegativeInt = 0
     metadata: SessionMetadata = Field(default_factory=dict)
-    status: SessionStatus = SessionStatus.ACTIVE
+    status: Status = SessionStatus.ACTIVE
     compaction_count: NonNegativeInt = 0
     last_compacted_at: UtcDatetime | None = None
-    last_compaction_summary: str | None = None
+    last_compaction_summary: StrictStr | None = None
 
     def summary(self) -> SessionSummary:
         return SessionSummary.model_construct(
@@ -374,10 +505,10 @@ class SessionFilter(_Model):
     agent_id: Name | None = None
     channel: Name | None = None
     account_id: Name | None = None
-    peer_kind: PeerKind | None = None
+    peer_kind: Kind | None = None
     peer_id: PeerId | None = None
     status: Annotated[
-        tuple[SessionStatus, ...] | SessionStatus | None,
+        tuple[Status, ...] | Status | None,
         BeforeValidator(_status_set),
         AfterValidator(_sorted_statuses),
     ] = None
@@ -401,19 +532,18 @@ class SessionPatch(_Model):
     """A partial update. ``metadata`` merges (a key given as None is removed) unless
     ``replace_metadata`` is set, in which case it becomes the whole metadata."""
 
-    status: SessionStatus | None = None
+    status: Status | None = None
     token_usage: NonNegativeInt | None = None
     add_tokens: NonNegativeInt | None = None
     metadata: SessionMetadata | None = None
     replace_metadata: StrictBool = False
 
-    @model_validator(mode="after")
-    def _one_token_change(self) -> Self:
-        if self.token_usage is not None and self.add_tokens is not None:
+    @field_validator("add_tokens")
+    @classmethod
+    def _one_token_change(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("token_usage") is not None:
             raise ValueError("give token_usage (set) or add_tokens (increment), not both")
-        for key in self.metadata or {}:
-            _check_text(key)
-        return self
+        return value
 
 
 # --- messages --------------------------------------------------------------------------------
@@ -426,8 +556,8 @@ class StoredMessage(_Model):
     removed from the live history (only returned with ``include_compacted``).
     """
 
-    id: int | None = None
-    role: Role
+    id: RowId | None = None
+    role: Annotated[Role, _one_of(Role)]
     content: JsonValue
     tool_calls: JsonValue | None = None
     created_at: UtcDatetime = Field(default_factory=utc_now)
@@ -460,8 +590,8 @@ class HistoryQuery(_Model):
     ``before``/``after`` are exclusive bounds on ``created_at``.
     """
 
-    limit: Annotated[StrictInt, Field(ge=1)] | None = None
-    offset: Annotated[StrictInt, Field(ge=0)] = 0
+    limit: Annotated[StrictInt, Field(ge=1, le=MAX_INT)] | None = None
+    offset: NonNegativeInt = 0
     before: UtcDatetime | None = None
     after: UtcDatetime | None = None
     tail: StrictBool = False

@@ -14,10 +14,11 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, StrictStr, model_validator
+from pydantic import AfterValidator, StrictStr, field_validator, model_validator
 
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.models import (
+    Kind,
     Name,
     PeerId,
     PeerKind,
@@ -26,6 +27,7 @@ from aisopod_session.models import (
     normalize_name_or_raise,
     normalize_peer_id,
     normalize_peer_id_or_raise,
+    validates_directly,
 )
 
 __all__ = ["ANY", "ChannelContext", "DmScope", "IdentityLinks", "resolve_session_key"]
@@ -60,10 +62,11 @@ class ChannelContext(_Model):
 
     channel: Name
     account_id: Name
-    peer_kind: PeerKind
+    peer_kind: Kind
     peer_id: PeerId
     thread_id: Annotated[StrictStr, AfterValidator(normalize_peer_id)] | None = None
 
+    @validates_directly
     def __init__(
         self,
         channel: str,
@@ -80,6 +83,15 @@ class ChannelContext(_Model):
             thread_id=thread_id,
         )
 
+    @field_validator("channel", "account_id")
+    @classmethod
+    def _not_any(cls, value: str) -> str:
+        # ``*`` marks a part a DM scope leaves out; a real channel or account named ``*`` would
+        # share sessions with every DM that the scope merges.
+        if value == ANY:
+            raise ValueError(f"{ANY!r} is reserved for key parts a DM scope leaves out")
+        return value
+
     @model_validator(mode="after")
     def _thread_needs_id(self) -> ChannelContext:
         if self.peer_kind is PeerKind.THREAD and self.thread_id is None:
@@ -90,7 +102,7 @@ class ChannelContext(_Model):
 def _link_index(identity_links: IdentityLinks | None) -> dict[tuple[str, str], str]:
     """``(channel, peer_id) → person`` from ``{"alice": ["discord:123", ...]}``, validated."""
     index: dict[tuple[str, str], str] = {}
-    if not identity_links:
+    if identity_links is None:
         return index
     if not isinstance(identity_links, Mapping):
         raise InvalidInputError.for_field("identity_links", "must be a mapping of person to ids")
@@ -112,6 +124,10 @@ def _link_index(identity_links: IdentityLinks | None) -> dict[tuple[str, str], s
                 normalize_name_or_raise(f"identity_links.{name}", channel),
                 normalize_peer_id_or_raise(f"identity_links.{name}", peer_id),
             )
+            if at[0] == ANY:
+                raise InvalidInputError.for_field(
+                    f"identity_links.{name}", f"{identity!r}: {ANY!r} is not a channel"
+                )
             if index.setdefault(at, name) != name:
                 raise InvalidInputError.for_field(
                     "identity_links", f"{identity!r} is linked to both {index[at]!r} and {name!r}"
