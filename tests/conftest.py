@@ -133,7 +133,7 @@ class StoreFactory:
 @pytest.fixture(params=[(b, f) for b in BACKENDS for f in FLAVOURS],
                 ids=[f"{b}-{f}" for b in BACKENDS for f in FLAVOURS])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Call it to open a store (again) at this test's own location; every backend × flavour."""
+    """Call it to open a store (again) at this test's own location; every backend x flavour."""
     backend, flavour = request.param
     if backend == "postgres":
         pg_available()
@@ -149,12 +149,14 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
 
 @pytest.fixture
 def store(open_store: StoreFactory) -> Any:
-    """A freshly opened, empty store (blocking face) for every backend × flavour."""
+    """A freshly opened, empty store (blocking face) for every backend x flavour."""
     return open_store()
 
 
 @pytest.fixture(params=BACKENDS)
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def backend_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(url, options)`` for a fresh location on every backend (for multi-process tests)."""
     if request.param == "postgres":
         pg_available()

@@ -21,5 +21,6 @@ BIN = Path(sys.executable).parent
     ids=["ruff", "mypy"],
 )
 def test_linters_are_clean(command: list[str]) -> None:
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            check=False)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

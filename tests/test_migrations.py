@@ -85,7 +85,9 @@ def _open_at_once(url: str, options: dict[str, Any], barrier: Any, results: Any)
 
 
 @pytest.mark.slow
-def test_ten_processes_open_a_fresh_database_at_once(backend_url: tuple[str, dict[str, Any]]) -> None:
+def test_ten_processes_open_a_fresh_database_at_once(
+    backend_url: tuple[str, dict[str, Any]],
+) -> None:
     url, options = backend_url
     options = {**options, "pool_size": 1} if "schema" in options else options
     context = multiprocessing.get_context("spawn")
@@ -101,7 +103,10 @@ def test_ten_processes_open_a_fresh_database_at_once(backend_url: tuple[str, dic
     for process in processes:
         process.join(timeout=60)
     assert outcomes == ["ok"] * 10
-    versions = _versions_pg(options["schema"]) if "schema" in options else _versions_sqlite(Path(url))
+    if "schema" in options:
+        versions = _versions_pg(options["schema"])
+    else:
+        versions = _versions_sqlite(Path(url))
     assert versions == list(range(1, latest_version("sqlite") + 1))  # each applied exactly once
     with SessionStore.open(url, **options) as store:
         page = store.list_all_sessions()

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     with SessionStore.open(args.db) as store:
         for agent_id, ctx, text in TRAFFIC:
             # notes-bot is a personal assistant: one session per person across channels.
-            scope = DmScope.PER_PEER if agent_id == "notes-bot" else DmScope.PER_ACCOUNT_CHANNEL_PEER
+            personal = agent_id == "notes-bot"
+            scope = DmScope.PER_PEER if personal else DmScope.PER_ACCOUNT_CHANNEL_PEER
             key = resolve_session_key(agent_id, ctx, scope, LINKS)
             agent = store.for_agent(agent_id)
             agent.get_or_create(key)

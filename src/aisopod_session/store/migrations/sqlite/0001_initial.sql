@@ -1,7 +1,9 @@
 -- Sessions and their messages. Timestamps are integer microseconds since the Unix epoch (UTC):
 -- exact, sortable, and the same on every backend. JSON is stored as text, exactly as written.
 CREATE TABLE sessions (
-    id                      INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: an id is never handed out again after its session is deleted, so an id
+    -- kept by an operator (or a console link) can never point at someone else's session.
+    id                      INTEGER PRIMARY KEY AUTOINCREMENT,
     agent_id                TEXT    NOT NULL,
     channel                 TEXT    NOT NULL,
     account_id              TEXT    NOT NULL,
