@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, StrictStr
+from pydantic import AfterValidator, Field, StrictInt, StrictStr
 
 from aisopod_session import _json
 from aisopod_session.models import Role, StoredMessage, UtcDatetime, _Model
@@ -52,11 +52,21 @@ class SlidingWindow(_Model):
     max_messages: Annotated[StrictInt, Field(ge=1)]
 
 
+def _no_nul(text: str) -> str:
+    # The summary is also kept as plain text (``last_compaction_summary``), and PostgreSQL text
+    # cannot hold U+0000.
+    if "\x00" in text:
+        raise ValueError("must not contain U+0000 (NUL)")
+    return text
+
+
 class Summarize(_Model):
     """Replace all but the newest ``keep_recent`` messages by one ``system`` message."""
 
     kind: Literal["summarize"] = "summarize"
-    summary: Annotated[StrictStr, Field(min_length=1, max_length=1_000_000)]
+    summary: Annotated[
+        StrictStr, Field(min_length=1, max_length=1_000_000), AfterValidator(_no_nul)
+    ]
     keep_recent: Annotated[StrictInt, Field(ge=0)] = 0
 
 
@@ -121,6 +131,8 @@ def truncate_text(text: str, max_chars: int) -> str | None:
         marker = truncation_marker(len(text) - keep, len(text))
         if keep + len(marker) <= max_chars:
             return text[:keep] + marker
+        if len(marker) >= max_chars:  # no room for any text: never slice from the end
+            return marker[:max_chars]
         keep = max_chars - len(marker)
 
 

@@ -54,7 +54,11 @@ MAX_METADATA_CHARS = 65_536
 """Largest session metadata, as serialised JSON characters."""
 MAX_BATCH_MESSAGES = 10_000
 """Most messages in one append call."""
-MAX_TOKEN_USAGE = 2**62
+MAX_TOKEN_USAGE = 2**62 - 1
+"""Largest token_usage of a session (and of one append batch): the sum of both still fits the
+64-bit integer columns, so an overflow is reported as bad input rather than by the database."""
+MAX_SQL_INT = 2**63 - 1
+"""Largest integer every backend can bind as a parameter."""
 
 _INSERT_CHUNK = 500  # rows per multi-row INSERT, well inside every backend's parameter limit
 
@@ -171,32 +175,53 @@ def _expect(value: Any, kind: type[T], field: str) -> T:
     )
 
 
+M = TypeVar("M", SessionKey, SessionFilter, SessionPatch, HistoryQuery)
+
+
+def _model(value: Any, kind: type[M], field: str) -> M:
+    """``value`` if it is a ``kind``, validated once more.
+
+    Models validate when built, but ``model_construct`` and ``model_copy(update=...)`` skip it,
+    and an unchecked value reaching SQL fails as a driver error instead of InvalidInputError.
+    Validating an already valid model again gives the same model back.
+    """
+    return kind.model_validate(dict(_expect(value, kind, field)))
+
+
 def owned_key(key: Any, agent_id: str) -> SessionKey:
     """The key, if it belongs to the handle's agent; AccessDeniedError otherwise."""
-    key = _expect(key, SessionKey, "key")
-    if key.agent_id != agent_id:
+    checked = _model(key, SessionKey, "key")
+    if checked.agent_id != agent_id:
         raise AccessDeniedError(
-            f"session {key} belongs to agent {key.agent_id!r}; this handle is for agent "
+            f"session {checked} belongs to agent {checked.agent_id!r}; this handle is for agent "
             f"{agent_id!r}"
         )
-    return key
+    return checked
 
 
 def agent_filter(filter: Any, agent_id: str) -> SessionFilter:
     if filter is None:
         return SessionFilter(agent_id=agent_id)
-    filter = _expect(filter, SessionFilter, "filter")
-    if filter.agent_id is None:
-        return filter.model_copy(update={"agent_id": agent_id})
-    if filter.agent_id != agent_id:
+    checked = _model(filter, SessionFilter, "filter")
+    if checked.agent_id is None:
+        return checked.model_copy(update={"agent_id": agent_id})
+    if checked.agent_id != agent_id:
         raise AccessDeniedError(
-            f"this handle is for agent {agent_id!r} and cannot list agent {filter.agent_id!r}"
+            f"this handle is for agent {agent_id!r} and cannot list agent {checked.agent_id!r}"
         )
-    return filter
+    return checked
 
 
 def _query(query: Any) -> HistoryQuery:
-    return HistoryQuery() if query is None else _expect(query, HistoryQuery, "query")
+    if query is None:
+        return HistoryQuery()
+    checked = _model(query, HistoryQuery, "query")
+    # HistoryQuery has no upper bound; the databases bind at most a signed 64-bit integer.
+    for field in ("limit", "offset"):
+        value = getattr(checked, field)
+        if value is not None and value > MAX_SQL_INT:
+            raise InvalidInputError.for_field(field, f"must be at most {MAX_SQL_INT}")
+    return checked
 
 
 _strategy_adapter: TypeAdapter[SlidingWindow | Summarize | TruncateToolResults] = TypeAdapter(
@@ -206,7 +231,9 @@ _strategy_adapter: TypeAdapter[SlidingWindow | Summarize | TruncateToolResults] 
 
 def _strategy(strategy: Any) -> SlidingWindow | Summarize | TruncateToolResults:
     if isinstance(strategy, SlidingWindow | Summarize | TruncateToolResults):
-        return strategy
+        # Validated again: ``model_construct`` or ``model_copy(update=...)`` skip validation, and
+        # an unchecked ``SlidingWindow(max_messages=0)`` would empty the live history.
+        strategy = dict(strategy)
     if isinstance(strategy, dict):
         try:
             return _strategy_adapter.validate_python(strategy)
@@ -219,7 +246,7 @@ def _strategy(strategy: Any) -> SlidingWindow | Summarize | TruncateToolResults:
 
 
 def _session_id(value: Any) -> int:
-    if type(value) is not int or value < 1:
+    if type(value) is not int or not 1 <= value <= MAX_SQL_INT:
         raise InvalidInputError.for_field("session_id", f"expected a positive int, got {value!r}")
     return value
 
@@ -232,6 +259,38 @@ class _NewMessage:
     created_at: int
 
 
+def _json_text(value: Any, field: str) -> str:
+    """``value`` as stored JSON text. Checked again here: a message built with
+    ``model_construct`` or ``model_copy(update=...)`` was never validated."""
+    try:
+        _json.check_json(value)
+    except _json.JsonError as exc:
+        raise InvalidInputError.for_field(field, str(exc)) from None
+    return _json.dumps(value)
+
+
+def _check_unvalidated_fields(message: StoredMessage, field: str) -> None:
+    """The cheap checks a validated StoredMessage always passes (see :func:`_json_text`)."""
+    problems = []
+    if not isinstance(message.role, Role):
+        problems.append(("role", f"expected a Role, got {message.role!r}"))
+    created_at = message.created_at
+    if not isinstance(created_at, datetime) or created_at.utcoffset() is None:
+        problems.append(("created_at", "expected a timezone-aware datetime"))
+    token_count = message.token_count
+    if token_count is not None and (type(token_count) is not int
+                                    or not 0 <= token_count <= MAX_SQL_INT):
+        problems.append(("token_count", f"expected a non-negative int, got {token_count!r}"))
+    external_id = message.external_id
+    if external_id is not None and (type(external_id) is not str or not external_id.strip()):
+        problems.append(("external_id", f"expected a non-empty string, got {external_id!r}"))
+    if type(message.compacted) is not bool:
+        problems.append(("compacted", f"expected a bool, got {message.compacted!r}"))
+    if problems:
+        name, problem = problems[0]
+        raise InvalidInputError.for_field(f"{field}.{name}", problem)
+
+
 def _prepare_messages(messages: Any) -> list[_NewMessage]:
     if isinstance(messages, StoredMessage) or not isinstance(messages, list | tuple):
         raise InvalidInputError.for_field(
@@ -242,19 +301,30 @@ def _prepare_messages(messages: Any) -> list[_NewMessage]:
             "messages", f"at most {MAX_BATCH_MESSAGES} messages per call, got {len(messages)}"
         )
     prepared = []
-    for index, message in enumerate(messages):
+    tokens = 0
+    for index, given in enumerate(messages):
         field = f"messages[{index}]"
-        message = _expect(message, StoredMessage, field)
+        message = _expect(given, StoredMessage, field)
         if message.id is not None:
             raise InvalidInputError.for_field(f"{field}.id", "must be None for a new message")
-        content = _json.dumps(message.content)
-        tool_calls = None if message.tool_calls is None else _json.dumps(message.tool_calls)
+        _check_unvalidated_fields(message, field)
+        content = _json_text(message.content, f"{field}.content")
+        tool_calls = (
+            None if message.tool_calls is None
+            else _json_text(message.tool_calls, f"{field}.tool_calls")
+        )
         size = len(content) + (len(tool_calls) if tool_calls else 0)
         if size > MAX_MESSAGE_CHARS:
             raise InvalidInputError.for_field(
                 f"{field}.content",
                 f"content and tool_calls are {size} characters of JSON; at most "
                 f"{MAX_MESSAGE_CHARS} are stored per message",
+            )
+        tokens += message.token_count or 0
+        if tokens > MAX_TOKEN_USAGE:
+            raise InvalidInputError.for_field(
+                f"{field}.token_count", f"the batch's token counts add up to more than "
+                f"{MAX_TOKEN_USAGE}"
             )
         prepared.append(_NewMessage(message, content, tool_calls, to_us(message.created_at)))
     return prepared
@@ -281,6 +351,8 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
         updated_at, session_id = (int(part) for part in raw.split("."))
+        if not (-MAX_SQL_INT <= updated_at <= MAX_SQL_INT and 1 <= session_id <= MAX_SQL_INT):
+            raise ValueError("out of range")
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInputError.for_field(
             "cursor", "is not a cursor returned by list (pass next_cursor back unchanged)"
@@ -306,14 +378,25 @@ class SessionPage(list[SessionSummary]):
 
 def _live_session(tx: Tx, key: SessionKey, *, lock: bool = False) -> Session | None:
     suffix = tx.dialect.for_update if lock else ""
-    row = tx.one(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {LIVE_KEY_WHERE}{suffix}",
-                 key_params(key))
+    sql = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {LIVE_KEY_WHERE}{suffix}"
+    row = _twice(tx, sql, key_params(key)) if lock else tx.one(sql, key_params(key))
     return None if row is None else session_from_row(row)
+
+
+def _twice(tx: Tx, sql: str, params: Sequence[Any]) -> Any:
+    """Run a locking statement on the live row of a key, once more if it found nothing.
+
+    Under PostgreSQL's READ COMMITTED, a statement that waited for a concurrent ``reset`` sees
+    the archived row fail its condition while the fresh row that reset inserted is outside its
+    snapshot; a second statement sees the fresh row. On SQLite the second run is never needed.
+    """
+    row = tx.one(sql, params)
+    return row if row is not None else tx.one(sql, params)
 
 
 def _live_id(tx: Tx, key: SessionKey, *, lock: bool = False) -> int:
     suffix = tx.dialect.for_update if lock else ""
-    row = tx.one(f"SELECT id FROM sessions WHERE {LIVE_KEY_WHERE}{suffix}", key_params(key))
+    row = _twice(tx, f"SELECT id FROM sessions WHERE {LIVE_KEY_WHERE}{suffix}", key_params(key))
     if row is None:
         raise _not_found(key)
     return int(row[0])
@@ -396,7 +479,7 @@ def list_sessions(filter: SessionFilter) -> Work[SessionPage]:
 
 
 def patch(key: SessionKey, change: Any) -> Work[Session]:
-    change = _expect(change, SessionPatch, "patch")
+    change = _model(change, SessionPatch, "patch")
     if change.replace_metadata:
         replacement = {k: v for k, v in (change.metadata or {}).items() if v is not None}
         replacement_text: str | None = _metadata_text(replacement)
@@ -425,7 +508,10 @@ def patch(key: SessionKey, change: Any) -> Work[Session]:
         elif change.add_tokens is not None:
             tokens += change.add_tokens
         if tokens > MAX_TOKEN_USAGE:
-            raise InvalidInputError.for_field("add_tokens", f"token_usage would exceed {MAX_TOKEN_USAGE}")
+            field = "token_usage" if change.token_usage is not None else "add_tokens"
+            raise InvalidInputError.for_field(
+                field, f"token_usage would be {tokens}; at most {MAX_TOKEN_USAGE}"
+            )
         status = change.status or current.status
         now = to_us(utc_now())
         archived_at = now if status is SessionStatus.ARCHIVED else None
@@ -501,14 +587,19 @@ def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]
         if new_indexes:
             new = [prepared[index] for index in new_indexes]
             tokens = sum(p.message.token_count or 0 for p in new)
-            row = tx.one(
+            row = _twice(
+                tx,
                 "UPDATE sessions SET message_count = message_count + ?, "
                 "token_usage = token_usage + ?, last_seq = last_seq + ?, updated_at = ?, "
-                f"status = 'active' WHERE {LIVE_KEY_WHERE} RETURNING id, last_seq",
+                f"status = 'active' WHERE {LIVE_KEY_WHERE} RETURNING id, last_seq, token_usage",
                 (len(new), tokens, len(new), to_us(utc_now()), *key_params(key)),
             )
             if row is None:
                 raise _not_found(key)
+            if int(row[2]) > MAX_TOKEN_USAGE:  # raising rolls the update back
+                raise InvalidInputError.for_field(
+                    "messages", f"the session's token_usage would exceed {MAX_TOKEN_USAGE}"
+                )
             session_id, last_seq = int(row[0]), int(row[1])
             ids = _insert_messages(tx, session_id, last_seq - len(new) + 1, new)
             for index, new_id in zip(new_indexes, ids, strict=True):
@@ -630,7 +721,8 @@ def compact(key: SessionKey, strategy: Any) -> Work[CompactionRecord]:
         now_us = to_us(now)
         row = tx.one(
             "UPDATE sessions SET message_count = ?, compaction_count = compaction_count + 1, "
-            "last_compacted_at = ?, last_compaction_summary = coalesce(?, last_compaction_summary), "
+            "last_compacted_at = ?, "
+            "last_compaction_summary = coalesce(?, last_compaction_summary), "
             "status = 'compacted', updated_at = ? WHERE id = ? "
             "RETURNING compaction_count, last_compacted_at, last_compaction_summary",
             (live_count, now_us, plan.summary, now_us, session.id),
@@ -658,7 +750,7 @@ def get_compaction_record(key: SessionKey) -> Work[CompactionRecord]:
 
 
 def admin_filter(filter: Any) -> SessionFilter:
-    return SessionFilter() if filter is None else _expect(filter, SessionFilter, "filter")
+    return SessionFilter() if filter is None else _model(filter, SessionFilter, "filter")
 
 
 def get_session_by_id(session_id: Any) -> Work[Session]:
@@ -689,9 +781,10 @@ def purge_compacted(older_than: Any) -> Work[int]:
     """Delete compacted-away originals (created before ``older_than``, if given)."""
     bound = None
     if older_than is not None:
-        bound = to_us(_expect(older_than, datetime, "older_than"))
-        if older_than.tzinfo is None:
+        checked = _expect(older_than, datetime, "older_than")
+        if checked.utcoffset() is None:
             raise InvalidInputError.for_field("older_than", "must be timezone-aware")
+        bound = to_us(checked)
 
     def write(tx: Tx) -> int:
         sql = (
