@@ -17,6 +17,15 @@ from aisopod_session.errors import (
     StoreClosedError,
     StoreUnavailableError,
 )
+from aisopod_session.lifecycle import (
+    LifecyclePolicy,
+    Policies,
+    PurgeResult,
+    ResetPolicies,
+    ResetPolicy,
+    RetentionPolicy,
+    SweepResult,
+)
 from aisopod_session.models import (
     HistoryQuery,
     JsonValue,
@@ -40,6 +49,7 @@ from aisopod_session.store import (
     SessionPage,
     SessionStore,
 )
+from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
 
 __version__ = "0.1.0"
 
@@ -48,6 +58,8 @@ __all__ = [
     "AgentSessions",
     "AsyncAgentSessions",
     "AsyncSessionStore",
+    "AuditRecord",
+    "PeerResult",
     "ChannelContext",
     "CompactionRecord",
     "CompactionStrategy",
@@ -58,6 +70,14 @@ __all__ = [
     "IdentityLinks",
     "InvalidInputError",
     "JsonValue",
+    "LifecyclePolicy",
+    "Policies",
+    "PurgeResult",
+    "ResetPolicies",
+    "ResetPolicy",
+    "RetentionPolicy",
+    "SweepResult",
+    "Resolution",
     "PeerKind",
     "Role",
     "SchemaVersionError",

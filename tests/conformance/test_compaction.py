@@ -297,14 +297,19 @@ def test_purge_removes_only_compacted_originals(store: Any) -> None:
         bot, "alice", [StoredMessage.user(f"m{i}", created_at=_at(i)) for i in range(6)]
     )
     untouched = _started(bot, "bob", [StoredMessage.user("bob")])
-    bot.compact(k, SlidingWindow(max_messages=2))
+    before_first = datetime.now(UTC)
+    bot.compact(k, SlidingWindow(max_messages=4))  # m0, m1 leave the live history
+    between = datetime.now(UTC)
+    bot.compact(k, SlidingWindow(max_messages=2))  # then m2, m3
     live = bot.get_history(k)
     session = bot.get(k)
     bob_state = (bot.get(untouched), bot.get_history(untouched, EVERYTHING))
 
-    assert store.purge_compacted(older_than=_at(2)) == 2  # strictly older: m0, m1
+    # retention counts from when a message was compacted, not from when it was written
+    assert store.purge_compacted(older_than=before_first) == 0
+    assert store.purge_compacted(older_than=between) == 2  # compacted strictly before: m0, m1
     assert texts(bot.get_history(k, EVERYTHING)) == ["m2", "m3", "m4", "m5"]
-    assert store.purge_compacted(older_than=_at(2)) == 0
+    assert store.purge_compacted(older_than=between) == 0
     assert store.purge_compacted() == 2
     assert bot.get_history(k, EVERYTHING) == live
     assert bot.get_history(k) == live

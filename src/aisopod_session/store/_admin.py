@@ -16,7 +16,7 @@ again, so nothing is left half-written; sessions imported before it stay.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -109,41 +109,51 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def session_page(agent_id: str | None, after_id: int) -> Work[list[dict[str, Any]]]:
-    where = "id > ?" + (" AND agent_id = ?" if agent_id else "")
-    params = (after_id, agent_id) if agent_id else (after_id,)
+SessionPages = Callable[[int], "Work[list[dict[str, Any]]]"]
+"""Which sessions an export covers: the page of export records after a session id."""
 
-    def read(tx: Tx) -> list[dict[str, Any]]:
-        rows = tx.all(
-            f"SELECT {SESSION_COLUMNS}, last_seq, archived_at FROM sessions WHERE {where} "
-            f"ORDER BY id LIMIT {PAGE}",
-            params,
-        )
-        records = []
-        for row in rows:
-            session = session_from_row(row)
-            record = {"kind": "session", **session.model_dump(mode="json")}
-            record["last_seq"] = row[15]
-            record["archived_at"] = _iso(None if row[16] is None else from_us(row[16]))
-            records.append(record)
-        return records
 
-    return Work(read=read)
+def sessions_where(where: str, params: tuple[Any, ...]) -> SessionPages:
+    """Pages of export records for the sessions matching ``where``, in id order."""
+
+    def page(after_id: int) -> Work[list[dict[str, Any]]]:
+        def read(tx: Tx) -> list[dict[str, Any]]:
+            rows = tx.all(
+                f"SELECT {SESSION_COLUMNS}, last_seq, archived_at FROM sessions "
+                f"WHERE {where} AND id > ? ORDER BY id LIMIT {PAGE}",
+                (*params, after_id),
+            )
+            records = []
+            for row in rows:
+                record = {"kind": "session", **session_from_row(row).model_dump(mode="json")}
+                record["last_seq"] = row[15]
+                record["archived_at"] = _iso(None if row[16] is None else from_us(row[16]))
+                records.append(record)
+            return records
+
+        return Work(read=read)
+
+    return page
+
+
+def agent_sessions(agent_id: str | None) -> SessionPages:
+    return sessions_where("agent_id = ?", (agent_id,)) if agent_id else sessions_where("1 = 1", ())
 
 
 def message_chunk(session_id: int, after: tuple[int, int]) -> Work[list[dict[str, Any]]]:
     def read(tx: Tx) -> list[dict[str, Any]]:
         rows = tx.all(
-            f"SELECT seq, {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
+            f"SELECT seq, compacted_at, {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
             f"AND (seq, id) > (?, ?) ORDER BY seq, id LIMIT {PAGE}",
             (session_id, *after),
         )
         records = []
         for row in rows:
-            message = message_from_row(row[1:])
+            message = message_from_row(row[2:])
             record = {"kind": "message", "session": session_id, "seq": row[0],
                       **message.model_dump(mode="json", exclude={"id"})}
-            record["_id"] = row[1]
+            record["compacted_at"] = _iso(None if row[1] is None else from_us(row[1]))
+            record["_id"] = row[2]
             records.append(record)
         return records
 
@@ -186,6 +196,7 @@ class ExportedMessage(_Model):
     token_count: Annotated[StrictInt, Field(ge=0)] | None = None
     external_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     compacted: StrictBool = False
+    compacted_at: UtcDatetime | None = None
 
 
 def parse_line(text: str, number: int) -> ExportHeader | ExportedSession | ExportedMessage:
@@ -240,15 +251,17 @@ def insert_session(record: ExportedSession) -> Work[int]:
 
 def insert_messages(session_id: int, records: list[ExportedMessage]) -> Work[int]:
     def write(tx: Tx) -> int:
-        values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, ?)" for _ in records)
+        values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" for _ in records)
         params: list[Any] = []
         for m in records:
+            compacted_at = m.compacted_at or (m.created_at if m.compacted else None)
             params.extend((session_id, m.seq, m.role.value, _json.dumps(m.content),
                            None if m.tool_calls is None else _json.dumps(m.tool_calls),
-                           to_us(m.created_at), m.token_count, m.external_id, int(m.compacted)))
+                           to_us(m.created_at), m.token_count, m.external_id, int(m.compacted),
+                           None if compacted_at is None else to_us(compacted_at)))
         tx.run(
             "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, "
-            f"token_count, external_id, compacted) VALUES {values}",
+            f"token_count, external_id, compacted, compacted_at) VALUES {values}",
             params,
         )
         return len(records)
@@ -296,11 +309,11 @@ def message_record_ok(record: ExportedMessage, session: ExportedSession | None,
 Plan = Generator[Any, Any, None]
 
 
-def export_plan(agent_id: str | None) -> Plan:
+def export_plan(pages: SessionPages) -> Plan:
     yield _json.dumps({"kind": EXPORT_FORMAT, "version": EXPORT_VERSION})
     after_id = 0
     while True:
-        page: list[dict[str, Any]] = yield session_page(agent_id, after_id)
+        page: list[dict[str, Any]] = yield pages(after_id)
         if not page:
             return
         for record in page:

@@ -8,12 +8,14 @@ waits on the database. ``tests/test_api_parity.py`` keeps the two in step.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aisopod_session.compaction import CompactionRecord
+from aisopod_session.errors import InvalidInputError
+from aisopod_session.lifecycle import Policies, PurgeResult, SweepResult
 from aisopod_session.models import (
     HistoryQuery,
     Session,
@@ -24,9 +26,10 @@ from aisopod_session.models import (
     StoredMessage,
     normalize_name_or_raise,
 )
-from aisopod_session.store import _admin, _ops
+from aisopod_session.store import _admin, _lifecycle, _ops
 from aisopod_session.store._admin import ImportResult, StoreStats
 from aisopod_session.store._engine import Durability, Engine
+from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
 from aisopod_session.store._open import open_engine
 from aisopod_session.store._ops import SessionPage, Work
 
@@ -63,9 +66,10 @@ async def _aiter(
 class AsyncAgentSessions:
     """One agent's sessions. Keys of any other agent raise AccessDeniedError untouched."""
 
-    def __init__(self, engine: Engine, agent_id: str) -> None:
+    def __init__(self, engine: Engine, agent_id: str, policies: Policies | None = None) -> None:
         self._engine = engine
         self.agent_id = normalize_name_or_raise("agent_id", agent_id)
+        self._policies = policies or Policies()
 
     def _key(self, key: SessionKey) -> SessionKey:
         return _ops.owned_key(key, self.agent_id)
@@ -109,6 +113,13 @@ class AsyncAgentSessions:
     async def compact(self, key: SessionKey, strategy: Any) -> CompactionRecord:
         return await _run(self._engine, _ops.compact(self._key(key), strategy))
 
+    async def resolve(self, key: SessionKey, now: datetime | None = None) -> Resolution:
+        """The session a new message to ``key`` belongs to: like get_or_create, but a session
+        that the key's reset policy finds stale is archived and a fresh one started."""
+        checked = self._key(key)
+        policy = self._policies.reset.for_key(checked.agent_id, checked.channel)
+        return await _run(self._engine, _lifecycle.resolve(checked, policy, now))
+
     async def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
         return await _run(self._engine, _ops.get_compaction_record(self._key(key)))
 
@@ -116,8 +127,9 @@ class AsyncAgentSessions:
 class AsyncSessionStore:
     """Sessions in SQLite or PostgreSQL, asyncio API. Share one per process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, policies: Policies | None = None) -> None:
         self._engine = engine
+        self.policies = policies or Policies()
 
     @classmethod
     async def open(
@@ -127,13 +139,16 @@ class AsyncSessionStore:
         durability: Durability = "full",
         pool_size: int | None = None,
         schema: str | None = None,
+        policies: Policies | None = None,
     ) -> AsyncSessionStore:
         """Open (creating and migrating) the store at ``url``; see the README for URL forms."""
+        if policies is not None and not isinstance(policies, Policies):
+            raise InvalidInputError.for_field("policies", "expected a Policies")
         engine = await asyncio.get_running_loop().run_in_executor(
             None,
             lambda: open_engine(url, durability=durability, pool_size=pool_size, schema=schema),
         )
-        return cls(engine)
+        return cls(engine, policies)
 
     @property
     def durability(self) -> Durability:
@@ -144,7 +159,7 @@ class AsyncSessionStore:
         return self._engine.dialect.name
 
     def for_agent(self, agent_id: str) -> AsyncAgentSessions:
-        return AsyncAgentSessions(self._engine, agent_id)
+        return AsyncAgentSessions(self._engine, agent_id, self.policies)
 
     # Admin operations: they bypass agent isolation, for operators and the service's admin API.
 
@@ -182,18 +197,9 @@ class AsyncSessionStore:
 
     async def export_jsonl(self, agent_id: str | None = None) -> AsyncIterator[str]:
         """Every session (all generations) and message as JSON Lines, streamed (admin)."""
-        plan = _admin.export_plan(_agent_or_none(agent_id))
-        sent: Any = None
-        while True:
-            try:
-                step = plan.send(sent)
-            except StopIteration:
-                return
-            if isinstance(step, Work):
-                sent = await _run(self._engine, step)
-            else:
-                sent = None
-                yield step
+        plan = _admin.export_plan(_admin.agent_sessions(_agent_or_none(agent_id)))
+        async for line in self._lines(plan):
+            yield line
 
     async def import_jsonl(
         self, lines: Iterable[str | bytes] | AsyncIterable[str | bytes]
@@ -213,14 +219,57 @@ class AsyncSessionStore:
             raise
         return importer.result
 
-    async def _drive(self, plan: _admin.Plan) -> None:
+    async def _drive(self, plan: Generator[Any, Any, T]) -> T:
+        """Run a multi-step plan: each Work it yields, and its result."""
+        sent: Any = None
+        while True:
+            try:
+                step = plan.send(sent)
+            except StopIteration as done:
+                return cast(T, done.value)
+            sent = await _run(self._engine, step)
+
+    async def _lines(self, plan: _admin.Plan) -> AsyncIterator[str]:
+        """Run a plan that yields Work to run and lines to hand on."""
         sent: Any = None
         while True:
             try:
                 step = plan.send(sent)
             except StopIteration:
                 return
-            sent = await _run(self._engine, step)
+            if isinstance(step, Work):
+                sent = await _run(self._engine, step)
+            else:
+                sent = None
+                yield step
+
+    # Lifecycle, retention and privacy (admin).
+
+    async def sweep(self, now: datetime | None = None, *, dry_run: bool = False) -> SweepResult:
+        """Apply the lifecycle policy: silent sessions go idle, long-idle ones are archived."""
+        return await self._drive(_lifecycle.sweep_plan(self.policies.lifecycle, now, dry_run))
+
+    async def purge(self, now: datetime | None = None, *, dry_run: bool = False) -> PurgeResult:
+        """Apply the retention policy: delete old compacted messages and archived sessions."""
+        return await self._drive(_lifecycle.purge_plan(self.policies.retention, now, dry_run))
+
+    async def forget_peer(
+        self, channel: str, peer_id: str, *, actor: str = "admin"
+    ) -> PeerResult:
+        """Erase every direct-conversation session of a person, across all agents and
+        accounts, archived generations and compacted messages included; audited."""
+        return await _run(self._engine, _lifecycle.forget_peer(channel, peer_id, actor))
+
+    async def export_peer(
+        self, channel: str, peer_id: str, *, actor: str = "admin"
+    ) -> AsyncIterator[str]:
+        """Everything held about a person, as export JSON Lines (streamed); audited."""
+        async for line in self._lines(_lifecycle.export_peer_plan(channel, peer_id, actor)):
+            yield line
+
+    async def audit_log(self, limit: int = 100) -> list[AuditRecord]:
+        """The newest audit records (who, when, how much; never content)."""
+        return await _run(self._engine, _lifecycle.audit_log(limit))
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._engine.close)

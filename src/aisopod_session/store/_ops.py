@@ -706,8 +706,9 @@ def compact(key: SessionKey, strategy: Any) -> Work[CompactionRecord]:
         for start in range(0, len(plan.remove), _INSERT_CHUNK):
             chunk = plan.remove[start : start + _INSERT_CHUNK]
             tx.run(
-                f"UPDATE messages SET compacted = 1 WHERE id IN ({', '.join('?' for _ in chunk)})",
-                chunk,
+                "UPDATE messages SET compacted = 1, compacted_at = ? "
+                f"WHERE id IN ({', '.join('?' for _ in chunk)})",
+                (to_us(now), *chunk),
             )
         for seq, message in plan.insert:
             prepared = _prepare_messages([message])[0]
@@ -778,7 +779,7 @@ def get_history_by_id(session_id: Any, query: Any) -> Work[list[StoredMessage]]:
 
 
 def purge_compacted(older_than: Any) -> Work[int]:
-    """Delete compacted-away originals (created before ``older_than``, if given)."""
+    """Delete messages compacted out of the live history before ``older_than`` (all if None)."""
     bound = None
     if older_than is not None:
         checked = _expect(older_than, datetime, "older_than")
@@ -787,11 +788,8 @@ def purge_compacted(older_than: Any) -> Work[int]:
         bound = to_us(checked)
 
     def write(tx: Tx) -> int:
-        sql = (
-            "DELETE FROM messages WHERE compacted = 1 AND session_id IN "
-            "(SELECT id FROM sessions WHERE compaction_count > 0)"
-        )
-        return tx.run(sql if bound is None else sql + " AND created_at < ?",
-                      () if bound is None else (bound,))
+        if bound is None:
+            return tx.run("DELETE FROM messages WHERE compacted = 1")
+        return tx.run("DELETE FROM messages WHERE compacted = 1 AND compacted_at < ?", (bound,))
 
     return Work(write=write)

@@ -6,12 +6,14 @@ run the :class:`~aisopod_session.store._ops.Work` that ``_ops`` builds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aisopod_session.compaction import CompactionRecord
+from aisopod_session.errors import InvalidInputError
+from aisopod_session.lifecycle import Policies, PurgeResult, SweepResult
 from aisopod_session.models import (
     HistoryQuery,
     Session,
@@ -22,9 +24,10 @@ from aisopod_session.models import (
     StoredMessage,
     normalize_name_or_raise,
 )
-from aisopod_session.store import _admin, _ops
+from aisopod_session.store import _admin, _lifecycle, _ops
 from aisopod_session.store._admin import ImportResult, StoreStats
 from aisopod_session.store._engine import Durability, Engine
+from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
 from aisopod_session.store._open import open_engine
 from aisopod_session.store._ops import SessionPage, Work
 
@@ -50,9 +53,10 @@ def _agent_or_none(agent_id: str | None) -> str | None:
 class AgentSessions:
     """One agent's sessions. Keys of any other agent raise AccessDeniedError untouched."""
 
-    def __init__(self, engine: Engine, agent_id: str) -> None:
+    def __init__(self, engine: Engine, agent_id: str, policies: Policies | None = None) -> None:
         self._engine = engine
         self.agent_id = normalize_name_or_raise("agent_id", agent_id)
+        self._policies = policies or Policies()
 
     def _key(self, key: SessionKey) -> SessionKey:
         return _ops.owned_key(key, self.agent_id)
@@ -90,6 +94,13 @@ class AgentSessions:
     def compact(self, key: SessionKey, strategy: Any) -> CompactionRecord:
         return _run(self._engine, _ops.compact(self._key(key), strategy))
 
+    def resolve(self, key: SessionKey, now: datetime | None = None) -> Resolution:
+        """The session a new message to ``key`` belongs to: like get_or_create, but a session
+        that the key's reset policy finds stale is archived and a fresh one started."""
+        checked = self._key(key)
+        policy = self._policies.reset.for_key(checked.agent_id, checked.channel)
+        return _run(self._engine, _lifecycle.resolve(checked, policy, now))
+
     def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
         return _run(self._engine, _ops.get_compaction_record(self._key(key)))
 
@@ -97,8 +108,9 @@ class AgentSessions:
 class SessionStore:
     """Sessions in SQLite or PostgreSQL, blocking API. Safe to share between threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, policies: Policies | None = None) -> None:
         self._engine = engine
+        self.policies = policies or Policies()
 
     @classmethod
     def open(
@@ -108,9 +120,13 @@ class SessionStore:
         durability: Durability = "full",
         pool_size: int | None = None,
         schema: str | None = None,
+        policies: Policies | None = None,
     ) -> SessionStore:
         """Open (creating and migrating) the store at ``url``; see the README for URL forms."""
-        return cls(open_engine(url, durability=durability, pool_size=pool_size, schema=schema))
+        if policies is not None and not isinstance(policies, Policies):
+            raise InvalidInputError.for_field("policies", "expected a Policies")
+        return cls(open_engine(url, durability=durability, pool_size=pool_size, schema=schema),
+                   policies)
 
     @property
     def durability(self) -> Durability:
@@ -121,7 +137,7 @@ class SessionStore:
         return self._engine.dialect.name
 
     def for_agent(self, agent_id: str) -> AgentSessions:
-        return AgentSessions(self._engine, agent_id)
+        return AgentSessions(self._engine, agent_id, self.policies)
 
     # Admin operations: they bypass agent isolation, for operators and the service's admin API.
 
@@ -157,18 +173,7 @@ class SessionStore:
 
     def export_jsonl(self, agent_id: str | None = None) -> Iterator[str]:
         """Every session (all generations) and message as JSON Lines, streamed (admin)."""
-        plan = _admin.export_plan(_agent_or_none(agent_id))
-        sent: Any = None
-        while True:
-            try:
-                step = plan.send(sent)
-            except StopIteration:
-                return
-            if isinstance(step, Work):
-                sent = _run(self._engine, step)
-            else:
-                sent = None
-                yield step
+        yield from self._lines(_admin.export_plan(_admin.agent_sessions(_agent_or_none(agent_id))))
 
     def import_jsonl(self, lines: Iterable[str | bytes]) -> ImportResult:
         """Import an export; a session that fails half-way is removed again (admin)."""
@@ -182,14 +187,52 @@ class SessionStore:
             raise
         return importer.result
 
-    def _drive(self, plan: _admin.Plan) -> None:
+    def _drive(self, plan: Generator[Any, Any, T]) -> T:
+        """Run a multi-step plan: each Work it yields, and its result."""
+        sent: Any = None
+        while True:
+            try:
+                step = plan.send(sent)
+            except StopIteration as done:
+                return cast(T, done.value)
+            sent = _run(self._engine, step)
+
+    def _lines(self, plan: _admin.Plan) -> Iterator[str]:
+        """Run a plan that yields Work to run and lines to hand on."""
         sent: Any = None
         while True:
             try:
                 step = plan.send(sent)
             except StopIteration:
                 return
-            sent = _run(self._engine, step)
+            if isinstance(step, Work):
+                sent = _run(self._engine, step)
+            else:
+                sent = None
+                yield step
+
+    # Lifecycle, retention and privacy (admin).
+
+    def sweep(self, now: datetime | None = None, *, dry_run: bool = False) -> SweepResult:
+        """Apply the lifecycle policy: silent sessions go idle, long-idle ones are archived."""
+        return self._drive(_lifecycle.sweep_plan(self.policies.lifecycle, now, dry_run))
+
+    def purge(self, now: datetime | None = None, *, dry_run: bool = False) -> PurgeResult:
+        """Apply the retention policy: delete old compacted messages and archived sessions."""
+        return self._drive(_lifecycle.purge_plan(self.policies.retention, now, dry_run))
+
+    def forget_peer(self, channel: str, peer_id: str, *, actor: str = "admin") -> PeerResult:
+        """Erase every direct-conversation session of a person, across all agents and
+        accounts, archived generations and compacted messages included; audited."""
+        return _run(self._engine, _lifecycle.forget_peer(channel, peer_id, actor))
+
+    def export_peer(self, channel: str, peer_id: str, *, actor: str = "admin") -> Iterator[str]:
+        """Everything held about a person, as export JSON Lines (streamed); audited."""
+        yield from self._lines(_lifecycle.export_peer_plan(channel, peer_id, actor))
+
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]:
+        """The newest audit records (who, when, how much; never content)."""
+        return _run(self._engine, _lifecycle.audit_log(limit))
 
     def close(self) -> None:
         self._engine.close()

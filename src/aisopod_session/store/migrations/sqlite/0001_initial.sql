@@ -33,8 +33,6 @@ CREATE INDEX sessions_agent_updated ON sessions (agent_id, updated_at, id);
 CREATE INDEX sessions_agent_status_updated ON sessions (agent_id, status, updated_at, id);
 CREATE INDEX sessions_updated ON sessions (updated_at, id);
 CREATE INDEX sessions_status_updated ON sessions (status, updated_at, id);
--- Retention: the few sessions that have compacted-away messages to purge.
-CREATE INDEX sessions_compacted ON sessions (id) WHERE compaction_count > 0;
 
 CREATE TABLE messages (
     id          INTEGER PRIMARY KEY,
