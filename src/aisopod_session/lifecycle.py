@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StrictInt, StrictStr, field_validator, model_validator
 
 from aisopod_session.models import UtcDatetime, _Model, normalize_name
 
@@ -32,7 +32,24 @@ __all__ = [
     "daily_boundary",
 ]
 
-Duration = Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=36_500))]
+
+
+def _duration_input(value: object) -> object:
+    # pydantic would read a bare number as seconds; ``idle_after=30`` meaning 30 days (or
+    # minutes) is a far more likely mistake than 30 seconds, so only a timedelta or an ISO 8601
+    # duration string (``"P30D"``, from a config file) is accepted.
+    if isinstance(value, timedelta | str):
+        return value
+    raise ValueError(
+        f"expected a timedelta or an ISO 8601 duration such as 'P30D', got {type(value).__name__}"
+    )
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration_input),
+    Field(gt=timedelta(0), le=timedelta(days=36_500)),
+]
 
 
 class LifecyclePolicy(_Model):
@@ -117,40 +134,59 @@ class ResetPolicies(_Model):
     """Reset policies by agent and channel; the most specific one applies.
 
     Lookup order: ``agents[agent][channel]``, ``agents[agent]["*"]``, ``channels[channel]``,
-    ``default``. None anywhere means "never reset automatically".
+    ``default``; the first entry that is *present* applies. None anywhere means "never reset
+    automatically", so ``channels={"slack": None}`` exempts Slack from a default policy.
     """
 
     default: ResetPolicy | None = None
-    channels: dict[str, ResetPolicy] = Field(default_factory=dict)
-    agents: dict[str, dict[str, ResetPolicy]] = Field(default_factory=dict)
+    channels: dict[str, ResetPolicy | None] = Field(default_factory=dict)
+    agents: dict[str, dict[str, ResetPolicy | None]] = Field(default_factory=dict)
 
     @field_validator("channels")
     @classmethod
-    def _normalise_channels(cls, value: dict[str, ResetPolicy]) -> dict[str, ResetPolicy]:
-        return {normalize_name(k): v for k, v in value.items()}
+    def _normalise_channels(
+        cls, value: dict[str, ResetPolicy | None]
+    ) -> dict[str, ResetPolicy | None]:
+        return _unique_names(value, "channel")
 
     @field_validator("agents")
     @classmethod
     def _normalise_agents(
-        cls, value: dict[str, dict[str, ResetPolicy]]
-    ) -> dict[str, dict[str, ResetPolicy]]:
-        return {
-            normalize_name(agent): {k if k == "*" else normalize_name(k): p for k, p in by.items()}
-            for agent, by in value.items()
-        }
+        cls, value: dict[str, dict[str, ResetPolicy | None]]
+    ) -> dict[str, dict[str, ResetPolicy | None]]:
+        by_agent = _unique_names(value, "agent")
+        return {agent: _unique_names(by, "channel", wildcard=True)
+                for agent, by in by_agent.items()}
 
     def for_key(self, agent_id: str, channel: str) -> ResetPolicy | None:
         by_channel = self.agents.get(agent_id, {})
-        return (
-            by_channel.get(channel)
-            or by_channel.get("*")
-            or self.channels.get(channel)
-            or self.default
-        )
+        if channel in by_channel:
+            return by_channel[channel]
+        if "*" in by_channel:
+            return by_channel["*"]
+        if channel in self.channels:
+            return self.channels[channel]
+        return self.default
+
+
+V = TypeVar("V")
+
+
+def _unique_names(value: dict[str, V], what: str, *, wildcard: bool = False) -> dict[str, V]:
+    """Keys normalised like the key parts they match; two spellings of one name are refused
+    (``{"Discord": a, "discord": b}`` would otherwise keep one of them silently)."""
+    out: dict[str, V] = {}
+    for name, item in value.items():
+        normal = name if wildcard and name == "*" else normalize_name(name)
+        if normal in out:
+            raise ValueError(f"{what} {name!r} is given twice (names are case-insensitive)")
+        out[normal] = item
+    return out
 
 
 class RetentionPolicy(_Model):
-    """How long to keep what is no longer live (None: forever)."""
+    """How long to keep what is no longer live (None: forever). Something is purged once its
+    period has fully passed: at exactly ``compacted_at + compacted_messages``, not before."""
 
     compacted_messages: Duration | None = None
     """Messages compacted out of the live history, counted from when they were compacted."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Generator
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.lifecycle import (
@@ -45,29 +45,76 @@ from aisopod_session.store._ops import (
 
 SWEEP_BATCH = 1000
 
+P = TypeVar("P", LifecyclePolicy, ResetPolicy, RetentionPolicy)
+
 Plan = Generator[Any, Any, Any]
 
 
+_EARLIEST = datetime(1, 1, 3, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 29, tzinfo=UTC)
+_BEFORE_ANY_ROW = -(2**62)  # a cutoff older than every stored timestamp
+
+
 def _now(now: Any) -> datetime:
+    """The operation's clock: ``now`` if given (timezone-aware), else the current time."""
     if now is None:
         return utc_now()
     if not isinstance(now, datetime) or now.utcoffset() is None:
         raise InvalidInputError.for_field("now", "must be a timezone-aware datetime")
+    try:
+        in_range = _EARLIEST <= now <= _LATEST
+    except OverflowError:  # pragma: no cover - comparing aware datetimes never overflows
+        in_range = False
+    if not in_range:
+        # a day either side is needed for daily boundaries in any time zone
+        raise InvalidInputError.for_field("now", "must be between 0001-01-03 and 9999-12-29")
     return now
+
+
+def _cutoff(at: datetime, age: timedelta) -> int:
+    """``at - age`` in stored microseconds; older than every row if that is before year 1."""
+    try:
+        return to_us(at - age)
+    except OverflowError:
+        return _BEFORE_ANY_ROW
+
+
+def _checked(policy: Any, kind: type[P], field: str) -> P:
+    """The policy, validated once more: ``model_construct`` and ``model_copy(update=...)``
+    skip validation, and an unchecked negative duration would sweep or purge everything."""
+    if not isinstance(policy, kind):
+        raise InvalidInputError.for_field(field, f"expected a {kind.__name__}, got "
+                                          f"{type(policy).__name__}")
+    return kind.model_validate(dict(policy))
+
+
+def _flag(value: Any, field: str) -> bool:
+    if type(value) is not bool:
+        raise InvalidInputError.for_field(field, f"expected a bool, got {type(value).__name__}")
+    return value
 
 
 # --- sweep -----------------------------------------------------------------------------------
 
+# Each condition twice: as the inner SELECT uses it (served by an index) and as the outer
+# statement re-checks it, written so that no index can serve it (``|| ''``, ``+ 0``). Otherwise
+# SQLite walks the whole matching range of the status index for every batch, checking each row
+# against the batch's ids, and a sweep over N sessions costs N²/batch; this way the outer
+# statement finds the batch's rows by primary key. Both forms mean the same on every backend.
 _IDLE_WHERE = "status IN ('active', 'compacted') AND updated_at <= ?"
+_IDLE_RECHECK = "status || '' IN ('active', 'compacted') AND updated_at + 0 <= ?"
 _ARCHIVE_WHERE = "status = 'idle' AND updated_at <= ?"
+_ARCHIVE_RECHECK = "status || '' = 'idle' AND updated_at + 0 <= ?"
 
 
-def _transition_batch(where: str, setting: str, cutoff: int, extra: tuple[Any, ...],
-                      batch: int) -> Work[int]:
+def _transition_batch(where: tuple[str, str], setting: str, cutoff: int,
+                      extra: tuple[Any, ...], batch: int) -> Work[int]:
+    select, recheck = where
+
     def write(tx: Tx) -> int:
         return tx.run(
-            f"UPDATE sessions SET {setting} WHERE {where} AND id IN "
-            f"(SELECT id FROM sessions WHERE {where} LIMIT ?)",
+            f"UPDATE sessions SET {setting} WHERE {recheck} AND id IN "
+            f"(SELECT id FROM sessions WHERE {select} LIMIT ?)",
             (*extra, cutoff, cutoff, batch),
         )
 
@@ -84,25 +131,31 @@ def _count(where: str, params: tuple[Any, ...]) -> Work[int]:
 def sweep_plan(
     policy: Any, now: Any, dry_run: bool, batch: int = SWEEP_BATCH
 ) -> Generator[Any, Any, SweepResult]:
-    """Active/compacted → idle, idle → archived, in batches; returns a SweepResult."""
-    if not isinstance(policy, LifecyclePolicy):
-        raise InvalidInputError.for_field("policy", "expected a LifecyclePolicy")
+    """Active/compacted → idle, idle → archived, in batches; returns a SweepResult.
+
+    A session goes idle once ``idle_after`` has passed since its ``updated_at`` (at exactly that
+    instant, not a microsecond before) and is archived once ``archive_after`` has; the sweep
+    never changes ``updated_at``, and a session idled by this sweep that is also due for
+    archiving is archived by it too (a dry run counts it the same way).
+    """
+    policy = _checked(policy, LifecyclePolicy, "policy")
+    dry_run = _flag(dry_run, "dry_run")
     at = _now(now)
     now_us = to_us(at)
     idled = archived = 0
     if policy.idle_after is not None:
-        cutoff = to_us(at - policy.idle_after)
+        cutoff = _cutoff(at, policy.idle_after)
         if dry_run:
             idled = yield _count(_IDLE_WHERE, (cutoff,))
         else:
             while True:
-                changed = yield _transition_batch(_IDLE_WHERE, "status = 'idle'", cutoff, (),
-                                                  batch)
+                changed = yield _transition_batch((_IDLE_WHERE, _IDLE_RECHECK), "status = 'idle'",
+                                                  cutoff, (), batch)
                 idled += changed
                 if changed < batch:
                     break
     if policy.archive_after is not None:
-        cutoff = to_us(at - policy.archive_after)
+        cutoff = _cutoff(at, policy.archive_after)
         if dry_run:
             archived = yield _count(_ARCHIVE_WHERE, (cutoff,))
             if policy.idle_after is not None and policy.idle_after <= policy.archive_after:
@@ -111,8 +164,8 @@ def sweep_plan(
         else:
             while True:
                 changed = yield _transition_batch(
-                    _ARCHIVE_WHERE, "status = 'archived', archived_at = ?", cutoff, (now_us,),
-                    batch)
+                    (_ARCHIVE_WHERE, _ARCHIVE_RECHECK), "status = 'archived', archived_at = ?",
+                    cutoff, (now_us,), batch)
                 archived += changed
                 if changed < batch:
                     break
@@ -132,8 +185,18 @@ class Resolution(_Model):
     """The id of the session that a reset archived, if any."""
 
 
-def resolve(key: SessionKey, policy: ResetPolicy | None, now: Any) -> Work[Resolution]:
+def resolve(key: SessionKey, policy: Any, now: Any) -> Work[Resolution]:
+    """The live session of ``key``, or a fresh one if there is none or the policy finds it stale.
+
+    With ``now`` given, the reset happens at that instant: the old session is archived and the
+    fresh one started at ``now`` (so a second resolve at the same ``now`` finds it fresh, not
+    stale again). Concurrent resolves of one stale session reset it once: the write locks the
+    live row and checks staleness again.
+    """
+    if policy is not None:
+        policy = _checked(policy, ResetPolicy, "policy")
     at = _now(now)
+    clock_given = now is not None
 
     def stale(session: Session) -> bool:
         return policy is not None and policy.is_stale(session.updated_at, at)
@@ -147,34 +210,53 @@ def resolve(key: SessionKey, policy: ResetPolicy | None, now: Any) -> Work[Resol
         return None if stale(session) else Resolution(session=session, started=False)
 
     def write(tx: Tx) -> Resolution:
-        row = tx.one(
+        # Twice: under PostgreSQL's READ COMMITTED, a resolve that waited for a concurrent
+        # reset finds the archived row no longer live and the fresh one only on a second look.
+        row = _ops._twice(
+            tx,
             f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {_ops.LIVE_KEY_WHERE}"
             f"{tx.dialect.for_update}",
             _ops.key_params(key),
         )
+        stamp = to_us(at if clock_given else utc_now())
         if row is not None:
             current = session_from_row(row)
             if not stale(current):  # another caller reset it first
                 return Resolution(session=current, started=False)
-            now_us = to_us(utc_now())
             tx.run("UPDATE sessions SET status = 'archived', archived_at = ?, updated_at = ? "
-                   "WHERE id = ?", (now_us, now_us, current.id))
-        fresh = _ops._create(tx, key)
-        return Resolution(session=fresh, started=True,
+                   "WHERE id = ?", (stamp, stamp, current.id))
+        created = tx.one(
+            "INSERT INTO sessions (agent_id, channel, account_id, peer_kind, peer_id, status, "
+            "created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, '{}') "
+            f"ON CONFLICT DO NOTHING RETURNING {SESSION_COLUMNS}",
+            (*_ops.key_params(key), stamp, stamp),
+        )
+        if created is None:  # a concurrent first contact created it: theirs is the one
+            existing = _ops._live_session(tx, key)
+            if existing is None:  # pragma: no cover - the conflicting row is live
+                raise AssertionError(f"insert of {key} conflicted but no live session exists")
+            return Resolution(session=existing, started=False)
+        return Resolution(session=session_from_row(created), started=True,
                           previous_id=None if row is None else int(row[0]))
 
     return Work(read=read, write=write)
 
 
-# --- retention -------------------------------------------------------------------------------
+# --- retention ------------------------------------------------------------------------------
+#
+# Something is purged once its retention period has fully passed: a message compacted at C under
+# ``compacted_messages=D`` goes at C + D (not a microsecond before), like the sweep's thresholds.
+
+_COMPACTED_WHERE = "compacted = 1 AND compacted_at <= ?"
+_COMPACTED_RECHECK = "compacted + 0 = 1 AND compacted_at + 0 <= ?"  # by id: see the sweep
+_ARCHIVED_WHERE = "status = 'archived' AND archived_at <= ?"
 
 
 def _purge_messages_batch(cutoff: int, batch: int) -> Work[int]:
     def write(tx: Tx) -> int:
-        where = "compacted = 1 AND compacted_at < ?"
         return tx.run(
-            f"DELETE FROM messages WHERE {where} AND id IN "
-            f"(SELECT id FROM messages WHERE {where} LIMIT ?)",
+            f"DELETE FROM messages WHERE {_COMPACTED_RECHECK} AND id IN "
+            f"(SELECT id FROM messages WHERE {_COMPACTED_WHERE} LIMIT ?)",
             (cutoff, cutoff, batch),
         )
 
@@ -184,14 +266,11 @@ def _purge_messages_batch(cutoff: int, batch: int) -> Work[int]:
 def _purge_sessions_batch(cutoff: int, batch: int) -> Work[tuple[int, int]]:
     def write(tx: Tx) -> tuple[int, int]:
         ids = [int(r[0]) for r in tx.all(
-            "SELECT id FROM sessions WHERE status = 'archived' AND archived_at < ? LIMIT ?",
-            (cutoff, batch))]
+            f"SELECT id FROM sessions WHERE {_ARCHIVED_WHERE} LIMIT ?", (cutoff, batch))]
         if not ids:
             return 0, 0
         marks = ", ".join("?" for _ in ids)
-        messages = int(tx.one(f"SELECT count(*) FROM messages WHERE session_id IN ({marks})",
-                              ids)[0])
-        tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", ids)
+        messages = tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", ids)
         sessions = tx.run(f"DELETE FROM sessions WHERE id IN ({marks})", ids)
         return sessions, messages
 
@@ -199,27 +278,32 @@ def _purge_sessions_batch(cutoff: int, batch: int) -> Work[tuple[int, int]]:
 
 
 def purge_plan(
-    policy: Any, now: Any, dry_run: bool, batch: int = SWEEP_BATCH
+    policy: Any, now: Any, dry_run: Any, batch: int = SWEEP_BATCH
 ) -> Generator[Any, Any, PurgeResult]:
-    if not isinstance(policy, RetentionPolicy):
-        raise InvalidInputError.for_field("policy", "expected a RetentionPolicy")
+    """Archived sessions (with all their messages) past ``archived_sessions``, then compacted
+    messages past ``compacted_messages``, in batches; returns a PurgeResult. A dry run counts
+    exactly what a real run would delete (a compacted message of a purged archived session once).
+    """
+    policy = _checked(policy, RetentionPolicy, "policy")
+    dry_run = _flag(dry_run, "dry_run")
     at = _now(now)
     messages = sessions = 0
+    archived_cutoff: int | None = None
     if policy.archived_sessions is not None:
-        cutoff = to_us(at - policy.archived_sessions)
+        archived_cutoff = _cutoff(at, policy.archived_sessions)
         if dry_run:
-            sessions, messages = yield _dry_archived(cutoff)
+            sessions, messages = yield _dry_archived(archived_cutoff)
         else:
             while True:
-                gone, with_messages = yield _purge_sessions_batch(cutoff, batch)
+                gone, with_messages = yield _purge_sessions_batch(archived_cutoff, batch)
                 sessions += gone
                 messages += with_messages
                 if gone < batch:
                     break
     if policy.compacted_messages is not None:
-        cutoff = to_us(at - policy.compacted_messages)
+        cutoff = _cutoff(at, policy.compacted_messages)
         if dry_run:
-            messages += yield _count_compacted(cutoff)
+            messages += yield _count_compacted(cutoff, archived_cutoff)
         else:
             while True:
                 gone = yield _purge_messages_batch(cutoff, batch)
@@ -233,17 +317,24 @@ def _dry_archived(cutoff: int) -> Work[tuple[int, int]]:
     def read(tx: Tx) -> tuple[int, int]:
         row = tx.one(
             "SELECT count(*), coalesce(sum(m), 0) FROM (SELECT (SELECT count(*) FROM messages "
-            "WHERE session_id = s.id) AS m FROM sessions s "
-            "WHERE status = 'archived' AND archived_at < ?) AS archived", (cutoff,))
+            f"WHERE session_id = s.id) AS m FROM sessions s WHERE {_ARCHIVED_WHERE}) AS archived",
+            (cutoff,))
         return int(row[0]), int(row[1])
 
     return Work(read=read)
 
 
-def _count_compacted(cutoff: int) -> Work[int]:
+def _count_compacted(cutoff: int, archived_cutoff: int | None) -> Work[int]:
+    """Compacted messages past ``cutoff``, except those of sessions the same purge removes
+    first (they are already counted with their session)."""
+    sql = f"SELECT count(*) FROM messages WHERE {_COMPACTED_WHERE}"
+    params: tuple[int, ...] = (cutoff,)
+    if archived_cutoff is not None:
+        sql += f" AND session_id NOT IN (SELECT id FROM sessions WHERE {_ARCHIVED_WHERE})"
+        params = (cutoff, archived_cutoff)
+
     def read(tx: Tx) -> int:
-        return int(tx.one("SELECT count(*) FROM messages WHERE compacted = 1 AND compacted_at < ?",
-                          (cutoff,))[0])
+        return int(tx.one(sql, params)[0])
 
     return Work(read=read)
 
@@ -260,14 +351,17 @@ def peer_params(channel: Any, peer_id: Any) -> tuple[str, str]:
 
 
 def subject(channel: str, peer_id: str) -> str:
-    """What the audit log records about whom: a hash, so erasing a person erases their id."""
-    return "sha256:" + hashlib.sha256(f"{channel}:{peer_id}".encode()).hexdigest()
+    """What the audit log records about whom: a hash, so erasing a person erases their id.
+
+    The parts are joined with NUL, which neither may contain, so that no two people share a
+    subject (with ``:``, channel ``a:b`` with id ``c`` and channel ``a`` with id ``b:c`` would).
+    """
+    return "sha256:" + hashlib.sha256(f"{channel}\0{peer_id}".encode()).hexdigest()
 
 
 def _actor(actor: Any) -> str:
-    if not isinstance(actor, str) or not actor.strip() or len(actor) > 256:
-        raise InvalidInputError.for_field("actor", "a non-empty name of at most 256 characters")
-    return actor.strip()
+    """Who asked: a non-empty name of at most 256 characters, without control characters."""
+    return normalize_peer_id_or_raise("actor", actor)
 
 
 def _audit(tx: Tx, actor: str, action: str, about: str | None, sessions: int,
