@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol, TypeVar
@@ -39,7 +39,8 @@ MAX_BATCH_JOBS = 512
 class Cursor(Protocol):
     """The part of a DB-API cursor the store uses (sqlite3 and psycopg both fit)."""
 
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
 
@@ -95,19 +96,38 @@ class Failure(Enum):
 
     JOB = "job"  # the job's own error: roll back its savepoint, the rest of the batch goes on
     RETRY = "retry"  # the transaction is lost but nothing was committed: run the batch again
-    FATAL = "fatal"  # the transaction is lost: every job in it fails
+    FATAL = "fatal"  # the transaction is lost; a batch of several jobs is run again one job at
+    # a time, so that only the job that caused it fails
+
+
+class CommitRefusedError(Exception):
+    """Raised by a backend's ``_write_tx`` when COMMIT failed and the transaction is known to be
+    rolled back: nothing was committed, so the batch may be handled like any failed batch."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+# SQLSTATEs of a transaction that lost a lock conflict (deadlock, serialization failure).
+_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 class _Job:
-    __slots__ = ("error", "event", "fn", "future", "loop", "promoted", "result", "settled")
+    __slots__ = (
+        "abandoned", "error", "event", "fn", "future", "lock_key", "loop", "promoted", "result",
+        "settled",
+    )
 
     def __init__(
         self,
         fn: Callable[[Tx], Any],
+        lock_key: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         future: asyncio.Future[None] | None = None,
     ) -> None:
         self.fn = fn
+        self.lock_key = lock_key
         self.loop = loop
         self.future = future
         self.event: threading.Event | None = None if loop is not None else threading.Event()
@@ -115,6 +135,7 @@ class _Job:
         self.error: BaseException | None = None
         self.settled = False
         self.promoted = False
+        self.abandoned = False  # its thread stopped waiting: it runs, but never leads
 
     def settle(self) -> None:
         self.settled = True
@@ -122,10 +143,9 @@ class _Job:
             self.event.set()
         elif self.loop is not None and self.future is not None:
             future = self.future
-            try:
+            # RuntimeError: the caller's loop is closed; nobody is waiting any more.
+            with suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:  # the caller's loop is closed; nobody is waiting any more
-                pass
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -145,72 +165,135 @@ class GroupCommitter:
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._mutex = threading.Lock()
+        self._idle = threading.Condition(self._mutex)
         self._queue: deque[_Job] = deque()
         self._leading = False
+        self._closing = False
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aisopod-commit")
 
-    def run(self, fn: Callable[[Tx], T]) -> T:
-        job = _Job(fn)
+    def _enqueue(self, job: _Job) -> bool:
+        """With the mutex held: queue ``job``; True if its caller must start leading."""
+        if self._closing:
+            raise StoreClosedError("the session store is closed")
+        self._queue.append(job)
+        lead = not self._leading
+        self._leading = True
+        return lead
+
+    def run(self, fn: Callable[[Tx], T], lock_key: str | None = None) -> T:
+        job = _Job(fn, lock_key)
         with self._mutex:
-            self._queue.append(job)
-            lead = not self._leading
-            self._leading = True
+            lead = self._enqueue(job)
+        if not lead:
+            self._wait(job)
+            lead = not job.settled  # promoted: it is this thread's turn to lead
         if lead:
             self._serve(job)
-        else:
-            assert job.event is not None
-            job.event.wait()
-            if not job.settled:  # promoted: it is this thread's turn to lead
-                self._serve(job)
         result: T = job.outcome()
         return result
 
-    async def run_async(self, fn: Callable[[Tx], T]) -> T:
+    def _wait(self, job: _Job) -> None:
+        assert job.event is not None
+        try:
+            job.event.wait()
+        except BaseException:
+            # Interrupted (KeyboardInterrupt): the job still runs, but this thread must not be
+            # the one that leads next, or every other caller would wait forever.
+            with self._mutex:
+                job.abandoned = True
+                if job.promoted and not job.settled:
+                    self._hand_over()
+            raise
+
+    async def run_async(self, fn: Callable[[Tx], T], lock_key: str | None = None) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        job = _Job(fn, loop, future)
+        job = _Job(fn, lock_key, loop, future)
         with self._mutex:
-            self._queue.append(job)
-            start = not self._leading
-            self._leading = True
-        if start:
-            self._background.submit(self._serve, None)
+            start = self._enqueue(job)
+            if start:
+                self._background.submit(self._serve, None)
         await future
         result: T = job.outcome()
         return result
 
     def _serve(self, own: _Job | None) -> None:
         """Run batches until ``own`` is settled (a background leader: until the queue is empty)."""
-        while True:
+        try:
+            while True:
+                with self._mutex:
+                    if not self._queue or (own is not None and own.settled):
+                        self._step_down()
+                        return
+                    count = min(len(self._queue), self._max_batch)
+                    batch = [self._queue.popleft() for _ in range(count)]
+                self._execute(_in_lock_order(batch))
+        except BaseException:  # e.g. KeyboardInterrupt on this thread: leave nobody stranded
             with self._mutex:
-                if not self._queue:
-                    self._leading = False
-                    return
-                if own is not None and own.settled:
-                    self._hand_over()
-                    return
-                count = min(len(self._queue), self._max_batch)
-                batch = [self._queue.popleft() for _ in range(count)]
-            try:
-                self._run_batch(batch)
-            except BaseException as exc:  # never leave a caller waiting forever
-                for job in batch:
-                    if job.error is None:
-                        job.error = exc
+                if self._leading:
+                    self._step_down()
+            raise
+
+    def _execute(self, batch: list[_Job]) -> None:
+        try:
+            self._run_batch(batch)
+        except BaseException as exc:  # never leave a caller waiting forever
+            error = exc if isinstance(exc, Exception) else _interrupted(exc)
+            for job in batch:
+                if job.error is None:
+                    job.error = error
+            if not isinstance(exc, Exception):
+                raise
+        finally:
             for job in batch:
                 job.settle()
+
+    def _step_down(self) -> None:
+        """With the mutex held: stop leading, passing leadership on if jobs are waiting."""
+        if self._queue:
+            self._hand_over()
+        else:
+            self._leading = False
+            self._idle.notify_all()
 
     def _hand_over(self) -> None:
         """Called with the mutex held and the queue not empty: pass leadership on."""
         for job in self._queue:
-            if job.event is not None:
+            if job.event is not None and not job.abandoned:
                 job.promoted = True
                 job.event.set()
                 return
         self._background.submit(self._serve, None)
 
     def close(self) -> None:
+        """Refuse new jobs, let the queued ones finish, then stop the background thread."""
+        with self._mutex:
+            self._closing = True
+            while self._leading:
+                self._idle.wait()
         self._background.shutdown(wait=True)
+
+
+def _in_lock_order(batch: list[_Job]) -> list[_Job]:
+    """The batch sorted by the jobs' ``lock_key``, if every job has one (a stable sort: jobs on
+    one key keep their order).
+
+    A write that locks the rows of one key (a session) names it in ``lock_key``. Batches of every
+    process then take their locks in the same order, so two processes' batches cannot deadlock
+    on each other's sessions.
+    """
+    keys = [job.lock_key for job in batch]
+    if len(batch) < 2 or any(key is None for key in keys):
+        return batch
+    order = sorted(range(len(batch)), key=lambda index: keys[index] or "")
+    return [batch[index] for index in order]
+
+
+def _interrupted(exc: BaseException) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"the write was interrupted ({type(exc).__name__}) and may or may not have been committed",
+        maybe_committed=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +326,8 @@ class Engine(ABC):
             max_workers=read_threads, thread_name_prefix="aisopod-read"
         )
         self._closed = False
+        self._reading = 0  # reads in progress; close() waits for them
+        self._read_state = threading.Condition()
         self.retry = RetryPolicy()
 
     # --- what a backend provides ----------------------------------------------------------
@@ -272,7 +357,18 @@ class Engine(ABC):
     # --- running work ---------------------------------------------------------------------
 
     def read(self, fn: Callable[[Tx], T]) -> T:
-        self._check_open()
+        with self._read_state:
+            self._check_open()
+            self._reading += 1
+        try:
+            return self._read(fn)
+        finally:
+            with self._read_state:
+                self._reading -= 1
+                if not self._reading:
+                    self._read_state.notify_all()
+
+    def _read(self, fn: Callable[[Tx], T]) -> T:
         for delay in (*self.retry.delays(), None):
             try:
                 with self._read_tx() as tx:
@@ -288,21 +384,30 @@ class Engine(ABC):
     async def read_async(self, fn: Callable[[Tx], T]) -> T:
         self._check_open()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self.read, fn)
+        try:
+            return await loop.run_in_executor(self._readers, self.read, fn)
+        except RuntimeError:  # "cannot schedule new futures after shutdown"
+            self._check_open()
+            raise
 
-    def write(self, fn: Callable[[Tx], T]) -> T:
+    def write(self, fn: Callable[[Tx], T], lock_key: str | None = None) -> T:
         self._check_open()
-        return self._committer.run(fn)
+        return self._committer.run(fn, lock_key)
 
-    async def write_async(self, fn: Callable[[Tx], T]) -> T:
+    async def write_async(self, fn: Callable[[Tx], T], lock_key: str | None = None) -> T:
         self._check_open()
-        return await self._committer.run_async(fn)
+        return await self._committer.run_async(fn, lock_key)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Refuse new work, finish the writes and reads already started, then disconnect."""
+        with self._read_state:
+            if self._closed:
+                return
+            self._closed = True
         self._committer.close()
+        with self._read_state:
+            while self._reading:
+                self._read_state.wait()
         self._readers.shutdown(wait=True)
         self._close_connections()
 
@@ -324,23 +429,44 @@ class Engine(ABC):
 
     # --- batches --------------------------------------------------------------------------
 
+    def _is_conflict(self, exc: BaseException) -> bool:
+        """Whether the batch lost a lock conflict with another transaction (e.g. a deadlock)."""
+        return getattr(exc, "sqlstate", None) in _CONFLICT_SQLSTATES
+
     def _run_batch_with_retries(self, jobs: list[_Job]) -> None:
+        error: SessionError
         for delay in (*self.retry.delays(), None):
             try:
                 self._run_batch(jobs)
                 return
-            except _CommitLost as lost:
+            except _CommitLostError as lost:
                 error = self._unavailable(lost.cause, maybe_committed=True)
                 break
+            except _JobAbortedError as aborted:
+                # That job raised something that is not an Exception: it alone fails with it.
+                # The others were rolled back along with it, so they run again.
+                others = [job for job in jobs if job is not aborted.job]
+                if others:
+                    self._run_batch_with_retries(others)
+                aborted.job.result, aborted.job.error = None, aborted.cause
+                return
             except Exception as exc:
                 failure = self.classify(exc)
+                if len(jobs) > 1 and (failure is not Failure.RETRY or self._is_conflict(exc)):
+                    # The whole batch was rolled back for a reason one of its jobs may have
+                    # caused (an error it cannot recover from, a refused commit, a deadlock
+                    # with another process): run them one by one, so that only that job fails
+                    # and lock conflicts between the jobs' rows cannot recur.
+                    for job in jobs:
+                        self._run_batch_with_retries([job])
+                    return
                 if failure is Failure.RETRY and delay is not None:
                     time.sleep(delay)
                     continue
                 error = self._unavailable(exc)
                 break
         for job in jobs:
-            job.error = error
+            job.result, job.error = None, error
 
     def _run_batch(self, jobs: list[_Job]) -> None:
         for job in jobs:
@@ -355,28 +481,42 @@ class Engine(ABC):
                     try:
                         job.result = job.fn(tx)
                     except Exception as exc:
-                        if not isinstance(exc, SessionError) and self.classify(exc) is not Failure.JOB:
+                        own = isinstance(exc, SessionError) or self.classify(exc) is Failure.JOB
+                        if not own:
                             raise
                         job.error = exc
                         if not isolated:
-                            raise _JobFailed from exc
+                            raise _JobFailedError from exc
                         tx.run("ROLLBACK TO SAVEPOINT job")
+                    except BaseException as exc:
+                        raise _JobAbortedError(job, exc) from exc
                     if isolated:
                         tx.run("RELEASE SAVEPOINT job")
                 committed = True  # leaving the block commits
-        except _JobFailed:
+        except _JobFailedError:
             return
+        except CommitRefusedError as refused:
+            raise refused.cause from None
         except Exception as exc:
             if committed:
-                raise _CommitLost(exc) from exc
+                raise _CommitLostError(exc) from exc
             raise
 
 
-class _JobFailed(Exception):
+class _JobFailedError(Exception):
     """The only job of a batch failed: roll back and report its own error."""
 
 
-class _CommitLost(Exception):
+class _JobAbortedError(Exception):
+    """A job raised a BaseException that is not an Exception: roll the batch back."""
+
+    def __init__(self, job: _Job, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.job = job
+        self.cause = cause
+
+
+class _CommitLostError(Exception):
     """The connection failed during COMMIT: the outcome is unknown, so nothing is retried."""
 
     def __init__(self, cause: BaseException) -> None:

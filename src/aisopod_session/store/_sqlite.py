@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from aisopod_session.errors import InvalidInputError
-from aisopod_session.store._engine import Dialect, Durability, Engine, Failure, Tx
+from aisopod_session.store._engine import (
+    CommitRefusedError,
+    Dialect,
+    Durability,
+    Engine,
+    Failure,
+    Tx,
+)
 from aisopod_session.store._migrations import migrate_sqlite
 
 BUSY_TIMEOUT_MS = 10_000
@@ -25,7 +33,7 @@ _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 def sqlite_path(url: str) -> str:
     """``:memory:``, a plain path, ``sqlite:///relative`` or ``sqlite:////absolute``."""
-    if url == ":memory:" or url == "sqlite://" or url == "sqlite:///:memory:":
+    if url in (":memory:", "sqlite://", "sqlite:///:memory:"):
         return ":memory:"
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
@@ -51,7 +59,7 @@ class SQLiteEngine(Engine):
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             self.path = str(Path(path).expanduser())
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: set[sqlite3.Connection] = set()
         self._all_lock = threading.Lock()
         # An in-memory database exists only inside its one connection: every read and batch
         # takes turns on it.
@@ -87,17 +95,20 @@ class SQLiteEngine(Engine):
                 raise self._unavailable(RuntimeError(f"could not switch to WAL (got {mode})"))
         conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
         with self._all_lock:
-            self._all.append(conn)
+            self._all.add(conn)
         return conn
 
     def _reader(self) -> sqlite3.Connection:
         if self._memory:
             return self._writer
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
+        holder: _ThreadConnection | None = getattr(self._local, "holder", None)
+        if holder is None:
+            holder = _ThreadConnection(self._connect())
+            # When the thread ends, its holder goes and the connection is closed with it: a
+            # thread per request must not leave a connection (and a file handle) behind each.
+            weakref.finalize(holder, _forget, self._all_lock, self._all, holder.conn)
+            self._local.holder = holder
+        return holder.conn
 
     @contextmanager
     def _read_tx(self) -> Iterator[Tx]:
@@ -115,18 +126,34 @@ class SQLiteEngine(Engine):
     @contextmanager
     def _write_tx(self) -> Iterator[Tx]:
         with self._shared_lock if self._memory else nullcontext():
-            cursor = self._writer.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
+            writer = self._usable_writer()
+            cursor = writer.cursor()
             try:
-                yield Tx(cursor, self.dialect)
-            except BaseException:
-                if self._writer.in_transaction:
-                    self._writer.rollback()
-                raise
-            else:
-                cursor.execute("COMMIT")
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Tx(cursor, self.dialect)
+                except BaseException:
+                    _roll_back(writer)
+                    raise
+                try:
+                    cursor.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if not writer.in_transaction:
+                        raise  # SQLite ended it itself (an I/O error...): outcome unknown
+                    # Still open (busy, a deferred constraint...): nothing was committed.
+                    _roll_back(writer)
+                    raise CommitRefusedError(exc) from exc
             finally:
                 cursor.close()
+
+    def _usable_writer(self) -> sqlite3.Connection:
+        """The writer, outside any transaction (one a failed rollback left open is ended)."""
+        if self._writer.in_transaction:
+            _roll_back(self._writer)
+            if self._writer.in_transaction and not self._memory:  # stuck: use a new connection
+                old, self._writer = self._writer, self._connect()
+                _forget(self._all_lock, self._all, old)
+        return self._writer
 
     def classify(self, exc: BaseException) -> Failure:
         if isinstance(exc, sqlite3.OperationalError):
@@ -142,9 +169,33 @@ class SQLiteEngine(Engine):
 
     def _close_connections(self) -> None:
         with self._all_lock:
-            connections, self._all = self._all, []
+            connections = list(self._all)
+            self._all.clear()
         for conn in connections:
-            try:
+            with suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
+
+
+class _ThreadConnection:
+    """One thread's read connection (a weak-referenceable holder for it)."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+def _forget(lock: threading.Lock, connections: set[sqlite3.Connection],
+            conn: sqlite3.Connection) -> None:
+    with lock:
+        connections.discard(conn)
+    with suppress(sqlite3.Error):
+        conn.close()
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.rollback()
+    except sqlite3.Error:
+        pass  # the next write ends the transaction (or replaces the connection) before BEGIN

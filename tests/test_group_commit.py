@@ -1,0 +1,623 @@
+"""Group commit: many callers share one transaction, yet each keeps its own all-or-nothing.
+
+Batching is forced rather than hoped for: ``hold_first_batch`` wraps the engine's ``_run_batch``
+so that the first batch waits until every caller's job is in it or queued behind it; so the
+batches hold many jobs, each in its own savepoint. The recorded batches let a test assert that a
+multi-job batch really ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from aisopod_session import (
+    AsyncSessionStore,
+    SessionKey,
+    SessionNotFoundError,
+    SessionStore,
+    StoreClosedError,
+    StoredMessage,
+    StoreUnavailableError,
+)
+from aisopod_session.store import _ops
+from aisopod_session.store._engine import Engine, Tx, _Job
+
+PG_URL = os.environ.get("AISOPOD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+JOIN_SECONDS = 120  # only a guard against a hang; nothing here is a speed assertion
+PER_CALL = 4
+
+
+def key_for(index: int) -> SessionKey:
+    return SessionKey("bot", "discord", "acct", "dm", f"peer{index}")
+
+
+def run_threads(count: int, target: Callable[[int], None]) -> list[str]:
+    """Run ``target(0..count-1)`` on threads released together; returns formatted errors."""
+    barrier = threading.Barrier(count)
+    errors: list[str] = []
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait(timeout=JOIN_SECONDS)
+            target(index)
+        except BaseException:
+            errors.append(f"thread {index}: {traceback.format_exc()}")
+
+    workers = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=JOIN_SECONDS)
+    errors.extend(f"{w.name} still running (hung)" for w in workers if w.is_alive())
+    return errors
+
+
+class Batches:
+    """Every batch the engine ran (the jobs, and their outcome once it ran)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[list[_Job]] = []
+        self.errors: list[list[BaseException | None]] = []
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(jobs) for jobs in self.jobs]
+
+
+def queued(engine: Engine) -> int:
+    committer = engine._committer
+    with committer._mutex:
+        return len(committer._queue)
+
+
+def hold_first_batch(engine: Engine, monkeypatch: pytest.MonkeyPatch, callers: int) -> Batches:
+    """Record batches; the first one starts only once ``callers`` jobs are in it or queued."""
+    batches = Batches()
+    original = engine._run_batch
+
+    def run_batch(jobs: list[_Job]) -> None:
+        first = not batches.jobs
+        batches.jobs.append(list(jobs))
+        if first:
+            deadline = time.monotonic() + 30  # a guard only: the test then fails on sizes
+            while len(jobs) + queued(engine) < callers and time.monotonic() < deadline:
+                time.sleep(0.001)
+        original(jobs)
+        batches.errors.append([job.error for job in jobs])
+
+    monkeypatch.setattr(engine, "_run_batch", run_batch)
+    return batches
+
+
+def contents_of(call: str) -> list[str]:
+    return [f"{call}-{j}" for j in range(PER_CALL)]
+
+
+def db_contents(url: str, options: dict[str, Any]) -> dict[str, list[str]]:
+    """peer_id -> live message contents in history order, read without the store."""
+    query = (
+        "SELECT s.peer_id, m.content FROM {} m JOIN {} s ON s.id = m.session_id "
+        "WHERE m.compacted = 0 ORDER BY s.peer_id, m.seq"
+    )
+    if "schema" in options:
+        schema = options["schema"]
+        with psycopg.connect(PG_URL) as conn:
+            rows = conn.execute(sql.SQL(query).format(
+                sql.Identifier(schema, "messages"), sql.Identifier(schema, "sessions")
+            )).fetchall()
+    else:
+        conn = sqlite3.connect(url)
+        try:
+            rows = conn.execute(query.format("messages", "sessions")).fetchall()
+        finally:
+            conn.close()
+    found: dict[str, list[str]] = {}
+    for peer_id, content in rows:
+        found.setdefault(peer_id, []).append(json.loads(content))
+    return found
+
+
+def db_counters(url: str, options: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """peer_id of each live session -> (message_count, live rows)."""
+    query = (
+        "SELECT s.peer_id, s.message_count, "
+        "(SELECT count(*) FROM {} m WHERE m.session_id = s.id AND m.compacted = 0) "
+        "FROM {} s WHERE s.status <> 'archived'"
+    )
+    if "schema" in options:
+        schema = options["schema"]
+        with psycopg.connect(PG_URL) as conn:
+            rows = conn.execute(sql.SQL(query).format(
+                sql.Identifier(schema, "messages"), sql.Identifier(schema, "sessions")
+            )).fetchall()
+    else:
+        conn = sqlite3.connect(url)
+        try:
+            rows = conn.execute(query.format("messages", "sessions")).fetchall()
+        finally:
+            conn.close()
+    return {peer: (count, live) for peer, count, live in rows}
+
+
+def assert_contiguous(history: list[str], calls: list[str]) -> None:
+    """Each call's messages are stored once, next to each other, in the order given."""
+    assert len(history) == len(set(history))
+    position = {content: index for index, content in enumerate(history)}
+    for call in calls:
+        expected = contents_of(call)
+        assert expected[0] in position, f"{call} is missing"
+        start = position[expected[0]]
+        assert history[start : start + PER_CALL] == expected, f"{call} is not contiguous"
+    assert len(history) == len(calls) * PER_CALL
+
+
+def assert_counters_match(url: str, options: dict[str, Any]) -> None:
+    for peer, (count, live) in db_counters(url, options).items():
+        assert count == live, f"{peer}: message_count {count} but {live} live rows"
+
+
+# --- (a) concurrent multi-message batches ------------------------------------------------------
+
+
+def test_thread_batches_are_atomic_and_contiguous(
+    backend_url: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, options = backend_url
+    threads, rounds, keys = 16, 3, 2
+    calls: dict[str, list[str]] = {f"peer{k}": [] for k in range(keys)}
+    lock = threading.Lock()
+    with SessionStore.open(url, **options) as store:
+        agent = store.for_agent("bot")
+        for k in range(keys):
+            agent.get_or_create(key_for(k))
+        batches = hold_first_batch(store._engine, monkeypatch, callers=threads)
+
+        def body(thread: int) -> None:
+            for i in range(rounds):
+                key = key_for((thread + i) % keys)
+                call = f"t{thread}-{i}"
+                stored = agent.append_messages(
+                    key, [StoredMessage.user(c) for c in contents_of(call)]
+                )
+                assert [m.content for m in stored] == contents_of(call)
+                ids = [m.id for m in stored]
+                assert all(isinstance(i, int) for i in ids)
+                assert ids == sorted(ids)
+                with lock:
+                    calls[key.peer_id].append(call)
+
+        assert run_threads(threads, body) == []
+        assert max(batches.sizes) > 1, batches.sizes
+        for k in range(keys):
+            history = [m.content for m in agent.get_history(key_for(k))]
+            assert_contiguous(history, calls[f"peer{k}"])
+            assert agent.get(key_for(k)).message_count == len(history)
+    found = db_contents(url, options)
+    for peer, peer_calls in calls.items():
+        assert_contiguous(found[peer], peer_calls)
+    assert_counters_match(url, options)
+
+
+def test_async_batches_are_atomic_and_contiguous(
+    backend_url: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, options = backend_url
+    tasks, rounds, keys = 32, 3, 3
+    calls: dict[str, list[str]] = {f"peer{k}": [] for k in range(keys)}
+
+    async def main() -> list[int]:
+        async with await AsyncSessionStore.open(url, **options) as store:
+            agent = store.for_agent("bot")
+            for k in range(keys):
+                await agent.get_or_create(key_for(k))
+            batches = hold_first_batch(store._engine, monkeypatch, callers=tasks)
+
+            async def task(index: int) -> None:
+                for i in range(rounds):
+                    key = key_for((index + i) % keys)
+                    call = f"a{index}-{i}"
+                    stored = await agent.append_messages(
+                        key, [StoredMessage.user(c) for c in contents_of(call)]
+                    )
+                    assert [m.content for m in stored] == contents_of(call)
+                    calls[key.peer_id].append(call)
+
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*(task(i) for i in range(tasks)), return_exceptions=True),
+                JOIN_SECONDS,
+            )
+            assert [o for o in outcomes if o is not None] == []
+            for k in range(keys):
+                history = [m.content for m in await agent.get_history(key_for(k))]
+                assert_contiguous(history, calls[f"peer{k}"])
+            return batches.sizes
+
+    sizes = asyncio.run(main())
+    assert max(sizes) > 1, sizes
+    found = db_contents(url, options)
+    for peer, peer_calls in calls.items():
+        assert_contiguous(found[peer], peer_calls)
+    assert_counters_match(url, options)
+
+
+# --- (b) one caller's failure is its own -------------------------------------------------------
+
+
+def test_failed_batches_do_not_touch_the_others(
+    backend_url: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends to a missing session fail alone, inside batches where others succeed."""
+    url, options = backend_url
+    threads = 12
+    missing = SessionKey("bot", "discord", "acct", "dm", "nobody")
+    outcomes: dict[int, str] = {}
+    with SessionStore.open(url, **options) as store:
+        agent = store.for_agent("bot")
+        agent.get_or_create(key_for(0))
+        batches = hold_first_batch(store._engine, monkeypatch, callers=threads)
+
+        def body(thread: int) -> None:
+            doomed = thread % 3 == 1
+            try:
+                agent.append_messages(
+                    missing if doomed else key_for(0),
+                    [StoredMessage.user(c) for c in contents_of(f"t{thread}")],
+                )
+                outcomes[thread] = "stored"
+            except SessionNotFoundError:
+                outcomes[thread] = "not found"
+
+        assert run_threads(threads, body) == []
+        assert outcomes == {
+            t: "not found" if t % 3 == 1 else "stored" for t in range(threads)
+        }
+        mixed = [
+            errors for errors in batches.errors
+            if len(errors) > 1
+            and any(isinstance(e, SessionNotFoundError) for e in errors)
+            and any(e is None for e in errors)
+        ]
+        assert mixed, f"no batch mixed failures and successes: {batches.sizes}"
+        stored = [t for t in range(threads) if t % 3 != 1]
+        history = [m.content for m in agent.get_history(key_for(0))]
+        assert_contiguous(history, [f"t{t}" for t in sorted(stored, key=history_order(history))])
+        with pytest.raises(SessionNotFoundError):
+            agent.get(missing)
+    assert_counters_match(url, options)
+
+
+def history_order(history: list[str]) -> Callable[[int], int]:
+    return lambda thread: history.index(f"t{thread}-0")
+
+
+class Boom(BaseException):
+    """Not an Exception: the kind of thing a job should never raise (KeyboardInterrupt-like)."""
+
+
+def _append_then(key: SessionKey, call: str, failure: str) -> Callable[[Tx], Any]:
+    """A job that appends (rows written, counters bumped) and then fails in a given way."""
+    append = _ops.append_messages(key, [StoredMessage.user(c) for c in contents_of(call)]).write
+    assert append is not None
+
+    def job(tx: Tx) -> Any:
+        append(tx)
+        if failure == "exception":
+            raise RuntimeError("the job had a bug")
+        if failure == "sql":
+            tx.run("UPDATE no_such_table SET x = 1")
+        if failure == "base":
+            raise Boom
+        raise AssertionError("unreachable")
+
+    return job
+
+
+@pytest.mark.parametrize("failure", ["exception", "sql", "base"])
+def test_job_raising_inside_a_batch(
+    backend_url: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """A job that writes and then raises is rolled back alone; nobody else fails or hangs."""
+    url, options = backend_url
+    threads = 10
+    outcomes: dict[int, str] = {}
+    with SessionStore.open(url, **options) as store:
+        engine = store._engine
+        agent = store.for_agent("bot")
+        agent.get_or_create(key_for(0))
+        batches = hold_first_batch(engine, monkeypatch, callers=threads)
+
+        def body(thread: int) -> None:
+            call = f"t{thread}"
+            try:
+                if thread % 4 == 2:
+                    engine.write(_append_then(key_for(0), call, failure))
+                    outcomes[thread] = "stored"
+                else:
+                    agent.append_messages(
+                        key_for(0), [StoredMessage.user(c) for c in contents_of(call)]
+                    )
+                    outcomes[thread] = "stored"
+            except RuntimeError:
+                outcomes[thread] = "exception"
+            except StoreUnavailableError:
+                outcomes[thread] = "sql"
+            except Boom:
+                outcomes[thread] = "base"
+            except BaseException:
+                outcomes[thread] = traceback.format_exc()
+
+        assert run_threads(threads, body) == []
+        assert outcomes == {t: failure if t % 4 == 2 else "stored" for t in range(threads)}
+        assert max(batches.sizes) > 1, batches.sizes
+        history = [m.content for m in agent.get_history(key_for(0))]
+        good = [f"t{t}" for t in range(threads) if t % 4 != 2]
+        assert_contiguous(history, sorted(good, key=lambda c: history.index(f"{c}-0")))
+        # The store keeps working afterwards.
+        agent.append_messages(key_for(0), [StoredMessage.user("later")])
+        assert agent.get(key_for(0)).message_count == len(history) + 1
+    assert_counters_match(url, options)
+
+
+def test_batch_runs_in_lock_key_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs that name the key they lock run sorted by it (and in arrival order per key), so
+    batches of different processes take row locks in one global order and cannot deadlock."""
+    ran: list[tuple[str, int]] = []
+
+    def job_for(key: str, index: int) -> Callable[[Tx], None]:
+        def job(tx: Tx) -> None:
+            tx.one("SELECT 1")
+            ran.append((key, index))
+
+        job.index = index  # type: ignore[attr-defined]
+        return job
+
+    async def main() -> Batches:
+        async with await AsyncSessionStore.open(str(tmp_path / "s.db")) as store:
+            engine = store._engine
+            batches = hold_first_batch(engine, monkeypatch, callers=30)
+            keys = ["k2", "k0", "k1"]  # arrival order is not key order
+            await asyncio.gather(
+                *(engine.write_async(job_for(keys[i % 3], i), keys[i % 3]) for i in range(30))
+            )
+            return batches
+
+    batches = asyncio.run(main())
+    assert max(batches.sizes) > 1, batches.sizes
+    expected = []
+    for jobs in batches.jobs:
+        members = [(job.lock_key, job.fn.index) for job in jobs]  # type: ignore[attr-defined]
+        # By key; per key by index, which is the order the tasks queued them in.
+        expected.extend(sorted(members))
+    assert ran == expected
+
+
+# --- (c) acknowledged means committed ----------------------------------------------------------
+
+
+def visible_elsewhere(url: str, options: dict[str, Any], contents: list[str]) -> int:
+    """How many of ``contents`` a brand-new connection sees."""
+    encoded = [json.dumps(c) for c in contents]
+    if "schema" in options:
+        with psycopg.connect(PG_URL) as conn:
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE content = ANY(%s)").format(
+                    sql.Identifier(options["schema"], "messages")
+                ),
+                (encoded,),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+    conn = sqlite3.connect(url)
+    try:
+        marks = ", ".join("?" for _ in encoded)
+        return int(
+            conn.execute(f"SELECT count(*) FROM messages WHERE content IN ({marks})", encoded)
+            .fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def test_acknowledged_only_after_commit_threads(
+    backend_url: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, options = backend_url
+    threads, rounds = 12, 3
+    with SessionStore.open(url, **options) as store:
+        agent = store.for_agent("bot")
+        agent.get_or_create(key_for(0))
+        agent.get_or_create(key_for(1))
+        batches = hold_first_batch(store._engine, monkeypatch, callers=threads)
+        unseen: list[str] = []
+
+        def body(thread: int) -> None:
+            for i in range(rounds):
+                call = f"t{thread}-{i}"
+                agent.append_messages(
+                    key_for(thread % 2), [StoredMessage.user(c) for c in contents_of(call)]
+                )
+                # The caller has its answer: the commit must already be visible to anyone.
+                if visible_elsewhere(url, options, contents_of(call)) != PER_CALL:
+                    unseen.append(call)
+
+        assert run_threads(threads, body) == []
+        assert unseen == []
+        assert max(batches.sizes) > 1, batches.sizes
+
+
+def test_acknowledged_only_after_commit_async(
+    backend_url: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, options = backend_url
+    tasks = 24
+
+    async def main() -> tuple[list[str], list[int]]:
+        unseen: list[str] = []
+        async with await AsyncSessionStore.open(url, **options) as store:
+            agent = store.for_agent("bot")
+            await agent.get_or_create(key_for(0))
+            batches = hold_first_batch(store._engine, monkeypatch, callers=tasks)
+
+            async def task(index: int) -> None:
+                call = f"a{index}"
+                await agent.append_messages(
+                    key_for(0), [StoredMessage.user(c) for c in contents_of(call)]
+                )
+                # Checked before this task yields again: nothing can commit in between for it.
+                if visible_elsewhere(url, options, contents_of(call)) != PER_CALL:
+                    unseen.append(call)
+
+            await asyncio.wait_for(asyncio.gather(*(task(i) for i in range(tasks))), JOIN_SECONDS)
+            return unseen, batches.sizes
+
+    unseen, sizes = asyncio.run(main())
+    assert unseen == []
+    assert max(sizes) > 1, sizes
+
+
+# --- closing -----------------------------------------------------------------------------------
+
+
+def test_close_idle_then_use_raises(tmp_path: Path) -> None:
+    store = SessionStore.open(str(tmp_path / "s.db"))
+    agent = store.for_agent("bot")
+    agent.get_or_create(key_for(0))
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(StoreClosedError):
+        agent.append_messages(key_for(0), [StoredMessage.user("late")])
+    with pytest.raises(StoreClosedError):
+        agent.get_or_create(key_for(0))
+    with pytest.raises(StoreClosedError):
+        agent.get(key_for(0))
+    with pytest.raises(StoreClosedError):
+        store.list_all_sessions()
+
+
+def test_async_close_idle_then_use_raises(backend_url: tuple[str, dict[str, Any]]) -> None:
+    url, options = backend_url
+
+    async def main() -> None:
+        store = await AsyncSessionStore.open(url, **options)
+        agent = store.for_agent("bot")
+        await agent.get_or_create(key_for(0))
+        await store.close()
+        await store.close()
+        with pytest.raises(StoreClosedError):
+            await agent.append_messages(key_for(0), [StoredMessage.user("late")])
+        with pytest.raises(StoreClosedError):
+            await agent.get(key_for(0))
+        with pytest.raises(StoreClosedError):
+            await store.list_all_sessions()
+
+    asyncio.run(main())
+
+
+def test_close_while_writers_are_busy(tmp_path: Path) -> None:
+    """Writes queued before close finish; later ones get StoreClosedError; nothing else."""
+    path = str(tmp_path / "s.db")
+    threads = 8
+    acked: list[str] = []
+    errors: list[str] = []
+    started = threading.Barrier(threads + 1)
+    store = SessionStore.open(path)
+    agent = store.for_agent("bot")
+    agent.get_or_create(key_for(0))
+
+    def body(thread: int) -> None:
+        started.wait(timeout=JOIN_SECONDS)
+        i = 0
+        while True:
+            call = f"t{thread}-{i}"
+            try:
+                agent.append_messages(
+                    key_for(0), [StoredMessage.user(c) for c in contents_of(call)]
+                )
+            except StoreClosedError:
+                return
+            except BaseException:
+                errors.append(traceback.format_exc())
+                return
+            acked.append(call)
+            i += 1
+
+    workers = [threading.Thread(target=body, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    started.wait(timeout=JOIN_SECONDS)
+    while len(acked) < 100 and not errors:
+        time.sleep(0.001)
+    store.close()
+    for worker in workers:
+        worker.join(timeout=JOIN_SECONDS)
+    assert not any(worker.is_alive() for worker in workers)
+    assert errors == []
+    found = db_contents(path, {})["peer0"]
+    stored_calls = {content.rsplit("-", 1)[0] for content in found}
+    assert set(acked) <= stored_calls
+    assert_contiguous(found, sorted(stored_calls, key=lambda c: found.index(f"{c}-0")))
+    assert_counters_match(path, {})
+
+
+# --- a transaction that cannot commit ----------------------------------------------------------
+
+
+def test_refused_commit_fails_its_callers_and_store_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps a transaction open when COMMIT fails (here: a deferred foreign key). The
+    callers of that batch get an error, nothing of it is stored, and later writes work."""
+    path = str(tmp_path / "s.db")
+    with SessionStore.open(path) as store:
+        engine = store._engine
+        agent = store.for_agent("bot")
+        agent.get_or_create(key_for(0))
+
+        def orphan(tx: Tx) -> None:
+            tx.run("PRAGMA defer_foreign_keys = ON")
+            tx.run(
+                "INSERT INTO messages (session_id, seq, role, content, created_at) "
+                "VALUES (999999, 1, 'user', '\"orphan\"', 0)"
+            )
+
+        with pytest.raises(StoreUnavailableError):
+            engine.write(orphan)
+        agent.append_messages(key_for(0), [StoredMessage.user("next")])
+        assert [m.content for m in agent.get_history(key_for(0))] == ["next"]
+
+        # The same inside a batch: the others in it are not lost.
+        threads = 6
+        batches = hold_first_batch(engine, monkeypatch, callers=threads)
+        outcomes: dict[int, str] = {}
+
+        def body(thread: int) -> None:
+            try:
+                if thread == 3:
+                    engine.write(orphan)
+                else:
+                    agent.append_messages(key_for(0), [StoredMessage.user(f"b{thread}")])
+                outcomes[thread] = "stored"
+            except StoreUnavailableError as exc:
+                outcomes[thread] = "maybe" if exc.maybe_committed else "failed"
+
+        assert run_threads(threads, body) == []
+        assert max(batches.sizes) > 1
+        assert outcomes == {t: "failed" if t == 3 else "stored" for t in range(threads)}
+        history = [m.content for m in agent.get_history(key_for(0))]
+        assert sorted(history) == sorted(["next", *(f"b{t}" for t in range(threads) if t != 3)])
+    assert_counters_match(path, {})
