@@ -31,7 +31,13 @@ from aisopod_session.store._admin import ImportResult, StoreStats
 from aisopod_session.store._engine import Durability, Engine
 from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
 from aisopod_session.store._open import open_engine
-from aisopod_session.store._ops import SessionPage, Work
+from aisopod_session.store._ops import (
+    CommitResult,
+    MetadataMerge,
+    SessionDetailPage,
+    SessionPage,
+    Work,
+)
 
 T = TypeVar("T")
 
@@ -45,7 +51,7 @@ async def _run(engine: Engine, work: Work[T]) -> T:
         if found is not None or work.write is None:
             return found  # type: ignore[return-value]  # a read alone never returns None
     assert work.write is not None
-    return await engine.write_async(work.write)
+    return await engine.write_async(work.write, work.lock_key)
 
 
 def _agent_or_none(agent_id: str | None) -> str | None:
@@ -122,6 +128,47 @@ class AsyncAgentSessions:
 
     async def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
         return await _run(self._engine, _ops.get_compaction_record(self._key(key)))
+
+
+    # Operations added for the framework integrations (aisopod_session.integrations).
+
+    async def pop_message(self, key: SessionKey) -> StoredMessage | None:
+        """Remove the newest live message and return it (None if the history is empty): the
+        inverse of appending it (counters go down, its ``external_id`` is free again)."""
+        return await _run(self._engine, _ops.pop_message(self._key(key)))
+
+    async def list_detailed(self, filter: SessionFilter | None = None) -> SessionDetailPage:
+        """Like :meth:`list`, with whole sessions (metadata included), one page at a time."""
+        return await _run(
+            self._engine, _ops.list_detailed(_ops.agent_filter(filter, self.agent_id))
+        )
+
+    async def commit(
+        self,
+        key: SessionKey,
+        messages: Messages | None = None,
+        merge: MetadataMerge | None = None,
+        *,
+        create: bool = False,
+        expect_updated_at: datetime | None = None,
+        shared: dict[SessionKey, MetadataMerge] | None = None,
+    ) -> CommitResult:
+        """Append ``messages`` and merge metadata into this session and ``shared`` sessions of
+        this agent in one transaction; ``create`` starts the session (it must not exist) and
+        ``expect_updated_at`` makes it a compare-and-set. See :func:`_ops.commit`."""
+        return await _run(self._engine, _ops.commit(
+            self._key(key), messages, merge, create=create,
+            expect_updated_at=expect_updated_at, shared=self._shared(shared),
+        ))
+
+    def _shared(self, shared: dict[SessionKey, MetadataMerge] | None) -> dict[SessionKey, Any]:
+        if shared is None:
+            return {}
+        if not isinstance(shared, dict):
+            raise InvalidInputError.for_field(
+                "shared", f"expected a dict of keys to merges, got {type(shared).__name__}"
+            )
+        return {self._key(other): merge for other, merge in shared.items()}
 
 
 class AsyncSessionStore:

@@ -29,7 +29,12 @@ from aisopod_session.compaction import (
     TruncateToolResults,
     plan_compaction,
 )
-from aisopod_session.errors import AccessDeniedError, InvalidInputError, SessionNotFoundError
+from aisopod_session.errors import (
+    AccessDeniedError,
+    ConflictError,
+    InvalidInputError,
+    SessionNotFoundError,
+)
 from aisopod_session.models import (
     HistoryQuery,
     PeerKind,
@@ -88,6 +93,8 @@ class Work(Generic[T]):
 
     read: Callable[[Tx], T | None] | None = None
     write: Callable[[Tx], T] | None = None
+    lock_key: str | None = None
+    """The session key a write locks, so that batches lock in one order (no deadlocks)."""
 
 
 # --- rows ↔ models ---------------------------------------------------------------------------
@@ -423,7 +430,8 @@ def _create(tx: Tx, key: SessionKey, metadata: str = "{}") -> Session:
 
 
 def get_or_create(key: SessionKey) -> Work[Session]:
-    return Work(read=lambda tx: _live_session(tx, key), write=lambda tx: _create(tx, key))
+    return Work(read=lambda tx: _live_session(tx, key), write=lambda tx: _create(tx, key),
+                lock_key=key.canonical())
 
 
 def get(key: SessionKey) -> Work[Session]:
@@ -522,14 +530,14 @@ def patch(key: SessionKey, change: Any) -> Work[Session]:
         )
         return session_from_row(row)
 
-    return Work(write=write)
+    return Work(write=write, lock_key=key.canonical())
 
 
 def delete(key: SessionKey) -> Work[bool]:
     def write(tx: Tx) -> bool:
         return tx.run(f"DELETE FROM sessions WHERE {KEY_WHERE}", key_params(key)) > 0
 
-    return Work(write=write)
+    return Work(write=write, lock_key=key.canonical())
 
 
 def _insert_messages(tx: Tx, session_id: int, first_seq: int, new: list[_NewMessage]) -> list[int]:
@@ -612,7 +620,7 @@ def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]
             for message, p in zip(stored, prepared, strict=True)
         ]
 
-    return Work(write=write)
+    return Work(write=write, lock_key=key.canonical())
 
 
 def _history_sql(unlimited: str, query: HistoryQuery) -> tuple[str, list[Any]]:
@@ -664,7 +672,7 @@ def reset(key: SessionKey) -> Work[Session]:
         )
         return _create(tx, key)
 
-    return Work(write=write)
+    return Work(write=write, lock_key=key.canonical())
 
 
 def _compaction_record(row: Sequence[Any]) -> CompactionRecord:
@@ -730,7 +738,7 @@ def compact(key: SessionKey, strategy: Any) -> Work[CompactionRecord]:
         )
         return _compaction_record(row)
 
-    return Work(write=write)
+    return Work(write=write, lock_key=key.canonical())
 
 
 def get_compaction_record(key: SessionKey) -> Work[CompactionRecord]:
@@ -791,5 +799,269 @@ def purge_compacted(older_than: Any) -> Work[int]:
         if bound is None:
             return tx.run("DELETE FROM messages WHERE compacted = 1")
         return tx.run("DELETE FROM messages WHERE compacted = 1 AND compacted_at < ?", (bound,))
+
+    return Work(write=write)
+
+
+# --- operations for the framework integrations -----------------------------------------------
+# (aisopod_session.integrations: OpenAI Agents SDK, Google ADK, LangChain)
+
+
+def pop_message(key: SessionKey) -> Work[StoredMessage | None]:
+    """Remove the newest live message and return it; None when the history is empty.
+
+    The exact inverse of appending it: the row is deleted (its ``external_id`` may be stored
+    again), ``message_count`` goes down by one and ``token_usage`` by its ``token_count``
+    (never below zero). Positions are never handed out twice: the next append still takes the
+    next position after the removed one.
+    """
+
+    def write(tx: Tx) -> StoredMessage | None:
+        session_id = _live_id(tx, key, lock=True)
+        row = tx.one(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND compacted = 0 "
+            "ORDER BY seq DESC LIMIT 1",
+            (session_id,),
+        )
+        if row is None:
+            return None
+        message = message_from_row(row)
+        tokens = message.token_count or 0
+        tx.run("DELETE FROM messages WHERE id = ?", (message.id,))
+        tx.run(
+            "UPDATE sessions SET message_count = message_count - 1, "
+            "token_usage = CASE WHEN token_usage > ? THEN token_usage - ? ELSE 0 END, "
+            "updated_at = ? WHERE id = ?",
+            (tokens, tokens, to_us(utc_now()), session_id),
+        )
+        return message
+
+    return Work(write=write)
+
+
+class SessionDetailPage(list[Session]):
+    """One page of a detailed session list (whole sessions, metadata included)."""
+
+    next_cursor: str | None
+
+    def __init__(self, items: Iterable[Session] = (), next_cursor: str | None = None):
+        super().__init__(items)
+        self.next_cursor = next_cursor
+
+    def __repr__(self) -> str:
+        return f"SessionDetailPage({list.__repr__(self)}, next_cursor={self.next_cursor!r})"
+
+
+def list_detailed(filter: SessionFilter) -> Work[SessionDetailPage]:
+    """:func:`list_sessions`, with whole sessions (metadata included) read in the same snapshot."""
+    summaries = list_sessions(filter)
+    assert summaries.read is not None
+
+    def read(tx: Tx) -> SessionDetailPage:
+        assert summaries.read is not None
+        page = summaries.read(tx)
+        if page is None or not page:
+            return SessionDetailPage([], None if page is None else page.next_cursor)
+        ids = [summary.id for summary in page]
+        rows = tx.all(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id IN ({', '.join('?' for _ in ids)})",
+            ids,
+        )
+        by_id = {int(row[0]): session_from_row(row) for row in rows}
+        return SessionDetailPage([by_id[i] for i in ids if i in by_id], page.next_cursor)
+
+    return Work(read=read)
+
+
+MetadataMerge = dict[str, dict[str, Any]]
+"""For each top-level metadata name, the entries merged into the JSON object stored there
+(created when absent). A null entry is stored as null: merging never removes."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What :func:`commit` did."""
+
+    session: Session
+    """The session after the commit."""
+    messages: list[StoredMessage]
+    """The stored messages, as ``append_messages`` returns them."""
+    applied: bool
+    """False when every message given was already stored (a redelivery): nothing was changed."""
+    shared: dict[SessionKey, Session | None]
+    """Each shared session after the commit; None for one that does not exist (and had nothing
+    merged into it)."""
+
+
+def _merge_text(merge: Any, field: str) -> MetadataMerge:
+    if merge is None:
+        return {}
+    if not isinstance(merge, dict):
+        raise InvalidInputError.for_field(
+            field, f"expected a dict of objects to merge, got {type(merge).__name__}"
+        )
+    checked: MetadataMerge = {}
+    for name, entries in merge.items():
+        if not isinstance(name, str) or not name.strip() or len(name) > 256:
+            raise InvalidInputError.for_field(
+                field, f"metadata names are non-empty strings of at most 256 characters: {name!r}"
+            )
+        if not isinstance(entries, dict):
+            raise InvalidInputError.for_field(
+                f"{field}.{name}", f"expected a dict of entries, got {type(entries).__name__}"
+            )
+        try:
+            _json.check_json(entries, f"{field}.{name}")
+        except _json.JsonError as exc:
+            raise InvalidInputError.for_field(f"{field}.{name}", str(exc)) from None
+        if entries:
+            checked[name] = dict(entries)
+    return checked
+
+
+def _merged_metadata(current: dict[str, Any], merge: MetadataMerge, key: SessionKey) -> str:
+    metadata = dict(current)
+    for name, entries in merge.items():
+        existing = metadata.get(name)
+        if existing is None:
+            existing = {}
+        if not isinstance(existing, dict):
+            raise InvalidInputError.for_field(
+                f"merge.{name}",
+                f"metadata {name!r} of {key} is a {type(existing).__name__}, not an object",
+            )
+        metadata[name] = {**existing, **entries}
+    return _metadata_text(metadata)
+
+
+def _locked_or_created(tx: Tx, key: SessionKey) -> Session:
+    session = _live_session(tx, key, lock=True)
+    if session is not None:
+        return session
+    _create(tx, key)
+    session = _live_session(tx, key, lock=True)
+    if session is None:  # pragma: no cover - created just above, in this transaction
+        raise _not_found(key)
+    return session
+
+
+def _update_metadata(tx: Tx, session: Session, metadata: str) -> Session:
+    """Store ``metadata``; ``updated_at`` strictly increases (the revision compare-and-set sees)."""
+    updated_at = max(to_us(utc_now()), to_us(session.updated_at) + 1)
+    row = tx.one(
+        "UPDATE sessions SET metadata = ?, updated_at = ? WHERE id = ? "
+        f"RETURNING {SESSION_COLUMNS}",
+        (metadata, updated_at, session.id),
+    )
+    return session_from_row(row)
+
+
+def _lock_for_commit(
+    tx: Tx, key: SessionKey, shared_merge: dict[SessionKey, MetadataMerge], *, create: bool
+) -> dict[SessionKey, Session | None]:
+    """The sessions a commit touches, locked in key order (created where the commit says)."""
+    current: dict[SessionKey, Session | None] = {}
+    for one in sorted({key, *shared_merge}, key=SessionKey.canonical):
+        if one == key and create:
+            now = to_us(utc_now())
+            row = tx.one(
+                "INSERT INTO sessions (agent_id, channel, account_id, peer_kind, peer_id, status, "
+                "created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, '{}') "
+                f"ON CONFLICT DO NOTHING RETURNING {SESSION_COLUMNS}",
+                (*key_params(key), now, now),
+            )
+            if row is None:
+                raise ConflictError(f"a live session for {key} already exists")
+            current[one] = session_from_row(row)
+        elif one == key:
+            found = _live_session(tx, key, lock=True)
+            if found is None:
+                raise _not_found(key)
+            current[one] = found
+        elif shared_merge[one]:
+            current[one] = _locked_or_created(tx, one)
+        else:
+            current[one] = _live_session(tx, one)
+    return current
+
+
+def commit(
+    key: SessionKey,
+    messages: Any,
+    merge: Any,
+    *,
+    create: bool,
+    expect_updated_at: Any,
+    shared: dict[SessionKey, Any],
+) -> Work[CommitResult]:
+    """Append messages and merge metadata into this session and into ``shared`` ones, atomically.
+
+    * ``create``: the session must not exist yet (ConflictError if a live one does); it is
+      created in the same transaction.
+    * ``expect_updated_at``: compare-and-set. The commit applies only if the session's
+      ``updated_at`` is still this value (ConflictError otherwise). Every commit moves
+      ``updated_at`` strictly forward, so the value read back is a revision.
+    * Messages de-duplicate on ``external_id`` as in ``append_messages``; when *every* message
+      given is already stored the call is a redelivery: nothing changes (the precondition is not
+      checked) and ``applied`` is False.
+    * ``shared``: other sessions of the same agent whose metadata is merged in the same
+      transaction, created when missing; one with nothing to merge is only read.
+
+    Sessions are locked in key order, so concurrent commits touching the same shared sessions
+    never deadlock.
+    """
+    prepared = _prepare_messages([] if messages is None else messages)
+    own_merge = _merge_text(merge, "merge")
+    shared_merge = {k: _merge_text(m, f"shared[{k}]") for k, m in shared.items()}
+    if key in shared_merge:
+        raise InvalidInputError.for_field("shared", f"{key} is the session being committed")
+    if type(create) is not bool:
+        raise InvalidInputError.for_field("create", f"expected a bool, got {create!r}")
+    expected: int | None = None
+    if expect_updated_at is not None:
+        checked = _expect(expect_updated_at, datetime, "expect_updated_at")
+        if checked.utcoffset() is None:
+            raise InvalidInputError.for_field("expect_updated_at", "must be timezone-aware")
+        expected = to_us(checked)
+    with_ids = sorted({p.message.external_id for p in prepared
+                       if p.message.external_id is not None})
+    all_have_ids = bool(prepared) and all(p.message.external_id is not None for p in prepared)
+    append = append_messages(key, [p.message for p in prepared])
+    assert append.write is not None
+
+    def write(tx: Tx) -> CommitResult:
+        assert append.write is not None
+        current = _lock_for_commit(tx, key, shared_merge, create=create)
+        session = current[key]
+        assert session is not None
+        if all_have_ids:
+            marks = ", ".join("?" for _ in with_ids)
+            found_ids = tx.all(
+                f"SELECT external_id FROM messages WHERE session_id = ? "
+                f"AND external_id IN ({marks})",
+                (session.id, *with_ids),
+            )
+            if len(found_ids) == len(with_ids):  # a redelivery of the whole commit
+                stored = append.write(tx)  # changes nothing: returns the stored messages
+                return CommitResult(session, stored, False, {
+                    k: v for k, v in current.items() if k != key
+                })
+        if expected is not None and to_us(session.updated_at) != expected:
+            raise ConflictError(
+                f"session {key} was changed since it was read (updated_at is "
+                f"{session.updated_at.isoformat()}, expected {from_us(expected).isoformat()})"
+            )
+        stored = append.write(tx) if prepared else []
+        metadata = _merged_metadata(session.metadata, own_merge, key)
+        session = _update_metadata(tx, session, metadata)
+        after: dict[SessionKey, Session | None] = {}
+        for one, merge_one in shared_merge.items():
+            existing = current[one]
+            if merge_one and existing is not None:
+                existing = _update_metadata(
+                    tx, existing, _merged_metadata(existing.metadata, merge_one, one)
+                )
+            after[one] = existing
+        return CommitResult(session, stored, True, after)
 
     return Work(write=write)
