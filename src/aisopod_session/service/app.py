@@ -9,20 +9,24 @@ Admin routes live under ``/v1/admin``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from aisopod_session.compaction import CompactionRecord, CompactionStrategy
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.models import (
+    MAX_ID_LENGTH,
     HistoryQuery,
     PeerKind,
     Session,
@@ -50,7 +54,8 @@ MAX_IMPORT_LINE_BYTES = 4 * 1024 * 1024
 IMPORT_PATH = "/v1/admin/import"
 
 # A "/" that arrived percent-encoded inside one path part travels through routing as this
-# private-use character and is turned back into "/" when the key is built.
+# private-use character; the parts themselves are then read from the raw path (_path_part), so
+# a client's own U+E000 stays what it is.
 ENCODED_SLASH = "\ue000"
 
 
@@ -68,8 +73,37 @@ class SessionPageBody(BaseModel):
         return cls.model_construct(items=list(page), next_cursor=page.next_cursor)
 
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Timestamps travel as RFC 3339 with an offset; pydantic alone would also read "589" as
+    seconds since 1970, which is far more likely a client bug than a date."""
+    if isinstance(value, str) and not RFC3339.fullmatch(value):
+        raise ValueError("expected an RFC 3339 date-time with an offset, like "
+                         "2024-05-01T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
 class AppendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     messages: Annotated[list[StoredMessage], Field(max_length=10_000)]
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _timestamps(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for index, message in enumerate(value):
+                if isinstance(message, dict):
+                    try:
+                        _rfc3339(message.get("created_at"))
+                    except ValueError as exc:
+                        raise ValueError(f"messages.{index}.created_at: {exc}") from None
+        return value
 
 
 class DeletedBody(BaseModel):
@@ -78,6 +112,25 @@ class DeletedBody(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+# --- documented constraints of key parts ------------------------------------------------------
+
+_SPACES = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+PART_PATTERN = (rf"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f{_SPACES}]"
+                rf"[^\x00-\x1f\x7f-\x9f]*$")
+"""What a key part (or a filter on one) must look like: no control character, not blank.
+Only documented (the models check it and name the offending character); names are also trimmed,
+NFC-normalised and lower-cased, peer ids trimmed and NFC-normalised."""
+
+
+def _part_param(kind: Callable[..., Any], description: str) -> Any:
+    return kind(max_length=MAX_ID_LENGTH, description=description,
+                json_schema_extra={"pattern": PART_PATTERN, "minLength": 1})
+
+
+AgentIdPath = Annotated[str, _part_param(Path, "The agent (case-insensitive)")]
+AgentIdQuery = Annotated[str | None, _part_param(Query, "Only this agent's sessions")]
 
 
 # --- plumbing: ASGI middleware ---------------------------------------------------------------
@@ -155,21 +208,27 @@ def _store(request: Request) -> AsyncSessionStore:
     return store
 
 
+_bearer = HTTPBearer(
+    scheme_name="bearer", auto_error=False,
+    description="An admin token, or an agent token (only that agent's sessions). Not needed when "
+    "the server has no tokens configured (it then listens on loopback only).",
+)
+
+
 def _principal(
     request: Request,
-    authorization: Annotated[str | None, Header(description="`Bearer <token>`")] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     tokens: TokenRegistry = request.app.state.tokens
     if not tokens.enabled:
         return OPEN_ACCESS
-    scheme, _, token = (authorization or "").partition(" ")
-    principal = tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    principal = None if credentials is None else tokens.authenticate(
+        credentials.credentials.strip())
     if principal is None:
-        raise HTTPException(
-            401,
-            "a valid bearer token is required" if authorization else "missing bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        if request.headers.get("authorization"):
+            raise HTTPException(401, "a valid bearer token is required",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
@@ -177,10 +236,76 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 StoreDep = Annotated[AsyncSessionStore, Depends(_store)]
 
 
+REPEATABLE_QUERY = frozenset({"status"})
+
+
+def _known_query(request: Request, _: PrincipalDep) -> None:
+    """Refuse query parameters the route does not take, and repeats of single-valued ones: a
+    typo (``?agent=bot&confirm=true`` on DELETE /v1/admin/sessions) must not widen a request.
+    (The caller is authenticated first: strangers learn nothing about parameters.)"""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route)
+    errors = []
+    for name in dict.fromkeys(request.query_params.keys()):
+        if name not in known:
+            errors.append({"field": name[:100], "message": "unknown query parameter"})
+        elif name not in REPEATABLE_QUERY and len(request.query_params.getlist(name)) > 1:
+            errors.append({"field": name, "message": "given more than once"})
+    if errors:
+        raise InvalidInputError("; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                                errors)
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_params(route.dependant))
+    return names
+
+
+def _query_params(dependant: Dependant) -> list[str]:
+    names = [param.alias for param in dependant.query_params]
+    for sub in dependant.dependencies:
+        names.extend(_query_params(sub))
+    return names
+
+
+# /v1/agents/{agent_id}/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}/...
+_AGENT_SEGMENT = 3
+_KEY_SEGMENTS = {"channel": 5, "account_id": 6, "peer_kind": 7, "peer_id": 8}
+
+
+def _path_part(request: Request, name: str, index: int, routed: str) -> str:
+    """The path part ``name`` exactly as the client percent-encoded it.
+
+    Routing saw ``routed``, in which an encoded ``/`` is :data:`ENCODED_SLASH`; the raw path is
+    decoded here so that a part may hold any character (the private-use one included), and a
+    part that is not UTF-8 once decoded is refused rather than patched with U+FFFD.
+    """
+    raw = request.scope.get("raw_path")
+    segments = raw.split(b"?", 1)[0].split(b"/") if isinstance(raw, bytes) else []
+    if len(segments) <= index or segments[1:3] != [b"v1", b"agents"]:
+        return routed.replace(ENCODED_SLASH, "/")  # no raw path from this server: best effort
+    try:
+        return unquote_to_bytes(segments[index]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError.for_field(
+            name, "is not valid UTF-8 once percent-decoded") from None
+
+
 def _agent(
-    agent_id: Annotated[str, Path(max_length=256)], principal: PrincipalDep, store: StoreDep
+    request: Request,
+    agent_id: AgentIdPath,
+    principal: PrincipalDep,
+    store: StoreDep,
 ) -> AsyncAgentSessions:
-    agent = normalize_name_or_raise("agent_id", agent_id)
+    agent = normalize_name_or_raise(
+        "agent_id", _path_part(request, "agent_id", _AGENT_SEGMENT, agent_id))
     if not principal.may_use_agent(agent):
         raise HTTPException(403, f"this token may not use agent {agent!r}")
     return store.for_agent(agent)
@@ -192,18 +317,22 @@ def _admin(principal: PrincipalDep, store: StoreDep) -> AsyncSessionStore:
     return store
 
 
-def _part(value: str) -> str:
-    return value.replace(ENCODED_SLASH, "/")
-
-
 def _key(
+    *,
+    request: Request,
     agent: Annotated[AsyncAgentSessions, Depends(_agent)],
-    channel: Annotated[str, Path(max_length=256)],
-    account_id: Annotated[str, Path(max_length=256)],
+    channel: Annotated[str, _part_param(Path, "The chat channel (case-insensitive)")],
+    account_id: Annotated[str, _part_param(Path, "The bot's account on the channel "
+                                                 "(case-insensitive)")],
     peer_kind: PeerKind,
-    peer_id: Annotated[str, Path(max_length=1024)],
+    peer_id: Annotated[str, _part_param(Path, "The user, group, or `<group>/<thread>` "
+                                              "(`/` sent as %2F); case-sensitive")],
 ) -> SessionKey:
-    return SessionKey(agent.agent_id, _part(channel), _part(account_id), peer_kind, _part(peer_id))
+    def part(name: str, routed: str) -> str:
+        return _path_part(request, name, _KEY_SEGMENTS[name], routed)
+
+    return SessionKey(agent.agent_id, part("channel", channel), part("account_id", account_id),
+                      peer_kind, part("peer_id", peer_id))
 
 
 AgentDep = Annotated[AsyncAgentSessions, Depends(_agent)]
@@ -213,15 +342,15 @@ AdminDep = Annotated[AsyncSessionStore, Depends(_admin)]
 
 def _filter(
     *,
-    channel: str | None = None,
-    account_id: str | None = None,
+    channel: Annotated[str | None, _part_param(Query, "Only this channel")] = None,
+    account_id: Annotated[str | None, _part_param(Query, "Only this bot account")] = None,
     peer_kind: PeerKind | None = None,
-    peer_id: str | None = None,
+    peer_id: Annotated[str | None, _part_param(Query, "Only this peer")] = None,
     status: Annotated[list[SessionStatus] | None, Query()] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    updated_after: datetime | None = None,
-    updated_before: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
+    updated_after: Timestamp | None = None,
+    updated_before: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> SessionFilter:
@@ -237,8 +366,8 @@ def _history_query(
     *,
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    before: datetime | None = None,
-    after: datetime | None = None,
+    before: Timestamp | None = None,
+    after: Timestamp | None = None,
     tail: bool = False,
     include_compacted: bool = False,
 ) -> HistoryQuery:
@@ -255,8 +384,9 @@ SESSION_PATH = "/{channel}/{account_id}/{peer_kind}/{peer_id}"
 # --- routes ------------------------------------------------------------------------------------
 
 agents = APIRouter(prefix="/v1/agents/{agent_id}/sessions", tags=["sessions"],
-                   responses=problems.ERROR_RESPONSES)
-admin = APIRouter(prefix="/v1/admin", tags=["admin"], responses=problems.ERROR_RESPONSES)
+                   responses=problems.ERROR_RESPONSES, dependencies=[Depends(_known_query)])
+admin = APIRouter(prefix="/v1/admin", tags=["admin"], responses=problems.ERROR_RESPONSES,
+                  dependencies=[Depends(_known_query)])
 
 
 @agents.get("", summary="List this agent's sessions, most recently updated first")
@@ -315,7 +445,7 @@ async def get_compaction(agent: AgentDep, key: KeyDep) -> CompactionRecord:
 
 @admin.get("/sessions", summary="List sessions of every agent")
 async def admin_list(store: AdminDep, filter: FilterDep,
-                     agent_id: Annotated[str | None, Query(max_length=256)] = None
+                     agent_id: AgentIdQuery = None
                      ) -> SessionPageBody:
     if agent_id is not None:
         filter = filter.model_copy(update={"agent_id": normalize_name_or_raise("agent_id",
@@ -363,15 +493,29 @@ async def admin_stats(store: AdminDep) -> StatsBody:
            response_class=StreamingResponse,
            responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}})
 async def admin_export(store: AdminDep,
-                       agent_id: Annotated[str | None, Query(max_length=256)] = None
+                       agent_id: AgentIdQuery = None
                        ) -> StreamingResponse:
     agent = None if agent_id is None else normalize_name_or_raise("agent_id", agent_id)
+    exported = store.export_jsonl(agent)
+    # The header line and the first read happen before the 200 goes out, so that a database
+    # that is down (or a closed store) is a 503 problem rather than a stream cut short.
+    first = [line async for line in _take(exported, 2)]
 
     async def lines() -> AsyncIterator[bytes]:
-        async for line in store.export_jsonl(agent):
+        for line in first:
+            yield (line + "\n").encode("utf-8")
+        async for line in exported:
             yield (line + "\n").encode("utf-8")
 
     return StreamingResponse(lines(), media_type=NDJSON)
+
+
+async def _take(lines: AsyncIterator[str], count: int) -> AsyncIterator[str]:
+    for _ in range(count):
+        try:
+            yield await anext(lines)
+        except StopAsyncIteration:
+            return
 
 
 @admin.post("/import", summary="Import an export (JSON Lines body, streamed)",
@@ -384,8 +528,9 @@ async def admin_import(request: Request, store: AdminDep) -> ImportBody:
 
 @admin.delete("/sessions", summary="Delete every session (of one agent)")
 async def admin_clear(store: AdminDep,
-                      confirm: Annotated[bool, Query(description="must be true")] = False,
-                      agent_id: Annotated[str | None, Query(max_length=256)] = None
+                      confirm: Annotated[bool, Query(description="must be true (no undo)",
+                                                     json_schema_extra={"enum": [True]})],
+                      agent_id: AgentIdQuery = None
                       ) -> ClearedBody:
     if not confirm:
         raise HTTPException(400, "this deletes sessions for good: repeat with confirm=true")
@@ -393,19 +538,39 @@ async def admin_clear(store: AdminDep,
     return ClearedBody(deleted=await store.clear_sessions(agent))
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Split a streamed body into lines, refusing a single line over the import limit."""
-    buffered = b""
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """Split a streamed body into lines of text, refusing a line over the import limit and a
+    line that is not UTF-8, by number (numbers count every line, blank ones too)."""
+    number = 0
+    pending: list[bytes] = []  # the start of a line that has not ended yet
+    pending_size = 0
+
+    def too_long(line_number: int) -> InvalidInputError:
+        return InvalidInputError.for_field(
+            f"line {line_number}", f"is longer than {MAX_IMPORT_LINE_BYTES} bytes")
+
+    def finish(tail: bytes) -> str:
+        nonlocal number, pending, pending_size
+        line = b"".join((*pending, tail))
+        pending, pending_size = [], 0
+        number += 1
+        if len(line) > MAX_IMPORT_LINE_BYTES:
+            raise too_long(number)
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError.for_field(f"line {number}", "is not valid UTF-8") from None
+
     async for chunk in chunks:
-        buffered += chunk
-        *complete, buffered = buffered.split(b"\n")
-        for line in complete:
-            yield line
-        if len(buffered) > MAX_IMPORT_LINE_BYTES:
-            raise InvalidInputError.for_field(
-                "body", f"a line is longer than {MAX_IMPORT_LINE_BYTES} bytes")
-    if buffered.strip():
-        yield buffered
+        *complete, rest = chunk.split(b"\n")
+        for tail in complete:
+            yield finish(tail)
+        pending.append(rest)
+        pending_size += len(rest)
+        if pending_size > MAX_IMPORT_LINE_BYTES:
+            raise too_long(number + 1)
+    if pending_size:
+        yield finish(b"")
 
 
 probes = APIRouter(tags=["operations"])
@@ -425,7 +590,7 @@ async def readyz(store: StoreDep) -> Health:
 
 @probes.get("/metrics", summary="Prometheus metrics (an admin token when tokens are configured)",
             response_class=PlainTextResponse,
-            responses={401: problems.ERROR_RESPONSES[401], 403: problems.ERROR_RESPONSES[403]})
+            responses={status: problems.ERROR_RESPONSES[status] for status in (401, 403, 503)})
 async def metrics(request: Request, store: AdminDep) -> Response:
     registry: Metrics = request.app.state.metrics
     await registry.refresh_sessions(store)
@@ -457,7 +622,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
         finally:
             await opened.close()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="aisopod-session",
         version=_version(),
         summary="Durable, isolated conversation sessions for AI agents on chat channels.",
@@ -475,6 +640,32 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     app.add_middleware(LimitBody, max_bytes=config.server.max_body_bytes)
     app.add_middleware(KeepEncodedSlashes)
     return app
+
+
+class ServiceApp(FastAPI):
+    """FastAPI with an OpenAPI document that says what the models really require."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document = super().openapi()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    for response in operation.get("responses", {}).values():
+                        # Errors are only ever problem+json; FastAPI also lists the route's
+                        # own media type.
+                        content = response.get("content", {})
+                        if problems.PROBLEM_JSON in content:
+                            response["content"] = {
+                                problems.PROBLEM_JSON: content[problems.PROBLEM_JSON]}
+            for schema in document.get("components", {}).get("schemas", {}).values():
+                # A discriminated union's tag (`kind` of a compaction strategy) has a default in
+                # its model, but the union needs it to pick the model: it is required.
+                for name, prop in schema.get("properties", {}).items():
+                    if "const" in prop and "default" in prop:
+                        required = schema.setdefault("required", [])
+                        if name not in required:
+                            required.append(name)
+        return self.openapi_schema or super().openapi()
 
 
 def _add_request_metrics(app: FastAPI) -> None:

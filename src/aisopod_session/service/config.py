@@ -34,7 +34,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.models import invalid_input_from, normalize_name
@@ -82,14 +89,15 @@ class ServiceConfig(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     tokens: list[TokenSettings] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _tokens_unique(self) -> ServiceConfig:
+    @field_validator("tokens")
+    @classmethod
+    def _tokens_unique(cls, tokens: list[TokenSettings]) -> list[TokenSettings]:
         seen = set()
-        for entry in self.tokens:
+        for entry in tokens:
             if entry.token in seen:
                 raise ValueError("the same token is configured twice")
             seen.add(entry.token)
-        return self
+        return tokens
 
     @property
     def auth_enabled(self) -> bool:

@@ -114,8 +114,19 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _on_unexpected)
 
 
+def _documented(status: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "model": Problem, "description": _TITLES[status],
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    if status == 401:
+        entry["headers"] = {"WWW-Authenticate": {
+            "description": "`Bearer`, with `error=\"invalid_token\"` for a wrong token",
+            "schema": {"type": "string"}}}
+    return entry
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "description": _TITLES[status],
-             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    for status in (400, 401, 403, 404, 413, 422, 503)
+    status: _documented(status) for status in (400, 401, 403, 404, 409, 413, 422, 503)
 }
+"""Every error an API route can answer with, for the OpenAPI document."""
