@@ -45,11 +45,13 @@ from aisopod_session.store import (
     AgentSessions,
     AsyncAgentSessions,
     AsyncSessionStore,
+    AuditRecord,
     Durability,
+    PeerResult,
+    Resolution,
     SessionPage,
     SessionStore,
 )
-from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
 
 __version__ = "0.1.0"
 

@@ -9,10 +9,11 @@ Admin routes live under ``/v1/admin``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 from urllib.parse import unquote, unquote_to_bytes
 
@@ -25,6 +26,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from aisopod_session.compaction import CompactionRecord, CompactionStrategy
 from aisopod_session.errors import InvalidInputError
+from aisopod_session.lifecycle import PurgeResult, SweepResult
 from aisopod_session.models import (
     MAX_ID_LENGTH,
     HistoryQuery,
@@ -41,8 +43,16 @@ from aisopod_session.models import (
 from aisopod_session.service import problems
 from aisopod_session.service.auth import OPEN_ACCESS, Principal, TokenRegistry
 from aisopod_session.service.config import ServiceConfig
+from aisopod_session.service.maintenance import run_maintenance
 from aisopod_session.service.metrics import Metrics
-from aisopod_session.store import AsyncAgentSessions, AsyncSessionStore, SessionPage
+from aisopod_session.store import (
+    AsyncAgentSessions,
+    AsyncSessionStore,
+    AuditRecord,
+    PeerResult,
+    Resolution,
+    SessionPage,
+)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -280,7 +290,8 @@ _AGENT_SEGMENT = 3
 _KEY_SEGMENTS = {"channel": 5, "account_id": 6, "peer_kind": 7, "peer_id": 8}
 
 
-def _path_part(request: Request, name: str, index: int, routed: str) -> str:
+def _path_part(request: Request, name: str, index: int, routed: str,
+               prefix: tuple[bytes, ...] = (b"v1", b"agents")) -> str:
     """The path part ``name`` exactly as the client percent-encoded it.
 
     Routing saw ``routed``, in which an encoded ``/`` is :data:`ENCODED_SLASH`; the raw path is
@@ -289,7 +300,7 @@ def _path_part(request: Request, name: str, index: int, routed: str) -> str:
     """
     raw = request.scope.get("raw_path")
     segments = raw.split(b"?", 1)[0].split(b"/") if isinstance(raw, bytes) else []
-    if len(segments) <= index or segments[1:3] != [b"v1", b"agents"]:
+    if len(segments) <= index or tuple(segments[1 : 1 + len(prefix)]) != prefix:
         return routed.replace(ENCODED_SLASH, "/")  # no raw path from this server: best effort
     try:
         return unquote_to_bytes(segments[index]).decode("utf-8")
@@ -573,6 +584,71 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
         yield finish(b"")
 
 
+@agents.post(SESSION_PATH + "/resolve",
+             summary="The session a new message belongs to (resets it if its policy says stale)")
+async def resolve_session(agent: AgentDep, key: KeyDep) -> Resolution:
+    return await agent.resolve(key)
+
+
+@admin.post("/sweep", summary="Apply the lifecycle policy (idle, archived)")
+async def admin_sweep(store: AdminDep, dry_run: bool = False) -> SweepResult:
+    return await store.sweep(dry_run=dry_run)
+
+
+@admin.post("/purge", summary="Apply the retention policy (delete old compacted and archived)")
+async def admin_purge(store: AdminDep, dry_run: bool = False) -> PurgeResult:
+    return await store.purge(dry_run=dry_run)
+
+
+_PEER_PREFIX = (b"v1", b"admin", b"peers")
+
+
+def _peer(
+    *,
+    request: Request,
+    channel: Annotated[str, _part_param(Path, "The person's channel (`*` for linked names)")],
+    peer_id: Annotated[str, _part_param(Path, "The person's id on that channel")],
+) -> tuple[str, str]:
+    return (_path_part(request, "channel", 4, channel, _PEER_PREFIX),
+            _path_part(request, "peer_id", 5, peer_id, _PEER_PREFIX))
+
+
+PeerDep = Annotated[tuple[str, str], Depends(_peer)]
+
+
+@admin.delete("/peers/{channel}/{peer_id}",
+              summary="Erase a person's direct-conversation sessions across agents (audited)")
+async def admin_forget_peer(store: AdminDep, principal: PrincipalDep, peer: PeerDep,
+                            confirm: Annotated[bool, Query(description="must be true")] = False
+                            ) -> PeerResult:
+    if not confirm:
+        raise HTTPException(400, "this erases a person's data for good: repeat with confirm=true")
+    return await store.forget_peer(*peer, actor=principal.name)
+
+
+@admin.get("/peers/{channel}/{peer_id}/export",
+           summary="Everything held about a person, as JSON Lines (audited)",
+           response_class=StreamingResponse,
+           responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}})
+async def admin_export_peer(store: AdminDep, principal: PrincipalDep, peer: PeerDep
+                            ) -> StreamingResponse:
+    lines = store.export_peer(*peer, actor=principal.name)
+    first = await anext(lines)  # validates, audits and reaches the database before the 200
+
+    async def body() -> AsyncIterator[bytes]:
+        yield (first + "\n").encode("utf-8")
+        async for line in lines:
+            yield (line + "\n").encode("utf-8")
+
+    return StreamingResponse(body(), media_type=NDJSON)
+
+
+@admin.get("/audit", summary="The newest audit records (who, when, how much; never content)")
+async def admin_audit(store: AdminDep,
+                      limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[AuditRecord]:
+    return await store.audit_log(limit)
+
+
 probes = APIRouter(tags=["operations"])
 
 
@@ -615,11 +691,18 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
             return
         db = config.database
         opened = await AsyncSessionStore.open(db.url, durability=db.durability,
-                                              pool_size=db.pool_size, schema=db.db_schema)
+                                              pool_size=db.pool_size, schema=db.db_schema,
+                                              policies=config.policies)
         app.state.store = opened
+        interval = config.maintenance.interval_seconds
+        maintenance = asyncio.create_task(run_maintenance(opened, interval)) if interval else None
         try:
             yield
         finally:
+            if maintenance is not None:
+                maintenance.cancel()
+                with suppress(asyncio.CancelledError):
+                    await maintenance
             await opened.close()
 
     app = ServiceApp(

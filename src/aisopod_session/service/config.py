@@ -13,6 +13,26 @@ host = "127.0.0.1"
 port = 8787
 max_body_bytes = 4194304
 
+[lifecycle]                         # store.sweep(): ISO 8601 durations
+idle_after = "PT6H"
+archive_after = "P30D"
+
+[reset.default]                     # agent.resolve(): daily at 04:00 local, or idle minutes
+mode = "daily"
+at_hour = 4
+timezone = "Europe/Berlin"
+
+[reset.channels.slack]
+mode = "idle"
+idle_minutes = 120
+
+[retention]                         # store.purge()
+compacted_messages = "P90D"
+archived_sessions = "P365D"
+
+[maintenance]
+interval_seconds = 300              # how often the service sweeps and purges; 0: never
+
 [[tokens]]
 token = "a-long-random-admin-token"
 role = "admin"
@@ -44,6 +64,12 @@ from pydantic import (
 )
 
 from aisopod_session.errors import InvalidInputError
+from aisopod_session.lifecycle import (
+    LifecyclePolicy,
+    Policies,
+    ResetPolicies,
+    RetentionPolicy,
+)
 from aisopod_session.models import invalid_input_from, normalize_name
 
 DEFAULT_DB_URL = "sqlite:///data/sessions.db"
@@ -84,10 +110,23 @@ class TokenSettings(_Section):
         return self
 
 
+class MaintenanceSettings(_Section):
+    interval_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
+    """How often the service sweeps (lifecycle) and purges (retention); 0 turns it off."""
+
+
 class ServiceConfig(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     tokens: list[TokenSettings] = Field(default_factory=list)
+    lifecycle: LifecyclePolicy = Field(default_factory=LifecyclePolicy)
+    reset: ResetPolicies = Field(default_factory=ResetPolicies)
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+
+    @property
+    def policies(self) -> Policies:
+        return Policies(lifecycle=self.lifecycle, reset=self.reset, retention=self.retention)
 
     @field_validator("tokens")
     @classmethod

@@ -220,7 +220,8 @@ def parse_line(text: str, number: int) -> ExportHeader | ExportedSession | Expor
     try:
         return model.model_validate(data)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"line {number}: {exc}", exc.errors) from None
+        errors = [{**e, "field": f"line {number}.{e['field']}"} for e in exc.errors]
+        raise InvalidInputError(f"line {number}: {exc}", errors) from None
     except ValidationError as exc:  # pragma: no cover - _Model converts already
         raise invalid_input_from(exc, f"line {number}") from None
 
@@ -282,9 +283,18 @@ class ImportResult:
     messages: int = 0
 
 
+def line_text(line: str | bytes, number: int) -> str:
+    if isinstance(line, str):
+        return line
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError.for_field(f"line {number}", f"not UTF-8: {exc.reason}") from None
+
+
 def numbered_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
     for number, line in enumerate(lines, start=1):
-        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        text = line_text(line, number)
         if text.strip():
             yield number, text
 

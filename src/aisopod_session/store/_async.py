@@ -257,7 +257,7 @@ class AsyncSessionStore:
             number = 0
             async for line in _aiter(lines):
                 number += 1
-                text = line.decode("utf-8") if isinstance(line, bytes) else line
+                text = _admin.line_text(line, number)
                 if text.strip():
                     await self._drive(importer.line(number, text))
             await self._drive(importer.finish())
