@@ -11,6 +11,7 @@ validation on the hot path); everything coming from a caller is validated.
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -195,9 +196,28 @@ def _model(value: Any, kind: type[M], field: str) -> M:
     return kind.model_validate(dict(_expect(value, kind, field)))
 
 
+@functools.lru_cache(maxsize=16_384)
+def _validated_key(fields: tuple[Any, ...]) -> SessionKey:
+    agent_id, channel, account_id, peer_kind, peer_id = fields
+    return SessionKey.model_validate({"agent_id": agent_id, "channel": channel,
+                                      "account_id": account_id, "peer_kind": peer_kind,
+                                      "peer_id": peer_id})
+
+
+def checked_key(key: Any) -> SessionKey:
+    """A key validated once more (see _model), remembering keys already found valid: a gateway
+    passes the same few keys again and again, and full validation costs more than the append."""
+    _expect(key, SessionKey, "key")
+    fields = (key.agent_id, key.channel, key.account_id, key.peer_kind, key.peer_id)
+    try:
+        return _validated_key(fields)
+    except TypeError:  # an unhashable part: only a model built without validation has one
+        return _model(key, SessionKey, "key")
+
+
 def owned_key(key: Any, agent_id: str) -> SessionKey:
     """The key, if it belongs to the handle's agent; AccessDeniedError otherwise."""
-    checked = _model(key, SessionKey, "key")
+    checked = checked_key(key)
     if checked.agent_id != agent_id:
         raise AccessDeniedError(
             f"session {checked} belongs to agent {checked.agent_id!r}; this handle is for agent "
@@ -836,7 +856,7 @@ def pop_message(key: SessionKey) -> Work[StoredMessage | None]:
         )
         return message
 
-    return Work(write=write)
+    return Work(write=write, lock_key=key.canonical())
 
 
 class SessionDetailPage(list[Session]):
@@ -1064,4 +1084,7 @@ def commit(
             after[one] = existing
         return CommitResult(session, stored, True, after)
 
-    return Work(write=write)
+    # It locks its sessions in key order, starting with the smallest: sorting batches on that
+    # one keeps its first lock in the order every other write takes its own.
+    locked = [key.canonical(), *(k.canonical() for k, m in shared_merge.items() if m)]
+    return Work(write=write, lock_key=min(locked))

@@ -1,0 +1,273 @@
+"""A LangChain ``BaseChatMessageHistory`` stored in aisopod-session.
+
+The one-line switch (for example in ``RunnableWithMessageHistory``'s ``get_session_history``)::
+
+    lambda session_id: InMemoryChatMessageHistory()                       # before
+    lambda session_id: AisopodChatMessageHistory(session_id, store)       # after
+
+``store`` is a :class:`~aisopod_session.SessionStore` or :class:`~aisopod_session.AsyncSessionStore`
+(or one agent's handle of either); the sync and async methods work with both. Each message is one
+stored message whose ``content`` is LangChain's own ``message_to_dict`` of it, so every type,
+tool call, ``additional_kwargs``, ``response_metadata``, ``usage_metadata``, name and id reads
+back equal (``messages_from_dict``). ``max_messages`` bounds what ``messages`` reads to the newest
+ones, read from the tail, never a tool message without the AI message that called the tool.
+
+Key mapping (reversible): a string session id ``sid`` of agent ``agent_id`` is the key
+``SessionKey(agent_id, "langchain", "default", "dm", sid)`` (``%``, white space and characters
+Unicode normalisation would change ``%XX``-escaped in the peer id); :func:`session_id_for_key`
+gives ``sid`` back. A :class:`~aisopod_session.SessionKey` can be given instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+try:
+    from langchain_core.chat_history import BaseChatMessageHistory
+    from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+except ImportError as exc:  # pragma: no cover - the extra is installed in CI
+    from aisopod_session.integrations._common import missing_framework
+
+    raise missing_framework("langchain-core", "langchain") from exc
+
+from aisopod_session.errors import InvalidInputError, SessionNotFoundError
+from aisopod_session.integrations._common import (
+    AnyStore,
+    Pairing,
+    StoreCalls,
+    plain_id,
+    plain_key,
+    read_tail,
+    read_tail_sync,
+    tail_query,
+)
+from aisopod_session.models import MAX_ID_LENGTH, Role, SessionKey, StoredMessage
+
+__all__ = [
+    "CHANNEL",
+    "DEFAULT_AGENT",
+    "AisopodChatMessageHistory",
+    "key_for_session_id",
+    "session_id_for_key",
+]
+
+CHANNEL = "langchain"
+"""The channel of the keys built from plain LangChain session ids."""
+DEFAULT_AGENT = "langchain"
+"""The agent id used when none is given."""
+
+_ROLES = {"human": Role.USER, "ai": Role.ASSISTANT, "AIMessageChunk": Role.ASSISTANT,
+          "system": Role.SYSTEM, "tool": Role.TOOL, "function": Role.TOOL,
+          "HumanMessageChunk": Role.USER, "SystemMessageChunk": Role.SYSTEM,
+          "ToolMessageChunk": Role.TOOL, "FunctionMessageChunk": Role.TOOL}
+_CHAT_ROLES = {"user": Role.USER, "human": Role.USER, "assistant": Role.ASSISTANT,
+               "ai": Role.ASSISTANT, "system": Role.SYSTEM, "tool": Role.TOOL}
+
+
+def key_for_session_id(session_id: str, agent_id: str = DEFAULT_AGENT) -> SessionKey:
+    """The key a LangChain session id is stored under (see the module docstring)."""
+    return plain_key(agent_id, CHANNEL, session_id)
+
+
+def session_id_for_key(key: SessionKey) -> str:
+    """The inverse of :func:`key_for_session_id`; another key is named by its canonical string."""
+    return plain_id(key, CHANNEL)
+
+
+def _data(item: Any) -> dict[str, Any]:
+    if isinstance(item, dict) and isinstance(item.get("data"), dict):
+        return item["data"]  # type: ignore[no-any-return]
+    return {}
+
+
+def _call_ids(item: Any) -> tuple[str, ...]:
+    data = _data(item)
+    ids = []
+    for field in ("tool_calls", "invalid_tool_calls"):
+        for call in data.get(field) or ():
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                ids.append(call["id"])
+    return tuple(ids)
+
+
+def _answers(item: Any) -> str | None:
+    if not isinstance(item, dict) or item.get("type") not in ("tool", "ToolMessageChunk"):
+        return None
+    answered = _data(item).get("tool_call_id")
+    return answered if isinstance(answered, str) else None
+
+
+PAIRING = Pairing(calls=_call_ids, answers=_answers)
+"""AI messages make tool calls (their ``tool_calls`` ids); tool messages answer them
+(``tool_call_id``)."""
+
+
+def _role(stored: dict[str, Any]) -> Role:
+    kind = stored.get("type")
+    if kind in ("chat", "ChatMessageChunk"):
+        return _CHAT_ROLES.get(str(_data(stored).get("role", "")).lower(), Role.USER)
+    return _ROLES.get(str(kind), Role.ASSISTANT)
+
+
+class AisopodChatMessageHistory(BaseChatMessageHistory):
+    """LangChain chat history in aisopod-session (see the module docstring).
+
+    * ``max_messages``: ``messages`` / ``aget_messages`` return at most about this many of the
+      newest messages (more only to keep a tool message with its AI message), reading only the
+      tail of the stored history. ``get_messages(limit)`` does the same for one call.
+    * ``dedupe_message_ids``: a message with an ``id`` is stored with the external id
+      ``lc:<id>``, so adding it again (a retried write) stores it once. Off by default, as
+      LangChain's own histories keep repeats.
+    * ``on_clear``: ``"delete"`` (default) deletes the session; ``"archive"`` archives it
+      (history kept for operators) and starts a fresh one.
+    """
+
+    def __init__(
+        self,
+        session_id: str | SessionKey,
+        store: AnyStore,
+        *,
+        agent_id: str | None = None,
+        max_messages: int | None = None,
+        dedupe_message_ids: bool = False,
+        on_clear: Literal["delete", "archive"] = "delete",
+    ) -> None:
+        if isinstance(session_id, SessionKey):
+            self._calls = StoreCalls(store, agent_id or session_id.agent_id)
+            self.key = session_id
+            self.session_id = session_id.canonical()
+        else:
+            self._calls = StoreCalls(store, agent_id or (
+                None if hasattr(store, "agent_id") else DEFAULT_AGENT
+            ))
+            self.key = key_for_session_id(session_id, self._calls.agent_id)
+            self.session_id = session_id
+        if max_messages is not None and (type(max_messages) is not int or max_messages < 1):
+            raise InvalidInputError.for_field("max_messages", "expected a positive int or None")
+        if on_clear not in ("delete", "archive"):
+            raise InvalidInputError.for_field("on_clear", "expected 'delete' or 'archive'")
+        self.max_messages = max_messages
+        self._dedupe = dedupe_message_ids
+        self._on_clear = on_clear
+
+    def __repr__(self) -> str:
+        return f"AisopodChatMessageHistory(session_id={self.session_id!r}, key={self.key})"
+
+    # --- reading ---
+
+    def get_messages(self, limit: int | None = None) -> list[BaseMessage]:
+        """The history, oldest first; with ``limit``, the newest ``limit`` (widened so that no
+        tool message comes without the AI message that called it), read from the tail."""
+        try:
+            if limit is None:
+                stored = self._calls.call_sync("get_history", self.key, None)
+                return messages_from_dict([m.content for m in stored])
+            self._check_limit(limit)
+            items = read_tail_sync(
+                lambda window: [m.content for m in
+                                self._calls.call_sync("get_history", self.key,
+                                                      tail_query(window))],
+                limit, PAIRING,
+            )
+            return messages_from_dict(items)
+        except SessionNotFoundError:
+            return []
+
+    async def aget_recent(self, limit: int | None = None) -> list[BaseMessage]:
+        """:meth:`get_messages` for asyncio code."""
+        try:
+            if limit is None:
+                stored = await self._calls.call("get_history", self.key, None)
+                return messages_from_dict([m.content for m in stored])
+            self._check_limit(limit)
+
+            async def fetch(window: int) -> list[Any]:
+                stored = await self._calls.call("get_history", self.key, tail_query(window))
+                return [m.content for m in stored]
+
+            return messages_from_dict(await read_tail(fetch, limit, PAIRING))
+        except SessionNotFoundError:
+            return []
+
+    @staticmethod
+    def _check_limit(limit: int) -> None:
+        if type(limit) is not int or limit < 1:
+            raise InvalidInputError.for_field("limit", f"expected a positive int, got {limit!r}")
+
+    @property
+    def messages(self) -> list[BaseMessage]:
+        """The history (the newest ``max_messages`` of it when set), oldest first."""
+        return self.get_messages(self.max_messages)
+
+    @messages.setter
+    def messages(self, value: list[BaseMessage]) -> None:
+        raise AttributeError("use add_messages / clear to change a stored history")
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        return await self.aget_recent(self.max_messages)
+
+    # --- writing ---
+
+    def _stored(self, messages: Sequence[BaseMessage]) -> list[StoredMessage]:
+        stored = []
+        for index, message in enumerate(messages):
+            if not isinstance(message, BaseMessage):
+                raise InvalidInputError.for_field(
+                    f"messages[{index}]", f"expected a BaseMessage, got {type(message).__name__}"
+                )
+            content = message_to_dict(message)
+            external_id = None
+            if self._dedupe and isinstance(message.id, str) and message.id:
+                candidate = f"lc:{message.id}"
+                if len(candidate) <= MAX_ID_LENGTH and candidate.isprintable():
+                    external_id = candidate
+            stored.append(StoredMessage(role=_role(content), content=content,
+                                        external_id=external_id))
+        return stored
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append the messages, all or nothing, creating the session on first use."""
+        stored = self._stored(messages)
+        if not stored:
+            return
+        for _ in range(3):
+            try:
+                self._calls.call_sync("append_messages", self.key, stored)
+                return
+            except SessionNotFoundError:
+                self._calls.call_sync("get_or_create", self.key)
+        self._calls.call_sync("append_messages", self.key, stored)
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        stored = self._stored(messages)
+        if not stored:
+            return
+        for _ in range(3):
+            try:
+                await self._calls.call("append_messages", self.key, stored)
+                return
+            except SessionNotFoundError:
+                await self._calls.call("get_or_create", self.key)
+        await self._calls.call("append_messages", self.key, stored)
+
+    def clear(self) -> None:
+        """Remove every message: the session is deleted (or archived, ``on_clear="archive"``)."""
+        if self._on_clear == "delete":
+            self._calls.call_sync("delete", self.key)
+            return
+        try:
+            self._calls.call_sync("get", self.key)
+        except SessionNotFoundError:
+            return
+        self._calls.call_sync("reset", self.key)
+
+    async def aclear(self) -> None:
+        if self._on_clear == "delete":
+            await self._calls.call("delete", self.key)
+            return
+        try:
+            await self._calls.call("get", self.key)
+        except SessionNotFoundError:
+            return
+        await self._calls.call("reset", self.key)
