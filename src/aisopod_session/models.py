@@ -239,6 +239,10 @@ def validates_directly(init: F) -> F:
     return init
 
 
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
 class _Model(BaseModel):
     """Immutable, strict about unknown fields, and raising InvalidInputError on bad input."""
 
@@ -250,6 +254,20 @@ class _Model(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise invalid_input_from(exc, type(self).__name__) from None
+
+    @classmethod
+    def _from_store(cls, values: dict[str, Any]) -> Self:
+        """Build from values the store wrote itself (every field given, already valid).
+
+        What ``model_construct`` does, without its per-field bookkeeping: reads are the hot
+        path, and building the models was most of the cost of a history read.
+        """
+        model = _new_object(cls)
+        _set_attribute(model, "__dict__", values)
+        _set_attribute(model, "__pydantic_fields_set__", set(values))
+        _set_attribute(model, "__pydantic_extra__", None)
+        _set_attribute(model, "__pydantic_private__", None)
+        return model
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Self:

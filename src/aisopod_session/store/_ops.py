@@ -4,19 +4,19 @@ An operation is validated here, before any connection is touched, and becomes a 
 read, a write (a job for the group committer) or a read that falls back to a write. The blocking
 and asyncio front ends only decide how to wait for it.
 
-Rows the store wrote itself are turned back into models with ``model_construct`` (no second
+Rows the store wrote itself are turned back into models with ``_Model._from_store`` (no second
 validation on the hot path); everything coming from a caller is validated.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -122,54 +122,54 @@ def key_params(key: SessionKey) -> tuple[str, str, str, str, str]:
 
 
 def _key_from_row(row: Sequence[Any]) -> SessionKey:
-    return SessionKey.model_construct(
-        agent_id=row[1],
-        channel=row[2],
-        account_id=row[3],
-        peer_kind=PeerKind(row[4]),
-        peer_id=row[5],
-    )
+    return SessionKey._from_store({
+        "agent_id": row[1],
+        "channel": row[2],
+        "account_id": row[3],
+        "peer_kind": PeerKind(row[4]),
+        "peer_id": row[5],
+    })
 
 
 def session_from_row(row: Sequence[Any]) -> Session:
-    return Session.model_construct(
-        id=row[0],
-        key=_key_from_row(row),
-        status=SessionStatus(row[6]),
-        created_at=from_us(row[7]),
-        updated_at=from_us(row[8]),
-        message_count=row[9],
-        token_usage=row[10],
-        metadata=_json.loads(row[11]),
-        compaction_count=row[12],
-        last_compacted_at=_opt_from_us(row[13]),
-        last_compaction_summary=row[14],
-    )
+    return Session._from_store({
+        "id": row[0],
+        "key": _key_from_row(row),
+        "created_at": from_us(row[7]),
+        "updated_at": from_us(row[8]),
+        "message_count": row[9],
+        "token_usage": row[10],
+        "metadata": _json.loads(row[11]),
+        "status": SessionStatus(row[6]),
+        "compaction_count": row[12],
+        "last_compacted_at": _opt_from_us(row[13]),
+        "last_compaction_summary": row[14],
+    })
 
 
 def summary_from_row(row: Sequence[Any]) -> SessionSummary:
-    return SessionSummary.model_construct(
-        id=row[0],
-        key=_key_from_row(row),
-        status=SessionStatus(row[6]),
-        created_at=from_us(row[7]),
-        updated_at=from_us(row[8]),
-        message_count=row[9],
-        token_usage=row[10],
-    )
+    return SessionSummary._from_store({
+        "id": row[0],
+        "key": _key_from_row(row),
+        "status": SessionStatus(row[6]),
+        "message_count": row[9],
+        "token_usage": row[10],
+        "created_at": from_us(row[7]),
+        "updated_at": from_us(row[8]),
+    })
 
 
 def message_from_row(row: Sequence[Any]) -> StoredMessage:
-    return StoredMessage.model_construct(
-        id=row[0],
-        role=Role(row[1]),
-        content=_json.loads(row[2]),
-        tool_calls=None if row[3] is None else _json.loads(row[3]),
-        created_at=from_us(row[4]),
-        token_count=row[5],
-        external_id=row[6],
-        compacted=bool(row[7]),
-    )
+    return StoredMessage._from_store({
+        "id": row[0],
+        "role": Role(row[1]),
+        "content": _json.loads(row[2]),
+        "tool_calls": None if row[3] is None else _json.loads(row[3]),
+        "created_at": from_us(row[4]),
+        "token_count": row[5],
+        "external_id": row[6],
+        "compacted": bool(row[7]),
+    })
 
 
 # --- validation of what callers pass ---------------------------------------------------------
@@ -191,33 +191,24 @@ def _model(value: Any, kind: type[M], field: str) -> M:
 
     Models validate when built, but ``model_construct`` and ``model_copy(update=...)`` skip it,
     and an unchecked value reaching SQL fails as a driver error instead of InvalidInputError.
-    Validating an already valid model again gives the same model back.
+    A gateway passes the same few keys and queries again and again, and validating costs more
+    than the database work, so models already found valid are remembered by their field values.
     """
-    return kind.model_validate(dict(_expect(value, kind, field)))
+    checked = _expect(value, kind, field)
+    try:
+        return cast(M, _revalidated(kind, tuple(checked.__dict__.items())))
+    except TypeError:  # an unhashable field (metadata, or a model built without validation)
+        return kind.model_validate(dict(checked))
 
 
 @functools.lru_cache(maxsize=16_384)
-def _validated_key(fields: tuple[Any, ...]) -> SessionKey:
-    agent_id, channel, account_id, peer_kind, peer_id = fields
-    return SessionKey.model_validate({"agent_id": agent_id, "channel": channel,
-                                      "account_id": account_id, "peer_kind": peer_kind,
-                                      "peer_id": peer_id})
-
-
-def checked_key(key: Any) -> SessionKey:
-    """A key validated once more (see _model), remembering keys already found valid: a gateway
-    passes the same few keys again and again, and full validation costs more than the append."""
-    _expect(key, SessionKey, "key")
-    fields = (key.agent_id, key.channel, key.account_id, key.peer_kind, key.peer_id)
-    try:
-        return _validated_key(fields)
-    except TypeError:  # an unhashable part: only a model built without validation has one
-        return _model(key, SessionKey, "key")
+def _revalidated(kind: type[M], fields: tuple[tuple[str, Any], ...]) -> M:
+    return kind.model_validate(dict(fields))
 
 
 def owned_key(key: Any, agent_id: str) -> SessionKey:
     """The key, if it belongs to the handle's agent; AccessDeniedError otherwise."""
-    checked = checked_key(key)
+    checked = _model(key, SessionKey, "key")
     if checked.agent_id != agent_id:
         raise AccessDeniedError(
             f"session {checked} belongs to agent {checked.agent_id!r}; this handle is for agent "
