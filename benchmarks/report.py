@@ -1,0 +1,320 @@
+"""Tables of one run: throughputs and the ratios between systems measured in that run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchmarks.run import Measurement
+
+NAMES = {
+    "aisopod": "aisopod-session",
+    "raw": "raw driver",
+    "openai": "OpenAI Agents SDK SQLiteSession",
+    "adk": "Google ADK DatabaseSessionService",
+    "langchain": "LangChain SQLChatMessageHistory",
+}
+SHORT = {"openai": "Agents SDK", "adk": "ADK", "langchain": "LangChain"}
+PEERS = ("openai", "adk", "langchain")
+MEMORY_LIMIT_MB = 200.0
+X = "\N{MULTIPLICATION SIGN}"
+
+
+@dataclass
+class Context:
+    date: str
+    command: str
+    quick: bool
+    machine: str
+    python: str
+    postgres: str | None
+    sizes: dict[str, Any]
+    versions: dict[str, str]
+    settings: dict[str, dict[str, Any]]
+    notes: list[str]
+    seconds: float
+
+
+def per_second(rate: float) -> str:
+    """A throughput: whole numbers, but two significant digits below 10/s."""
+    return f"{rate:,.0f}/s" if rate >= 10 else f"{rate:.2g}/s"
+
+
+def short(result: dict[str, Any]) -> str:
+    """One line for the progress log."""
+    text = per_second(result.get("rate", 0.0))
+    if "p50_ms" in result:
+        text += f" p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms"
+    if result.get("capped"):
+        text += f" (stopped at {result['ops']} of {result['planned']})"
+    if result.get("errors"):
+        text += f" {result['errors']} errors: {result.get('first_error', '')}"
+    return text
+
+
+class Table:
+    def __init__(self, measurements: list[Measurement]) -> None:
+        self.by_key = {(m.label, m.system, m.variant): m for m in measurements}
+        self.labels: list[str] = []
+        for m in measurements:
+            if m.label not in self.labels:
+                self.labels.append(m.label)
+        self.footnotes: set[str] = set()
+
+    def get(self, label: str, system: str, variant: str) -> Measurement | None:
+        return self.by_key.get((label, system, variant))
+
+    def rate(self, label: str, system: str, variant: str) -> float | None:
+        m = self.get(label, system, variant)
+        if m is None or m.result is None or not m.result.get("ops"):
+            return None
+        return float(m.result["rate"])
+
+    def cell(self, label: str, system: str, variant: str, *, versus: float | None = None,
+             latency: bool = False) -> str:
+        m = self.get(label, system, variant)
+        if m is None:
+            return "—"
+        if m.result is None:
+            self.footnotes.add("failed: the step failed (see the log)")
+            return "failed"
+        r = m.result
+        if latency:
+            text = f"{r['p50_ms']:.2f} ms"
+        elif "p50_ms" in r:
+            text = f"{per_second(r['rate'])} ({r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms)"
+        else:
+            text = per_second(r["rate"])
+        if r.get("capped"):
+            text += f" [{r['ops']} of {r['planned']}]"
+            self.footnotes.add("[n of N]: stopped early after the time budget; the rate is "
+                               "over the n calls done")
+        if r.get("errors"):
+            text += f" ‼{r['errors']} errors"
+            self.footnotes.add("‼ errors: calls that raised (e.g. 'database is locked'); not "
+                               "counted in the rate")
+        if versus is not None and r.get("ops"):
+            text += f" · **{versus / r['rate']:.2f}{X}**"
+        return text
+
+
+def render(measurements: list[Measurement], context: Context) -> str:
+    return Renderer(measurements, context).render()
+
+
+class Renderer:
+    def __init__(self, measurements: list[Measurement], context: Context) -> None:
+        self.measurements = measurements
+        self.t = Table(measurements)
+        self.durabilities: list[str] = list(context.sizes.get("durabilities",
+                                                              ("full", "normal")))
+        self.peers = [p for p in PEERS if any(m.system == p for m in measurements)]
+        self.has_raw = any(m.system == "raw" for m in measurements)
+        self.out: list[str] = []
+
+    def labels(self, *prefixes: str) -> list[str]:
+        return [label for label in self.t.labels if label.startswith(prefixes)]
+
+    def table(self, title: str, header: list[str]) -> None:
+        self.out += [f"### {title}\n", _row(header), _row(["---"] * len(header))]
+
+    def render(self) -> str:
+        self.appends()
+        self.concurrent()
+        self.postgres()
+        self.reads()
+        self.listing()
+        self.memory()
+        legend = [f"Cells: throughput; **r{X}** = aisopod's throughput ÷ that cell's, both "
+                  "from this run (above 1: aisopod is faster)."]
+        legend += sorted(self.t.footnotes)
+        legend += [f"FAILED {m.label} {m.system} {m.variant}: {m.error}"
+                   for m in self.measurements if m.error]
+        self.out.extend(f"- {line}" for line in legend)
+        return "\n".join(self.out).rstrip() + "\n"
+
+    def appends(self) -> None:
+        t = self.t
+        labels = self.labels("W1 ", "W2 ")
+        if not labels:
+            return
+        header = ["workload", "durability", "aisopod"]
+        if self.has_raw:
+            header += ["raw sqlite3: INSERT + commit", "raw sqlite3: the store's statements"]
+        header += [SHORT[p] + " (its defaults)" for p in self.peers]
+        self.table("Appends, SQLite (one message per call, blocking API)", header)
+        for label in labels:
+            for durability in self.durabilities:
+                ours = t.rate(label, "aisopod", durability)
+                row = [label, durability, t.cell(label, "aisopod", durability)]
+                if self.has_raw:
+                    row += [t.cell(label, "raw", f"{durability}/{v}", versus=ours)
+                            for v in ("insert", "same")]
+                row += [t.cell(label, p, "default", versus=ours) if durability == "full"
+                        else "" for p in self.peers]
+                self.out.append(_row(row))
+        self.out.append("")
+
+    def concurrent(self) -> None:
+        t = self.t
+        labels = self.labels("W6 ")
+        if not labels:
+            return
+        label = labels[0]
+        w1 = next(iter(self.labels("W1 ")), None)
+        header = ["workload", "durability", "aisopod (AsyncSessionStore)",
+                  "aisopod W6 ÷ its W1", *(SHORT[p] + " (its defaults)" for p in self.peers)]
+        self.table("Concurrent asyncio writers, SQLite (each on its own session)", header)
+        for durability in self.durabilities:
+            ours = t.rate(label, "aisopod", durability)
+            single = t.rate(w1, "aisopod", durability) if w1 else None
+            row = [label, durability, t.cell(label, "aisopod", durability),
+                   f"**{ours / single:.2f}{X}**" if ours and single else "—"]
+            row += [t.cell(label, p, "default", versus=ours) if durability == "full" else ""
+                    for p in self.peers]
+            self.out.append(_row(row))
+        self.out.append("")
+
+    def postgres(self) -> None:
+        t = self.t
+        labels = self.labels("W7 ")
+        if not labels:
+            return
+        self.table("PostgreSQL (W7)", ["workload", "durability", "aisopod",
+                                       "raw psycopg: the store's statements",
+                                       "aisopod ÷ its PG W1"])
+        for label in labels:
+            for durability in self.durabilities:
+                ours = t.rate(label, "aisopod", durability)
+                single = t.rate(labels[0], "aisopod", durability)
+                ratio = (f"**{ours / single:.2f}{X}**"
+                         if label != labels[0] and ours and single else "")
+                self.out.append(_row([label, durability, t.cell(label, "aisopod", durability),
+                                      t.cell(label, "raw", durability, versus=ours), ratio]))
+        self.out.append("")
+
+    def reads(self) -> None:
+        t = self.t
+        labels = self.labels("W3 ", "W4 ")
+        if not labels:
+            return
+        self.table("Reads, SQLite: calls/s (p50 / p99 latency)",
+                   ["workload", "aisopod", *(["raw sqlite3"] if self.has_raw else []),
+                    *(SHORT[p] for p in self.peers)])
+        for label in labels:
+            ours = t.rate(label, "aisopod", "")
+            row = [label, t.cell(label, "aisopod", "")]
+            if self.has_raw:
+                row.append(t.cell(label, "raw", "", versus=ours))
+            row += [t.cell(label, p, "default", versus=ours) for p in self.peers]
+            self.out.append(_row(row))
+        w3 = self.labels("W3 ")
+        first = t.rate(w3[0], "aisopod", "") if w3 else None
+        last = t.rate(w3[-1], "aisopod", "") if w3 else None
+        if len(w3) >= 2 and first and last:
+            self.out += ["", f"History growth: aisopod's W3 rate at the largest history ÷ at "
+                         f"the smallest = **{last / first:.2f}{X}** (1.00: the cost does not "
+                         "grow with history)."]
+        self.out.append("")
+
+    def listing(self) -> None:
+        labels = self.labels("W5")
+        if not labels:
+            return
+        self.table("Listing (W5): one agent's idle sessions, first page of 50",
+                   ["workload", "system", "p50", "p99", "first call (cold)",
+                    "aisopod ÷ this"])
+        for label in labels:
+            ours = self.t.rate(label, "aisopod", "")
+            for m in (m for m in self.measurements if m.label == label):
+                if m.result is None:
+                    self.out.append(_row([label, NAMES[m.system], "failed", "", "", ""]))
+                    continue
+                r = m.result
+                ratio = (f"**{ours / r['rate']:.2f}{X}**"
+                         if ours and m.system != "aisopod" and r.get("rate") else "")
+                self.out.append(_row([label, NAMES[m.system], f"{r['p50_ms']:.2f} ms",
+                                      f"{r['p99_ms']:.2f} ms", f"{r['first_call_ms']:.1f} ms",
+                                      ratio]))
+        self.out.append("")
+
+    def memory(self) -> None:
+        measured = [m for m in self.measurements
+                    if m.workload in ("w3", "w5") and m.result is not None]
+        if not measured:
+            return
+        self.table("Peak RSS of the measuring process (MB)",
+                   ["workload", "system", "peak RSS", f"aisopod under {MEMORY_LIMIT_MB:.0f} MB"])
+        for m in measured:
+            ok = "yes" if m.rss_mb < MEMORY_LIMIT_MB else "**NO**"
+            self.out.append(_row([m.label, NAMES[m.system], f"{m.rss_mb:.0f}",
+                                  ok if m.system == "aisopod" else ""]))
+        self.out.append("")
+
+
+def document(tables: str, context: Context) -> str:
+    """The whole of docs/performance.md."""
+    sizes = context.sizes
+    lines = [
+        "# Performance",
+        "",
+        "Written by `./scripts/bench` (see `benchmarks/`). Every number below comes from one "
+        "run in one process tree: each system's workload ran in a child process of its own, "
+        "the steps of one workload back to back. **Only the ratios between systems of the same "
+        "run mean anything**; the absolute numbers move with the machine's load.",
+        "",
+        f"- Run: {context.date}, `{context.command}`"
+        + (" (**quick mode: tiny sizes, not a measurement**)" if context.quick else "")
+        + f", {context.seconds / 60:.1f} minutes",
+        f"- Machine: {context.machine}; Python {context.python}",
+        f"- PostgreSQL: {context.postgres or 'not measured'}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(context.versions.items())),
+        "",
+        "## Workloads",
+        "",
+        f"- **W1**: one session, {sizes['appends']:,} appends of one message each. "
+        f"**W2**: {sizes['w2_sessions']:,} sessions {X} {sizes['w2_per_session']} appends, "
+        "round-robin. Each on a fresh database whose sessions exist already.",
+        f"- **W3**: the newest 20 messages of one session, {sizes['w3_reads']:,} reads, for "
+        f"histories of {', '.join(f'{n:,}' for n in sizes['w3_sizes'])} messages; aisopod and "
+        f"raw also at {sizes['w3_memory_size']:,} (the memory run).",
+        f"- **W4**: {sizes['w4_lookups']:,} `get` of one session among "
+        f"{sizes['w4_sessions']:,}.",
+        f"- **W5**: the first page (50) of `list` for one agent and one status among "
+        f"{sizes['w5_sessions']:,} sessions (10 agents, mixed statuses, bulk-loaded with SQL); "
+        "repeated calls, latency in ms.",
+        f"- **W6**: {sizes['writers']} asyncio tasks, each appending {sizes['per_writer']} "
+        "messages one per call to its own session, on one `AsyncSessionStore`.",
+        "- **W7**: W1 and W6 on PostgreSQL, aisopod against psycopg running the store's own "
+        "statements (one connection for W1; a pool of the store's default size 4 for W6).",
+        f"- A measured loop stops early after {sizes['budget']:.0f} s (only slow peers hit "
+        "this; their cells say how far they got).",
+        "- Durability: aisopod `full` = WAL + `synchronous=FULL` (PostgreSQL: "
+        "`synchronous_commit=on`), `normal` = WAL + `synchronous=NORMAL` "
+        "(`synchronous_commit=off`); the raw baselines use the same settings. Peers run with "
+        "their own defaults, listed below: all of them survive power loss (SQLite's default "
+        "`synchronous` is FULL), so they are compared with `full`.",
+        "- Setup (not measured): bulk loads go straight to SQL in a separate process (for ADK "
+        "by cloning rows the service itself wrote), so only the measured calls use each "
+        "system's public API.",
+        "",
+        "## Results",
+        "",
+        tables,
+        "## Settings each system ran with",
+        "",
+    ]
+    for name, settings in sorted(context.settings.items()):
+        lines.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in settings.items()
+                                                if k != "backend"))
+    lines += ["", "Profile the store's W1 and W3 paths with "
+              "`.venv-bench/bin/python -m benchmarks.profiling` (cProfile; py-spy is installed "
+              "in the same environment)."]
+    if context.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in context.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

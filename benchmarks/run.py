@@ -1,0 +1,442 @@
+"""The benchmark driver: ``python -m benchmarks [--quick] [...]`` (``./scripts/bench`` sets up
+the benchmark environment and runs this).
+
+One parent process runs every step in a child process of its own (``benchmarks.child``): a setup
+step builds a database, a measured step runs one workload of one system on it and reports its
+numbers; the parent reaps it with ``os.wait4`` to read its peak RSS. The steps of one workload
+run back to back, so that the ratios compare numbers taken close together on this noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.report import NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PEERS = {"openai": "agents", "adk": "google.adk", "langchain": "langchain_community"}
+SYSTEMS = ("aisopod", "raw", *PEERS)
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w7")
+STEP_TIMEOUT = 900.0
+
+
+@dataclass
+class Sizes:
+    appends: int = 2_000
+    w2_sessions: int = 500
+    w2_per_session: int = 4
+    w3_sizes: list[int] = field(default_factory=lambda: [100, 10_000, 100_000])
+    w3_reads: int = 500
+    w3_memory_size: int = 1_000_000
+    w4_sessions: int = 5_000
+    w4_lookups: int = 2_000
+    w5_sessions: int = 1_000_000
+    w5_repeats: int = 200
+    writers: int = 64
+    per_writer: int = 32
+    budget: float = 20.0
+    """Seconds one measured loop may run before it stops early (slow peers)."""
+    durabilities: tuple[str, ...] = ("full", "normal")
+
+
+QUICK = Sizes(appends=50, w2_sessions=10, w2_per_session=4, w3_sizes=[100],
+              w3_reads=30, w3_memory_size=2_000, w4_sessions=200, w4_lookups=50,
+              w5_sessions=5_000, w5_repeats=10, writers=8, per_writer=4, budget=2.0,
+              durabilities=("full",))
+"""Every code path once, as few processes as possible: a smoke run, not a measurement."""
+
+
+@dataclass
+class Measurement:
+    workload: str
+    label: str
+    system: str
+    variant: str
+    result: dict[str, Any] | None
+    rss_mb: float
+    error: str | None = None
+
+
+class StepFailedError(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, workdir: Path, python: str) -> None:
+        self.workdir = workdir
+        self.python = python
+        self.templates: dict[str, Path] = {}
+        self.measurements: list[Measurement] = []
+        self.versions: dict[str, str] = {}
+        self.settings: dict[str, dict[str, Any]] = {}
+        self._counter = 0
+
+    def step(self, module: str, func: str, **kwargs: Any) -> tuple[dict[str, Any], float]:
+        """Run one function in a child process; its result and the child's peak RSS (MB)."""
+        spec = json.dumps({"module": module, "func": func, "kwargs": kwargs})
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen([self.python, "-m", "benchmarks.child", spec], cwd=ROOT,
+                                    stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            timer = threading.Timer(STEP_TIMEOUT, proc.kill)
+            timer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                timer.cancel()
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            stdout = out.read().decode(errors="replace")
+            stderr = err.read().decode(errors="replace")
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            tail = "\n".join(stderr.strip().splitlines()[-6:])
+            raise StepFailedError(f"{module}.{func} exited {proc.returncode}: {tail}")
+        result = json.loads(lines[-1].removeprefix("RESULT "))
+        self.versions.update(result.pop("versions", {}))
+        return result, usage.ru_maxrss / 1024  # Linux reports kilobytes
+
+    def template(self, module: str, func: str, **kwargs: Any) -> Path:
+        """A database built once by a setup step (cached for the run)."""
+        name = f"{module}.{func}." + ".".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+        if name not in self.templates:
+            self._counter += 1
+            path = self.workdir / f"template-{self._counter}.db"
+            started = time.perf_counter()
+            self.step(module, func, path=str(path), **kwargs)
+            self.log(f"  setup {module}.{func} {kwargs} in {time.perf_counter() - started:.1f} s")
+            self.templates[name] = path
+        return self.templates[name]
+
+    def fresh(self, template: Path | None = None) -> str:
+        """A new database file: a copy of ``template``, or an empty path."""
+        self._counter += 1
+        path = self.workdir / f"run-{self._counter}.db"
+        if template is not None:
+            shutil.copyfile(template, path)
+        return str(path)
+
+    def measure(self, workload: str, label: str, system: str, tag: str, module: str,
+                func: str, **kwargs: Any) -> Measurement:
+        started = time.perf_counter()
+        try:
+            result, rss = self.step(module, func, **kwargs)
+            entry = Measurement(workload, label, system, tag, result, rss)
+            if "settings" in result:
+                backend = result["settings"].get("backend", "")
+                self.settings.setdefault(f"{NAMES[system]}, {backend}, {tag}",
+                                         result["settings"])
+            summary = report.short(result)
+        except StepFailedError as exc:
+            entry = Measurement(workload, label, system, tag, None, 0.0, str(exc))
+            summary = f"FAILED: {exc}"
+        self.measurements.append(entry)
+        self.log(f"{label:<34} {system:<10} {tag:<12} {summary} "
+                 f"({time.perf_counter() - started:.1f} s)")
+        return entry
+
+    def log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def cleanup_file(self, path: str) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(path + suffix).unlink(missing_ok=True)
+
+
+class Plan:
+    """The steps of one run, workload by workload."""
+
+    def __init__(self, runner: Runner, sizes: Sizes, systems: list[str],
+                 pg_url: str | None) -> None:
+        self.runner = runner
+        self.sizes = sizes
+        self.systems = systems
+        self.peers = [s for s in systems if s in PEERS]
+        self.ours = "aisopod" in systems
+        self.raw = "raw" in systems
+        self.pg_url = pg_url
+        self.w6_label = f"W6 {sizes.writers} async writers"
+
+    def run(self, workloads: list[str]) -> None:
+        for workload in ("w1", "w2"):
+            if workload in workloads:
+                self.appends(workload)
+        if "w3" in workloads:
+            self.history()
+        if "w4" in workloads:
+            self.lookups()
+        if "w5" in workloads:
+            self.listing()
+        if "w6" in workloads:
+            self.concurrent()
+        if "w7" in workloads and self.pg_url and (self.ours or self.raw):
+            self.postgres(self.pg_url)
+
+    def write(self, workload: str, label: str, system: str, tag: str, module: str,
+              func: str, template: Path | None, **kwargs: Any) -> None:
+        """A measured write step on a fresh copy of ``template``."""
+        path = self.runner.fresh(template)
+        self.runner.measure(workload, label, system, tag, module, func, path=path, **kwargs)
+        self.runner.cleanup_file(path)
+
+    def appends(self, workload: str) -> None:
+        sizes = self.sizes
+        if workload == "w1":
+            count, label = 1, f"W1 {sizes.appends} appends, 1 session"
+            extra: dict[str, Any] = {"appends": sizes.appends, "budget": sizes.budget}
+        else:
+            count = sizes.w2_sessions
+            label = f"W2 {count} sessions x {sizes.w2_per_session} appends"
+            extra = {"sessions": count, "per_session": sizes.w2_per_session,
+                     "budget": sizes.budget}
+        if self.ours or self.raw:
+            base = self.runner.template("sys_aisopod", "prepare_sessions", sessions=count)
+            for durability in sizes.durabilities:
+                if self.ours:
+                    self.write(workload, label, "aisopod", durability, "sys_aisopod", workload,
+                               base, durability=durability, **extra)
+                if self.raw:
+                    for variant in ("insert", "same"):
+                        self.write(workload, label, "raw", f"{durability}/{variant}",
+                                   "sys_raw", workload, base, durability=durability,
+                                   variant=variant, **extra)
+        for peer in self.peers:
+            template = None
+            if peer == "adk":
+                template = self.runner.template("sys_adk", "prepare_sessions", sessions=count)
+            self.write(workload, label, peer, "default", f"sys_{peer}", workload, template,
+                       **extra)
+
+    def history(self) -> None:
+        sizes = self.sizes
+        extra = {"reads": sizes.w3_reads, "budget": sizes.budget}
+        memory_size = [sizes.w3_memory_size] if self.ours or self.raw else []
+        for size in sizes.w3_sizes + memory_size:
+            label = f"W3 newest 20 of {size:,}"
+            if self.ours or self.raw:
+                path = str(self.runner.template("sys_aisopod", "prepare_history",
+                                                messages=size))
+                for system in ("aisopod", "raw"):
+                    if system in self.systems:
+                        self.runner.measure("w3", label, system, "", f"sys_{system}", "w3",
+                                            path=path, **extra)
+            if size not in sizes.w3_sizes:
+                continue  # the memory run: aisopod and raw only
+            for peer in self.peers:
+                path = str(self.runner.template(f"sys_{peer}", "prepare_history",
+                                                messages=size))
+                self.runner.measure("w3", label, peer, "default", f"sys_{peer}", "w3",
+                                    path=path, **extra)
+
+    def lookups(self) -> None:
+        sizes = self.sizes
+        label = f"W4 get among {sizes.w4_sessions:,}"
+        extra = {"lookups": sizes.w4_lookups, "sessions": sizes.w4_sessions,
+                 "budget": sizes.budget}
+        if self.ours or self.raw:
+            path = str(self.runner.template("sys_aisopod", "prepare_many_sessions",
+                                            sessions=sizes.w4_sessions, mixed=False))
+            for system in ("aisopod", "raw"):
+                if system in self.systems:
+                    self.runner.measure("w4", label, system, "", f"sys_{system}", "w4",
+                                        path=path, **extra)
+        if "adk" in self.peers:
+            path = str(self.runner.template("sys_adk", "prepare_sessions",
+                                            sessions=sizes.w4_sessions))
+            self.runner.measure("w4", label, "adk", "default", "sys_adk", "w4", path=path,
+                                **extra)
+
+    def listing(self) -> None:
+        sizes = self.sizes
+        label = f"W5 first page of {sizes.w5_sessions:,}"
+        if self.ours or self.raw:
+            path = str(self.runner.template("sys_aisopod", "prepare_many_sessions",
+                                            sessions=sizes.w5_sessions, mixed=True))
+            for system in ("aisopod", "raw"):
+                if system in self.systems:
+                    self.runner.measure("w5", label, system, "", f"sys_{system}", "w5",
+                                        path=path, repeats=sizes.w5_repeats,
+                                        budget=sizes.budget)
+        if "adk" in self.peers:
+            # ADK has no filter and no pages: its whole list of the W4 sessions, for scale.
+            path = str(self.runner.template("sys_adk", "prepare_sessions",
+                                            sessions=sizes.w4_sessions))
+            self.runner.measure("w5", f"W5' ADK list_sessions, all {sizes.w4_sessions:,}",
+                                "adk", "default", "sys_adk", "list_all", path=path,
+                                repeats=max(3, sizes.w5_repeats // 20), budget=sizes.budget)
+
+    def concurrent(self) -> None:
+        sizes = self.sizes
+        extra = {"writers": sizes.writers, "per_writer": sizes.per_writer,
+                 "budget": sizes.budget}
+        if self.ours:
+            base = self.runner.template("sys_aisopod", "prepare_sessions",
+                                        sessions=sizes.writers)
+            for durability in sizes.durabilities:
+                self.write("w6", self.w6_label, "aisopod", durability, "sys_aisopod", "w6",
+                           base, durability=durability, **extra)
+        for peer in self.peers:
+            template = None
+            if peer == "adk":
+                template = self.runner.template("sys_adk", "prepare_sessions",
+                                                sessions=sizes.writers)
+            self.write("w6", self.w6_label, peer, "default", f"sys_{peer}", "w6", template,
+                       **extra)
+
+    def postgres(self, url: str) -> None:
+        """W7: one fresh schema per measured step, all made by one setup step."""
+        sizes = self.sizes
+        prefix = f"bench_{os.getpid()}"
+        schemas: dict[str, int] = {}
+        steps: list[tuple[str, str, str, str, str, dict[str, Any]]] = []
+        jobs = (
+            (f"W7 PG W1 {sizes.appends} appends", 1, "w1", "pg_w1",
+             {"appends": sizes.appends}),
+            (f"W7 PG {self.w6_label}", sizes.writers, "w6", "pg_w6",
+             {"writers": sizes.writers, "per_writer": sizes.per_writer}),
+        )
+        for label, sessions, ours, raw, extra in jobs:
+            for durability in sizes.durabilities:
+                for system, func in (("aisopod", ours), ("raw", raw)):
+                    if system in self.systems:
+                        name = f"{prefix}_{len(schemas)}"
+                        schemas[name] = sessions
+                        steps.append((label, system, durability, f"sys_{system}", func,
+                                      {**extra, "schema": name}))
+        try:
+            self.runner.step("sys_aisopod", "prepare_pg_schemas", url=url, schemas=schemas)
+            for label, system, durability, module, func, kwargs in steps:
+                self.runner.measure("w7", label, system, durability, module, func, path=url,
+                                    durability=durability, budget=sizes.budget, **kwargs)
+        finally:
+            self.runner.step("sys_aisopod", "drop_pg_schemas", url=url, schemas=list(schemas))
+
+
+def pg_reachable(url: str) -> str | None:
+    """The server's version if ``url`` answers, else None."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            fsync = conn.execute("SHOW fsync").fetchone()
+            method = conn.execute("SHOW wal_sync_method").fetchone()
+            return (f"PostgreSQL {row[0] if row else '?'} (fsync={fsync[0] if fsync else '?'}, "
+                    f"wal_sync_method={method[0] if method else '?'})")
+    except Exception:
+        return None
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="aisopod-session against raw drivers and peer libraries, in one run.")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes for a CI smoke run (asserts nothing about speed)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated subset of {','.join(SYSTEMS)} "
+                             "(peers that are not installed are left out with a note)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--pg-url", default=os.environ.get("AISOPOD_BENCH_PG_URL",
+                                                           DEFAULT_PG_URL))
+    parser.add_argument("--no-postgres", action="store_true", help="skip W7")
+    parser.add_argument("--output", default=None,
+                        help="markdown file to write (default docs/performance.md, none with "
+                             "--quick; '-' for none)")
+    parser.add_argument("--workdir", default=None, help="where the databases go (a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument("--appends", type=int)
+    parser.add_argument("--w3-sizes", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--w3-reads", type=int)
+    parser.add_argument("--w3-memory-size", type=int)
+    parser.add_argument("--w5-sessions", type=int)
+    parser.add_argument("--writers", type=int)
+    parser.add_argument("--budget", type=float, help="seconds one measured loop may run")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    sizes = Sizes(**vars(QUICK)) if args.quick else Sizes()
+    for name in ("appends", "w3_sizes", "w3_reads", "w3_memory_size", "w5_sessions", "writers",
+                 "budget"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(sizes, name, value)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    workloads = [w.strip().lower() for w in args.workloads.split(",") if w.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS] + [w for w in workloads
+                                                          if w not in WORKLOADS]
+    if unknown:
+        print(f"unknown systems or workloads: {unknown}", file=sys.stderr)
+        return 2
+    notes: list[str] = []
+    for peer, package in PEERS.items():
+        if peer in systems and importlib.util.find_spec(package.split(".")[0]) is None:
+            systems.remove(peer)
+            notes.append(f"{report.NAMES[peer]} is not installed here: left out "
+                         "(./scripts/bench installs the peers).")
+    pg_version = None
+    pg_url: str | None = None
+    if "w7" in workloads and not args.no_postgres:
+        pg_version = pg_reachable(args.pg_url)
+        if pg_version:
+            pg_url = args.pg_url
+        else:
+            notes.append(f"PostgreSQL at {args.pg_url} is not reachable: W7 left out.")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="aisopod-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(workdir, sys.executable)
+    started = time.perf_counter()
+    try:
+        Plan(runner, sizes, systems, pg_url).run(workloads)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    context = report.Context(
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        command=" ".join(["./scripts/bench", *(argv if argv is not None else sys.argv[1:])]),
+        quick=args.quick, machine=machine(), python=platform.python_version(),
+        postgres=pg_version, sizes=vars(sizes), versions=runner.versions,
+        settings=runner.settings, notes=notes, seconds=time.perf_counter() - started)
+    text = report.render(runner.measurements, context)
+    print(text)
+    output = args.output
+    if output is None and not args.quick:
+        output = str(ROOT / "docs" / "performance.md")
+    if output and output != "-":
+        Path(output).write_text(report.document(text, context))
+        print(f"written to {output}", file=sys.stderr)
+    failed = [m for m in runner.measurements if m.error]
+    return 1 if failed else 0

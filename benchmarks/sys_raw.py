@@ -1,0 +1,258 @@
+"""The raw-driver baseline: sqlite3 and psycopg with only the statements a job needs.
+
+It runs on databases with aisopod-session's schema (built by ``sys_aisopod``'s setup in another
+process), so it maintains the same indexes and reads the same rows; it never imports the store.
+
+Variants for appends:
+
+* ``insert`` (SQLite): one INSERT and a commit per message, the least any durable append does.
+* ``same``: the statements the store runs for one append (``BEGIN [IMMEDIATE]``, the counter
+  ``UPDATE … RETURNING``, the ``INSERT … RETURNING``, ``COMMIT``), so the gap to the store is
+  the store's own Python work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from typing import Any
+
+from benchmarks import common
+
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+
+KEY_WHERE = "agent_id = ? AND channel = ? AND account_id = ? AND peer_kind = ? AND peer_id = ?"
+LIVE = KEY_WHERE + " AND status <> 'archived'"
+UPDATE_COUNTERS = (
+    "UPDATE sessions SET message_count = message_count + ?, token_usage = token_usage + ?, "
+    "last_seq = last_seq + ?, updated_at = ?, status = 'active' "
+    f"WHERE {LIVE} RETURNING id, last_seq, token_usage"
+)
+INSERT_RETURNING = (
+    "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, token_count, "
+    "external_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq, id"
+)
+INSERT_PLAIN = (
+    "INSERT INTO messages (session_id, seq, role, content, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+SESSION_COLUMNS = (
+    "id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, updated_at, "
+    "message_count, token_usage, metadata, compaction_count, last_compacted_at, "
+    "last_compaction_summary"
+)
+TAIL = (
+    "SELECT id, role, content, tool_calls, created_at, token_count, external_id, compacted "
+    "FROM messages WHERE session_id = (SELECT id FROM sessions WHERE " + LIVE + ") "
+    "AND compacted = 0 ORDER BY seq DESC LIMIT 20"
+)
+LIST = (
+    "SELECT id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, "
+    "updated_at, message_count, token_usage FROM sessions WHERE agent_id = ? AND status = ? "
+    "ORDER BY updated_at DESC, id DESC LIMIT 51"
+)
+
+
+def key_params(i: int, agent: str = common.AGENT) -> tuple[str, ...]:
+    return (agent, common.CHANNEL, common.ACCOUNT, "dm", f"user{i}")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def versions() -> dict[str, str]:
+    found = {"sqlite": sqlite3.sqlite_version}
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        found["psycopg"] = version("psycopg")
+    return found
+
+
+def _connect(path: str, durability: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    assert str(mode).lower() == "wal"
+    conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
+    return conn
+
+
+def _settings(durability: str, variant: str) -> dict[str, Any]:
+    return {"backend": "sqlite", "journal_mode": "WAL",
+            "synchronous": SYNCHRONOUS[durability], "variant": variant}
+
+
+def _appender(conn: sqlite3.Connection, variant: str, sessions: int) -> Any:
+    ids = [conn.execute(f"SELECT id FROM sessions WHERE {LIVE}", key_params(i)).fetchone()[0]
+           for i in range(sessions)]
+    seqs = [0] * sessions
+
+    def insert(i: int) -> None:
+        s = i % sessions
+        seqs[s] += 1
+        conn.execute("BEGIN")
+        conn.execute(INSERT_PLAIN, (ids[s], seqs[s], common.role_of(i),
+                                    json.dumps(common.text(i)), now_us()))
+        conn.execute("COMMIT")
+
+    def same(i: int) -> None:
+        s = i % sessions
+        cursor = conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        session_id, last_seq, _ = cursor.execute(
+            UPDATE_COUNTERS, (1, 0, 1, now_us(), *key_params(s))).fetchone()
+        cursor.execute(INSERT_RETURNING, (session_id, last_seq, common.role_of(i),
+                                          json.dumps(common.text(i)), None, now_us(), None,
+                                          None)).fetchall()
+        cursor.execute("COMMIT")
+        cursor.close()
+
+    return insert if variant == "insert" else same
+
+
+def w1(path: str, durability: str, appends: int, budget: float,
+       variant: str = "insert") -> dict[str, Any]:
+    conn = _connect(path, durability)
+    try:
+        result = common.timed_loop(appends, budget, _appender(conn, variant, 1))
+    finally:
+        conn.close()
+    result["settings"] = _settings(durability, variant)
+    return result
+
+
+def w2(path: str, durability: str, sessions: int, per_session: int, budget: float,
+       variant: str = "insert") -> dict[str, Any]:
+    conn = _connect(path, durability)
+    try:
+        result = common.timed_loop(sessions * per_session, budget,
+                                   _appender(conn, variant, sessions))
+    finally:
+        conn.close()
+    result["settings"] = _settings(durability, variant)
+    return result
+
+
+def w3(path: str, reads: int, budget: float) -> dict[str, Any]:
+    conn = _connect(path, "full")
+    params = key_params(0)
+    try:
+        assert len(conn.execute(TAIL, params).fetchall()) == 20
+        result = common.latency_loop(reads, budget,
+                                     lambda i: conn.execute(TAIL, params).fetchall())
+    finally:
+        conn.close()
+    return result
+
+
+def w4(path: str, lookups: int, sessions: int, budget: float) -> dict[str, Any]:
+    conn = _connect(path, "full")
+    sql = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {LIVE}"
+    keys = [key_params((i * 7_919) % sessions) for i in range(lookups)]
+    try:
+        assert conn.execute(sql, keys[0]).fetchone() is not None
+        result = common.latency_loop(lookups, budget,
+                                     lambda i: conn.execute(sql, keys[i]).fetchone())
+    finally:
+        conn.close()
+    return result
+
+
+def w5(path: str, repeats: int, budget: float) -> dict[str, Any]:
+    conn = _connect(path, "full")
+    params = ("agent3", "idle")
+    try:
+        started = time.perf_counter()
+        assert len(conn.execute(LIST, params).fetchall()) == 51
+        cold_ms = (time.perf_counter() - started) * 1000
+        result = common.latency_loop(repeats, budget,
+                                     lambda i: conn.execute(LIST, params).fetchall())
+        result["first_call_ms"] = cold_ms
+    finally:
+        conn.close()
+    return result
+
+
+# --- PostgreSQL: psycopg with the store's statements ------------------------------------------
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+def _pg_settings(conn: Any, durability: str) -> dict[str, Any]:
+    return {"backend": "postgres", "durability": durability,
+            "synchronous_commit": conn.execute("SHOW synchronous_commit").fetchone()[0]}
+
+
+def pg_w1(path: str, durability: str, appends: int, budget: float,
+          schema: str | None = None) -> dict[str, Any]:
+    """One connection; per append BEGIN, UPDATE … RETURNING, INSERT … RETURNING, COMMIT."""
+    import psycopg
+    from psycopg import sql
+
+    update, insert = _pg(UPDATE_COUNTERS), _pg(INSERT_RETURNING)
+    with psycopg.connect(path, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or "")))
+        if durability == "normal":
+            conn.execute("SET synchronous_commit TO off")
+        cursor = conn.cursor()
+
+        def step(i: int) -> None:
+            cursor.execute("BEGIN")
+            cursor.execute(update, (1, 0, 1, now_us(), *key_params(0)))
+            session_id, last_seq, _ = cursor.fetchone()  # type: ignore[misc]
+            cursor.execute(insert, (session_id, last_seq, common.role_of(i),
+                                    json.dumps(common.text(i)), None, now_us(), None, None))
+            cursor.fetchall()
+            cursor.execute("COMMIT")
+
+        result = common.timed_loop(appends, budget, step)
+        result["settings"] = _pg_settings(conn, durability)
+    return result
+
+
+def pg_w6(path: str, durability: str, writers: int, per_writer: int, budget: float,
+          schema: str | None = None, pool_size: int = 4) -> dict[str, Any]:
+    """``writers`` asyncio tasks sharing a psycopg AsyncConnectionPool (the store's default
+    size), each append its own transaction with the same statements as :func:`pg_w1`."""
+    import psycopg
+    from psycopg import sql
+    from psycopg_pool import AsyncConnectionPool
+
+    update, insert = _pg(UPDATE_COUNTERS), _pg(INSERT_RETURNING)
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or "")))
+        if durability == "normal":
+            await conn.execute("SET synchronous_commit TO off")
+
+    async def main() -> dict[str, Any]:
+        async with AsyncConnectionPool(path, min_size=pool_size, max_size=pool_size,
+                                       kwargs={"autocommit": True}, configure=configure,
+                                       open=False) as pool:
+            await pool.wait()
+
+            async def step(w: int, i: int) -> None:
+                async with pool.connection() as conn, conn.cursor() as cursor:
+                    await cursor.execute("BEGIN")
+                    await cursor.execute(update, (1, 0, 1, now_us(), *key_params(w)))
+                    session_id, last_seq, _ = await cursor.fetchone()  # type: ignore[misc]
+                    await cursor.execute(insert, (session_id, last_seq, common.role_of(i),
+                                                  json.dumps(common.text(i)), None, now_us(),
+                                                  None, None))
+                    await cursor.fetchall()
+                    await cursor.execute("COMMIT")
+
+            result = await common.concurrent_writers(writers, per_writer, budget, step)
+            async with pool.connection() as conn:
+                row = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+            result["settings"] = {"backend": "postgres", "durability": durability,
+                                  "synchronous_commit": row[0] if row else "?",
+                                  "pool_size": pool_size}
+            return result
+
+    return asyncio.run(main())
