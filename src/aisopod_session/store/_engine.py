@@ -369,17 +369,21 @@ class Engine(ABC):
                     self._read_state.notify_all()
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
-        for delay in (*self.retry.delays(), None):
+        delays: Iterator[float] | None = None  # started only once the database fails
+        while True:
             try:
                 with self._read_tx() as tx:
                     return fn(tx)
             except SessionError:
                 raise
             except Exception as exc:
-                if self.classify(exc) is not Failure.RETRY or delay is None:
+                if self.classify(exc) is not Failure.RETRY:
+                    raise self._unavailable(exc) from exc
+                delays = delays or self.retry.delays()
+                delay = next(delays, None)
+                if delay is None:
                     raise self._unavailable(exc) from exc
                 time.sleep(delay)
-        raise AssertionError("unreachable")
 
     async def read_async(self, fn: Callable[[Tx], T]) -> T:
         self._check_open()

@@ -77,7 +77,7 @@ def to_us(value: datetime) -> int:
 
 
 def from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+    return _EPOCH + _ONE_US * value
 
 
 def _opt_from_us(value: int | None) -> datetime | None:
@@ -126,7 +126,7 @@ def _key_from_row(row: Sequence[Any]) -> SessionKey:
         "agent_id": row[1],
         "channel": row[2],
         "account_id": row[3],
-        "peer_kind": PeerKind(row[4]),
+        "peer_kind": _PEER_KINDS[row[4]],
         "peer_id": row[5],
     })
 
@@ -140,7 +140,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
         "message_count": row[9],
         "token_usage": row[10],
         "metadata": _json.loads(row[11]),
-        "status": SessionStatus(row[6]),
+        "status": _STATUSES[row[6]],
         "compaction_count": row[12],
         "last_compacted_at": _opt_from_us(row[13]),
         "last_compaction_summary": row[14],
@@ -151,7 +151,7 @@ def summary_from_row(row: Sequence[Any]) -> SessionSummary:
     return SessionSummary._from_store({
         "id": row[0],
         "key": _key_from_row(row),
-        "status": SessionStatus(row[6]),
+        "status": _STATUSES[row[6]],
         "message_count": row[9],
         "token_usage": row[10],
         "created_at": from_us(row[7]),
@@ -159,12 +159,24 @@ def summary_from_row(row: Sequence[Any]) -> SessionSummary:
     })
 
 
+_ROLES = {role.value: role for role in Role}
+_STATUSES = {status.value: status for status in SessionStatus}
+_PEER_KINDS = {kind.value: kind for kind in PeerKind}
+
+
+def _loads(text: str) -> Any:
+    """JSON text the store wrote; a string without escapes (most chat text) is its interior."""
+    if text[0] == '"' and "\\" not in text:
+        return text[1:-1]
+    return _json.loads(text)
+
+
 def message_from_row(row: Sequence[Any]) -> StoredMessage:
     return StoredMessage._from_store({
         "id": row[0],
-        "role": Role(row[1]),
-        "content": _json.loads(row[2]),
-        "tool_calls": None if row[3] is None else _json.loads(row[3]),
+        "role": _ROLES[row[1]],
+        "content": _loads(row[2]),
+        "tool_calls": None if row[3] is None else _loads(row[3]),
         "created_at": from_us(row[4]),
         "token_count": row[5],
         "external_id": row[6],
@@ -634,8 +646,14 @@ def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]
     return Work(write=write, lock_key=key.canonical())
 
 
-def _history_sql(unlimited: str, query: HistoryQuery) -> tuple[str, list[Any]]:
-    clauses = ["session_id = ?"]
+_BY_SESSION_ID = "session_id = ?"
+_BY_LIVE_KEY = f"session_id = (SELECT id FROM sessions WHERE {LIVE_KEY_WHERE})"
+
+
+def _history_sql(
+    unlimited: str, query: HistoryQuery, session: str = _BY_SESSION_ID
+) -> tuple[str, list[Any]]:
+    clauses = [session]
     params: list[Any] = []
     if not query.include_compacted:
         clauses.append("compacted = 0")
@@ -660,9 +678,10 @@ def _history_sql(unlimited: str, query: HistoryQuery) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def _read_history(tx: Tx, session_id: int, query: HistoryQuery) -> list[StoredMessage]:
-    sql, params = _history_sql(tx.dialect.unlimited, query)
-    messages = [message_from_row(row) for row in tx.all(sql, (session_id, *params))]
+def _read_history(tx: Tx, session: Sequence[Any], query: HistoryQuery,
+                  where: str = _BY_SESSION_ID) -> list[StoredMessage]:
+    sql, params = _history_sql(tx.dialect.unlimited, query, where)
+    messages = [message_from_row(row) for row in tx.all(sql, (*session, *params))]
     if query.tail:
         messages.reverse()
     return messages
@@ -670,7 +689,16 @@ def _read_history(tx: Tx, session_id: int, query: HistoryQuery) -> list[StoredMe
 
 def get_history(key: SessionKey, query: Any) -> Work[list[StoredMessage]]:
     checked = _query(query)
-    return Work(read=lambda tx: _read_history(tx, _live_id(tx, key), checked))
+
+    def read(tx: Tx) -> list[StoredMessage]:
+        # One statement finds the live session and reads its messages; only an empty result
+        # needs a second look, to tell a missing session from an empty history.
+        messages = _read_history(tx, key_params(key), checked, _BY_LIVE_KEY)
+        if not messages:
+            _live_id(tx, key)
+        return messages
+
+    return Work(read=read)
 
 
 def reset(key: SessionKey) -> Work[Session]:
@@ -792,7 +820,7 @@ def get_history_by_id(session_id: Any, query: Any) -> Work[list[StoredMessage]]:
     def read(tx: Tx) -> list[StoredMessage]:
         if tx.one("SELECT id FROM sessions WHERE id = ?", (checked_id,)) is None:
             raise SessionNotFoundError(f"no session with id {checked_id}")
-        return _read_history(tx, checked_id, checked_query)
+        return _read_history(tx, (checked_id,), checked_query)
 
     return Work(read=read)
 
