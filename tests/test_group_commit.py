@@ -34,35 +34,12 @@ from aisopod_session import (
 )
 from aisopod_session.store import _ops
 from aisopod_session.store._engine import Engine, Tx, _Job
+from tests._threads import JOIN_SECONDS, key_for, run_threads
 
 PG_URL = os.environ.get("AISOPOD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-JOIN_SECONDS = 120  # only a guard against a hang; nothing here is a speed assertion
 PER_CALL = 4
 
 
-def key_for(index: int) -> SessionKey:
-    return SessionKey("bot", "discord", "acct", "dm", f"peer{index}")
-
-
-def run_threads(count: int, target: Callable[[int], None]) -> list[str]:
-    """Run ``target(0..count-1)`` on threads released together; returns formatted errors."""
-    barrier = threading.Barrier(count)
-    errors: list[str] = []
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait(timeout=JOIN_SECONDS)
-            target(index)
-        except BaseException:
-            errors.append(f"thread {index}: {traceback.format_exc()}")
-
-    workers = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=JOIN_SECONDS)
-    errors.extend(f"{w.name} still running (hung)" for w in workers if w.is_alive())
-    return errors
 
 
 class Batches:
