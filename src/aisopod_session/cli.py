@@ -10,6 +10,7 @@ to stderr. An error is one line, ``error: ...``, and exit status 1; a usage erro
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
@@ -45,6 +46,7 @@ from aisopod_session.compaction import (
     TruncateToolResults,
 )
 from aisopod_session.errors import SessionError
+from aisopod_session.lifecycle import Policies, PurgeResult, SweepResult
 from aisopod_session.models import (
     HistoryQuery,
     PeerKind,
@@ -55,7 +57,7 @@ from aisopod_session.models import (
     SessionSummary,
     StoredMessage,
 )
-from aisopod_session.store import SessionPage, SessionStore
+from aisopod_session.store import AuditRecord, PeerResult, SessionPage, SessionStore
 
 __all__ = ["Backend", "LocalBackend", "RemoteBackend", "app", "main"]
 
@@ -138,10 +140,41 @@ class Backend(ABC):
     def schema_version(self) -> tuple[str, int]:
         """(backend name, schema version) of the database."""
 
+    @abstractmethod
+    def sweep(self, dry_run: bool) -> SweepResult:
+        """Apply the lifecycle policy (silent sessions go idle, long-idle ones are archived)."""
+
+    @abstractmethod
+    def purge(self, dry_run: bool) -> PurgeResult:
+        """Apply the retention policy (old compacted messages and archived sessions go)."""
+
+    @abstractmethod
+    def forget_peer(self, channel: str, peer_id: str) -> PeerResult:
+        """Erase a person's direct-conversation sessions, every agent and account; audited."""
+
+    @abstractmethod
+    def export_peer(self, channel: str, peer_id: str) -> Iterator[str]:
+        """Everything held about a person as export JSON Lines (no line ends), streamed;
+        audited."""
+
+    @abstractmethod
+    def audit_log(self, limit: int) -> list[AuditRecord]:
+        """The newest audit records, newest first."""
+
+
+def cli_actor() -> str:
+    """Who the audit log names for a local command: ``cli:<OS user name>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name anywhere (a container with a bare uid)
+        user = f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"cli:{user}"
+
 
 class LocalBackend(Backend):
-    def __init__(self, store: SessionStore) -> None:
+    def __init__(self, store: SessionStore, actor: str | None = None) -> None:
         self.store = store
+        self.actor = actor or cli_actor()
 
     def list_sessions(self, agent_id: str | None, filter: SessionFilter) -> SessionPage:
         if agent_id is None:
@@ -192,6 +225,21 @@ class LocalBackend(Backend):
         version = engine.read(lambda tx: tx.one(f"SELECT max(version) FROM {MIGRATIONS_TABLE}"))
         return self.store.backend, int(version[0])
 
+    def sweep(self, dry_run: bool) -> SweepResult:
+        return self.store.sweep(dry_run=dry_run)
+
+    def purge(self, dry_run: bool) -> PurgeResult:
+        return self.store.purge(dry_run=dry_run)
+
+    def forget_peer(self, channel: str, peer_id: str) -> PeerResult:
+        return self.store.forget_peer(channel, peer_id, actor=self.actor)
+
+    def export_peer(self, channel: str, peer_id: str) -> Iterator[str]:
+        return self.store.export_peer(channel, peer_id, actor=self.actor)
+
+    def audit_log(self, limit: int) -> list[AuditRecord]:
+        return self.store.audit_log(limit)
+
 
 def _param(value: Any) -> str:
     if isinstance(value, Enum):
@@ -218,12 +266,16 @@ class RemoteBackend(Backend):
 
     @staticmethod
     def _agent_path(agent_id: str) -> str:
-        return f"/v1/agents/{quote(agent_id, safe='')}/sessions"
+        return f"/v1/agents/{_part(agent_id)}/sessions"
 
     @classmethod
     def _key_path(cls, key: SessionKey) -> str:
         parts = (key.channel, key.account_id, key.peer_kind.value, key.peer_id)
-        return cls._agent_path(key.agent_id) + "".join("/" + quote(p, safe="") for p in parts)
+        return cls._agent_path(key.agent_id) + "".join("/" + _part(p) for p in parts)
+
+    @staticmethod
+    def _peer_path(channel: str, peer_id: str) -> str:
+        return f"/v1/admin/peers/{_part(channel)}/{_part(peer_id)}"
 
     def list_sessions(self, agent_id: str | None, filter: SessionFilter) -> SessionPage:
         params: list[tuple[str, str]] = []
@@ -279,7 +331,11 @@ class RemoteBackend(Backend):
 
     def export(self, agent_id: str | None) -> Iterator[str]:
         params = {} if agent_id is None else {"agent_id": agent_id}
-        with self.client.stream("GET", "/v1/admin/export", params=params) as response:
+        return self._stream_lines("/v1/admin/export", params)
+
+    def _stream_lines(self, path: str, params: dict[str, str]) -> Iterator[str]:
+        """A JSON Lines answer, line by line (without line ends), as it arrives."""
+        with self.client.stream("GET", path, params=params) as response:
             if not response.is_success:
                 response.read()
                 raise_for_problem(response)
@@ -302,6 +358,33 @@ class RemoteBackend(Backend):
     def schema_version(self) -> tuple[str, int]:
         raise CliError("db migrate works on a database (--db); a server migrates its own "
                        "database when it starts")
+
+    def sweep(self, dry_run: bool) -> SweepResult:
+        body = self._call("POST", "/v1/admin/sweep", params={"dry_run": _param(dry_run)})
+        return SweepResult.model_validate(body)
+
+    def purge(self, dry_run: bool) -> PurgeResult:
+        body = self._call("POST", "/v1/admin/purge", params={"dry_run": _param(dry_run)})
+        return PurgeResult.model_validate(body)
+
+    def forget_peer(self, channel: str, peer_id: str) -> PeerResult:
+        body = self._call("DELETE", self._peer_path(channel, peer_id),
+                          params={"confirm": "true"})
+        return PeerResult.model_validate(body)
+
+    def export_peer(self, channel: str, peer_id: str) -> Iterator[str]:
+        return self._stream_lines(self._peer_path(channel, peer_id) + "/export", {})
+
+    def audit_log(self, limit: int) -> list[AuditRecord]:
+        body = self._call("GET", "/v1/admin/audit", params={"limit": str(limit)})
+        return [AuditRecord.model_validate(record) for record in body]
+
+
+def _part(text: str) -> str:
+    """One percent-encoded path part. A part of only dots is encoded too (``%2E``): HTTP clients
+    remove ``.`` and ``..`` segments, which would send the request elsewhere."""
+    encoded = quote(text, safe="")
+    return encoded.replace(".", "%2E") if set(text) == {"."} else encoded
 
 
 def _chunked(lines: Iterable[bytes]) -> Iterator[bytes]:
@@ -345,6 +428,8 @@ class Settings:
     schema: str | None
     server: str | None
     token: str | None
+    config: Path | None = None
+    """The service config file (--config): its policies, and its database unless --db says."""
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -361,8 +446,24 @@ def open_backend(settings: Settings) -> Iterator[Backend]:
         with httpx.Client(base_url=server, headers=headers, timeout=HTTP_TIMEOUT) as client:
             yield RemoteBackend(client)
         return
-    with SessionStore.open(settings.db, schema=settings.schema) as store:
+    url, schema, policies = _local_database(settings)
+    with SessionStore.open(url, schema=schema, policies=policies) as store:
         yield LocalBackend(store)
+
+
+def _local_database(settings: Settings) -> tuple[str, str | None, Policies | None]:
+    """(url, schema, policies) of local mode. Without --config: --db, --schema and the default
+    policies. With it: its policies, and its database where --db / --schema (the command line
+    or their environment variables) do not say otherwise, as ``serve --config`` would."""
+    if settings.config is None:
+        return settings.db, settings.schema, None
+    from aisopod_session.service.config import load_config
+
+    env = {name: os.environ[name] for name in ("AISOPOD_DATABASE_URL",) if name in os.environ}
+    config = load_config(settings.config, env=env,
+                         db_url=settings.db if settings.db_given else None)
+    schema = settings.schema if settings.schema is not None else config.database.db_schema
+    return config.database.url, schema, config.policies
 
 
 def _backend(ctx: typer.Context) -> AbstractContextManager[Backend]:
@@ -491,14 +592,23 @@ app = typer.Typer(
 )
 sessions_app = typer.Typer(help="List, inspect, reset and delete sessions.", no_args_is_help=True)
 db_app = typer.Typer(help="The database: migrate it, count what it holds.", no_args_is_help=True)
+peers_app = typer.Typer(
+    help="A person's data across agents and accounts: export it, erase it (both audited).",
+    no_args_is_help=True)
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(db_app, name="db")
+app.add_typer(peers_app, name="peers")
 
 KeyArg = Annotated[str, typer.Argument(
     metavar="KEY", help="Canonical key: agent:<agent>:<channel>:<account>:<kind>:<peer>.")]
 RefArg = Annotated[str, typer.Argument(
     metavar="KEY", help="Canonical key (the live session), or a session id (any generation).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="Only count what would change; change nothing.")]
+ChannelArg = Annotated[str, typer.Argument(
+    metavar="CHANNEL", help="The person's channel (* for a linked name of per-peer sessions).")]
+PeerIdArg = Annotated[str, typer.Argument(metavar="PEER_ID", help="Their id on that channel.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
@@ -518,10 +628,16 @@ def _global(
     token: Annotated[str | None, typer.Option(
         "--token", envvar="AISOPOD_TOKEN", help="Bearer token for --server.",
         show_default=False)] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", metavar="FILE",
+        help="Service TOML config: its [lifecycle], [reset] and [retention] policies apply to "
+             "sweep and purge, its [database] unless --db is given (not used with --server).",
+    )] = None,
 ) -> None:
     source = ctx.get_parameter_source("db")
     given = source is not None and source.name == "COMMANDLINE"
-    ctx.obj = Settings(db=db, db_given=given, schema=schema, server=server, token=token)
+    ctx.obj = Settings(db=db, db_given=given, schema=schema, server=server, token=token,
+                       config=config_file)
 
 
 @app.command()
@@ -540,7 +656,7 @@ def serve(
 
     settings = _settings(ctx)
     db_url = db or (settings.db if settings.db_given else None)
-    config = load_config(config_file, db_url=db_url, host=host, port=port)
+    config = load_config(config_file or settings.config, db_url=db_url, host=host, port=port)
     if settings.schema is not None:
         database = config.database.model_copy(update={"db_schema": settings.schema})
         config = config.model_copy(update={"database": database})
@@ -770,18 +886,23 @@ def export(
 ) -> None:
     """Every session (all generations) and message as JSON Lines, streamed."""
     with _backend(ctx) as backend:
-        if out is None:
-            sys.stdout.flush()
-            _write_lines(backend.export(agent), sys.stdout.buffer)
-            return
-        partial = out.with_name(out.name + ".partial")
-        try:
-            with partial.open("wb") as handle:
-                count = _write_lines(backend.export(agent), handle)
-            partial.replace(out)
-        finally:
-            partial.unlink(missing_ok=True)
-    typer.echo(f"wrote {count} lines to {out}")
+        _write_out(backend.export(agent), out)
+
+
+def _write_out(lines: Iterable[str], out: Path | None) -> None:
+    """Lines to stdout, or to ``out`` through ``out.partial`` (only a complete file is kept)."""
+    if out is None:
+        sys.stdout.flush()
+        _write_lines(lines, sys.stdout.buffer)
+        return
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with partial.open("wb") as handle:
+            count = _write_lines(lines, handle)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    typer.echo(f"wrote {count} line{'' if count == 1 else 's'} to {out}")
 
 
 def _numbered(stream: IO[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
@@ -843,6 +964,92 @@ def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     table.add_row("agents", str(found.agents))
     table.add_row("messages live", str(found.messages_live))
     table.add_row("messages compacted", str(found.messages_compacted))
+    _console().print(table)
+
+
+# --- lifecycle, retention and privacy ----------------------------------------------------------
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+@app.command()
+def sweep(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Apply the lifecycle policy: silent sessions go idle, long-idle ones are archived."""
+    with _backend(ctx) as backend:
+        result = backend.sweep(dry_run)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    elif dry_run:
+        typer.echo(f"dry run: would make {_plural(result.idled, 'session')} idle and archive "
+                   f"{result.archived}")
+    else:
+        typer.echo(f"made {_plural(result.idled, 'session')} idle, archived {result.archived}")
+
+
+@app.command()
+def purge(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Apply the retention policy: delete old compacted messages and archived sessions."""
+    with _backend(ctx) as backend:
+        result = backend.purge(dry_run)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    what = (f"{_plural(result.sessions, 'archived session')} and "
+            f"{_plural(result.messages, 'message')}")
+    typer.echo(f"dry run: would purge {what}" if dry_run else f"purged {what}")
+
+
+@peers_app.command("forget")
+def forget_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg, yes: YesOpt = False,
+                as_json: JsonOpt = False) -> None:
+    """Erase every direct-conversation session of a person, across agents and accounts,
+    archived generations and compacted messages included (group chats are not touched)."""
+    with _backend(ctx) as backend:
+        _confirm(f"Erase every direct conversation with {peer_id!r} on {channel!r}, of every "
+                 "agent, archived ones included, for good?", yes)
+        result = backend.forget_peer(channel, peer_id)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        typer.echo(f"erased {_plural(result.sessions, 'session')} and "
+                   f"{_plural(result.messages, 'message')} of {peer_id} on {channel}")
+
+
+@peers_app.command("export")
+def export_peer(
+    ctx: typer.Context,
+    channel: ChannelArg,
+    peer_id: PeerIdArg,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="FILE", help="Write here (default: stdout).")] = None,
+) -> None:
+    """Everything held about a person, as export JSON Lines (importable), streamed."""
+    with _backend(ctx) as backend:
+        _write_out(backend.export_peer(channel, peer_id), out)
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest audit records, newest first: who erased or exported whose data, how much."""
+    with _backend(ctx) as backend:
+        records = backend.audit_log(limit)
+    if as_json:
+        _print_json([record.model_dump(mode="json") for record in records])
+        return
+    if not records:
+        typer.echo("no audit records", err=True)
+        return
+    table = Table("id", "at (UTC)", "actor", "action", "subject", "sessions", "messages")
+    table.columns[4].overflow = "fold"
+    for record in records:
+        table.add_row(str(record.id), _when(record.at), Text(record.actor), record.action,
+                      Text(record.subject or ""), str(record.sessions), str(record.messages))
     _console().print(table)
 
 

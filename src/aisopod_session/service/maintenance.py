@@ -22,6 +22,9 @@ async def run_maintenance(store: AsyncSessionStore, interval_seconds: float) -> 
         except SessionError as exc:
             log.warning("maintenance failed, retrying in %ss: %s", interval_seconds, exc)
             continue
+        except Exception:  # a bug must not end maintenance for the rest of the process's life
+            log.exception("maintenance failed unexpectedly, retrying in %ss", interval_seconds)
+            continue
         if swept.idled or swept.archived or purged.messages or purged.sessions:
             log.info("maintenance: %d idle, %d archived, purged %d sessions and %d messages",
                      swept.idled, swept.archived, purged.sessions, purged.messages)
