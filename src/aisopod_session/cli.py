@@ -630,8 +630,10 @@ def _global(
         show_default=False)] = None,
     config_file: Annotated[Path | None, typer.Option(
         "--config", metavar="FILE",
-        help="Service TOML config: its [lifecycle], [reset] and [retention] policies apply to "
-             "sweep and purge, its [database] unless --db is given (not used with --server).",
+        # Rich reads [word] as markup: the brackets are escaped to be shown.
+        help="Service TOML config: its \\[lifecycle], \\[reset] and \\[retention] policies "
+             "apply to sweep and purge, its \\[database] unless --db is given (not used with "
+             "--server).",
     )] = None,
 ) -> None:
     source = ctx.get_parameter_source("db")
