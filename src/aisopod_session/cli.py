@@ -219,11 +219,7 @@ class LocalBackend(Backend):
         return result.sessions, result.messages
 
     def schema_version(self) -> tuple[str, int]:
-        from aisopod_session.store._migrations import MIGRATIONS_TABLE
-
-        engine = self.store._engine
-        version = engine.read(lambda tx: tx.one(f"SELECT max(version) FROM {MIGRATIONS_TABLE}"))
-        return self.store.backend, int(version[0])
+        return self.store.backend, self.store.schema_version()
 
     def sweep(self, dry_run: bool) -> SweepResult:
         return self.store.sweep(dry_run=dry_run)

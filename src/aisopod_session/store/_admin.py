@@ -36,6 +36,7 @@ from aisopod_session.models import (
     invalid_input_from,
 )
 from aisopod_session.store._engine import Tx
+from aisopod_session.store._migrations import MIGRATIONS_TABLE
 from aisopod_session.store._ops import (
     KEY_WHERE,
     MESSAGE_COLUMNS,
@@ -74,6 +75,13 @@ def clear(agent_id: str | None) -> Work[int]:
         return tx.run("DELETE FROM sessions WHERE agent_id = ?", (agent_id,))
 
     return Work(write=write)
+
+
+def schema_version() -> Work[int]:
+    def read(tx: Tx) -> int:
+        return int(tx.one(f"SELECT max(version) FROM {MIGRATIONS_TABLE}")[0])
+
+    return Work(read=read)
 
 
 @dataclass(slots=True)

@@ -234,6 +234,10 @@ class AsyncSessionStore:
         """How many sessions there are in each status, of one agent or all (admin)."""
         return await _run(self._engine, _admin.count_by_status(_agent_or_none(agent_id)))
 
+    async def schema_version(self) -> int:
+        """The schema version recorded in the database (admin)."""
+        return await _run(self._engine, _admin.schema_version())
+
     async def stats(self) -> StoreStats:
         """Sessions by status, agents, live and compacted messages (admin)."""
         return await _run(self._engine, _admin.stats())

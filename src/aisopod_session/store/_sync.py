@@ -210,6 +210,10 @@ class SessionStore:
         """How many sessions there are in each status, of one agent or all (admin)."""
         return _run(self._engine, _admin.count_by_status(_agent_or_none(agent_id)))
 
+    def schema_version(self) -> int:
+        """The schema version recorded in the database (admin)."""
+        return _run(self._engine, _admin.schema_version())
+
     def stats(self) -> StoreStats:
         """Sessions by status, agents, live and compacted messages (admin)."""
         return _run(self._engine, _admin.stats())
