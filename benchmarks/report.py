@@ -14,9 +14,16 @@ NAMES = {
     "openai": "OpenAI Agents SDK SQLiteSession",
     "adk": "Google ADK DatabaseSessionService",
     "langchain": "LangChain SQLChatMessageHistory",
+    "openai-aisopod": "OpenAI Agents SDK AisopodSession",
+    "adk-aisopod": "Google ADK AisopodSessionService",
+    "langchain-aisopod": "LangChain AisopodChatMessageHistory",
 }
 SHORT = {"openai": "Agents SDK", "adk": "ADK", "langchain": "LangChain"}
 PEERS = ("openai", "adk", "langchain")
+BUILT_IN = {"openai": "SQLiteSession", "adk": "DatabaseSessionService",
+            "langchain": "SQLChatMessageHistory"}
+"""Each framework's built-in store; its aisopod-backed counterpart is the system
+``<framework>-aisopod``."""
 MEMORY_LIMIT_MB = 200.0
 X = "\N{MULTIPLICATION SIGN}"
 
@@ -126,6 +133,7 @@ class Renderer:
         self.reads()
         self.listing()
         self.memory()
+        self.frameworks()
         legend = [f"Cells: throughput; **r{X}** = aisopod's throughput ÷ that cell's, both "
                   "from this run (above 1: aisopod is faster)."]
         legend += sorted(self.t.footnotes)
@@ -253,6 +261,50 @@ class Renderer:
         self.out.append("")
 
 
+    def frameworks(self) -> None:
+        """Each framework's built-in store beside its aisopod-backed integration, both driven
+        through the framework's own interface, on the same workloads."""
+        t = self.t
+        frameworks = [f for f in PEERS if any(m.system in (f, f"{f}-aisopod")
+                                              for m in self.measurements)]
+        if not frameworks:
+            return
+        labels = [label for label in self.labels("W1 ", "W2 ", "W3 ", "W6 ")
+                  if any(t.get(label, s, v) for f in frameworks
+                         for s, v in ((f, "default"), (f"{f}-aisopod", "full")))]
+        if not labels:
+            return
+        self.out += [f"### {FRAMEWORKS_TITLE}", "",
+                     "Each framework driven through its own interface (Agents SDK `Session`: "
+                     "`add_items` / `get_items(limit=20)`; ADK `BaseSessionService`: "
+                     "`append_event` / `get_session(GetSessionConfig(num_recent_events=20))`; "
+                     "LangChain `BaseChatMessageHistory`: `add_message` / `messages`, which for "
+                     "aisopod is its bounded tail read `max_messages=20`), once on the "
+                     "framework's built-in SQLite store with its defaults, once on aisopod-session "
+                     "(SQLite file, durability `full`). Writes: throughput; reads: calls/s "
+                     "(p50 / p99 latency).", ""]
+        header = ["workload", "framework", "built-in store (its defaults)",
+                  "aisopod-backed (SQLite, full)", "aisopod-backed ÷ built-in"]
+        self.out += [_row(header), _row(["---"] * len(header))]
+        for label in labels:
+            for f in frameworks:
+                backed = f"{f}-aisopod"
+                if t.get(label, f, "default") is None and t.get(label, backed, "full") is None:
+                    continue
+                ours = t.rate(label, backed, "full")
+                theirs = t.rate(label, f, "default")
+                ratio = f"**{ours / theirs:.2f}{X}**" if ours and theirs else "—"
+                self.out.append(_row([label, f"{SHORT[f]}: {BUILT_IN[f]} vs "
+                                      f"{NAMES[backed].split()[-1]}",
+                                      t.cell(label, f, "default"), t.cell(label, backed, "full"),
+                                      ratio]))
+        self.out += ["", "Ratio above 1: the aisopod-backed integration does more calls per "
+                     "second than the framework's built-in store, both from this run.", ""]
+
+
+FRAMEWORKS_TITLE = "Frameworks: built-in store vs aisopod-backed"
+
+
 def document(tables: str, context: Context) -> str:
     """The whole of docs/performance.md."""
     sizes = context.sizes
@@ -295,6 +347,11 @@ def document(tables: str, context: Context) -> str:
         "(`synchronous_commit=off`); the raw baselines use the same settings. Peers run with "
         "their own defaults, listed below: all of them survive power loss (SQLite's default "
         "`synchronous` is FULL), so they are compared with `full`.",
+        "- **Frameworks**: W1, W2, W3 and W6 also run through each framework's own interface, "
+        "once on its built-in store and once on its aisopod-session integration "
+        "(`aisopod_session.integrations`: SQLite file, durability `full`), back to back "
+        "(their W3 histories are written in batches through the integration or the store); "
+        "table *Frameworks: built-in store vs aisopod-backed*.",
         "- Setup (not measured): bulk loads go straight to SQL in a separate process (for ADK "
         "by cloning rows the service itself wrote), so only the measured calls use each "
         "system's public API.",

@@ -31,7 +31,14 @@ from benchmarks.report import NAMES
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PEERS = {"openai": "agents", "adk": "google.adk", "langchain": "langchain_community"}
-SYSTEMS = ("aisopod", "raw", *PEERS)
+"""Each framework's built-in store, and the package it needs."""
+BACKED = {"openai": "openai-aisopod", "adk": "adk-aisopod", "langchain": "langchain-aisopod"}
+"""Each framework's aisopod-backed integration, driven through the framework's own interface."""
+BACKED_PACKAGES = {"openai-aisopod": "agents", "adk-aisopod": "google.adk",
+                   "langchain-aisopod": "langchain_core"}
+SYSTEMS = ("aisopod", "raw", *PEERS, *BACKED.values())
+GROUPS = {"frameworks": (*PEERS, *BACKED.values())}
+"""Names ``--systems`` expands: ``frameworks`` = each built-in store and its aisopod-backed one."""
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w7")
 STEP_TIMEOUT = 900.0
 
@@ -147,7 +154,7 @@ class Runner:
             entry = Measurement(workload, label, system, tag, None, 0.0, str(exc))
             summary = f"FAILED: {exc}"
         self.measurements.append(entry)
-        self.log(f"{label:<34} {system:<10} {tag:<12} {summary} "
+        self.log(f"{label:<34} {system:<17} {tag:<8} {summary} "
                  f"({time.perf_counter() - started:.1f} s)")
         return entry
 
@@ -168,6 +175,7 @@ class Plan:
         self.sizes = sizes
         self.systems = systems
         self.peers = [s for s in systems if s in PEERS]
+        self.frameworks = [f for f in PEERS if f in systems or BACKED[f] in systems]
         self.ours = "aisopod" in systems
         self.raw = "raw" in systems
         self.pg_url = pg_url
@@ -216,12 +224,23 @@ class Plan:
                         self.write(workload, label, "raw", f"{durability}/{variant}",
                                    "sys_raw", workload, base, durability=durability,
                                    variant=variant, **extra)
-        for peer in self.peers:
-            template = None
-            if peer == "adk":
-                template = self.runner.template("sys_adk", "prepare_sessions", sessions=count)
-            self.write(workload, label, peer, "default", f"sys_{peer}", workload, template,
-                       **extra)
+        for framework in self.frameworks:
+            for system, tag, module in self.framework_systems(framework):
+                template = None
+                if framework == "adk":
+                    template = self.runner.template(module, "prepare_sessions", sessions=count)
+                self.write(workload, label, system, tag, module, workload, template, **extra)
+
+    def framework_systems(self, framework: str) -> list[tuple[str, str, str]]:
+        """(system, variant, module) of a framework's selected systems: its built-in store (its
+        defaults), then its aisopod-backed integration (durability full), back to back."""
+        found = []
+        if framework in self.systems:
+            found.append((framework, "default", f"sys_{framework}"))
+        backed = BACKED[framework]
+        if backed in self.systems:
+            found.append((backed, "full", "sys_" + backed.replace("-", "_")))
+        return found
 
     def history(self) -> None:
         sizes = self.sizes
@@ -238,11 +257,11 @@ class Plan:
                                             path=path, **extra)
             if size not in sizes.w3_sizes:
                 continue  # the memory run: aisopod and raw only
-            for peer in self.peers:
-                path = str(self.runner.template(f"sys_{peer}", "prepare_history",
-                                                messages=size))
-                self.runner.measure("w3", label, peer, "default", f"sys_{peer}", "w3",
-                                    path=path, **extra)
+            for framework in self.frameworks:
+                for system, tag, module in self.framework_systems(framework):
+                    path = str(self.runner.template(module, "prepare_history", messages=size))
+                    self.runner.measure("w3", label, system, tag, module, "w3", path=path,
+                                        **extra)
 
     def lookups(self) -> None:
         sizes = self.sizes
@@ -291,13 +310,13 @@ class Plan:
             for durability in sizes.durabilities:
                 self.write("w6", self.w6_label, "aisopod", durability, "sys_aisopod", "w6",
                            base, durability=durability, **extra)
-        for peer in self.peers:
-            template = None
-            if peer == "adk":
-                template = self.runner.template("sys_adk", "prepare_sessions",
-                                                sessions=sizes.writers)
-            self.write("w6", self.w6_label, peer, "default", f"sys_{peer}", "w6", template,
-                       **extra)
+        for framework in self.frameworks:
+            for system, tag, module in self.framework_systems(framework):
+                template = None
+                if framework == "adk":
+                    template = self.runner.template(module, "prepare_sessions",
+                                                    sessions=sizes.writers)
+                self.write("w6", self.w6_label, system, tag, module, "w6", template, **extra)
 
     def postgres(self, url: str) -> None:
         """W7: one fresh schema per measured step, all made by one setup step."""
@@ -364,8 +383,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes for a CI smoke run (asserts nothing about speed)")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help=f"comma-separated subset of {','.join(SYSTEMS)} "
-                             "(peers that are not installed are left out with a note)")
+                        help=f"comma-separated subset of {','.join(SYSTEMS)}, or "
+                             "'frameworks' (each framework's built-in store and its "
+                             "aisopod-backed one); systems whose framework is not installed "
+                             "are left out with a note")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--pg-url", default=os.environ.get("AISOPOD_BENCH_PG_URL",
@@ -394,7 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(sizes, name, value)
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    systems: list[str] = []
+    for name in (s.strip() for s in args.systems.split(",") if s.strip()):
+        for system in GROUPS.get(name, (name,)):
+            if system not in systems:
+                systems.append(system)
     workloads = [w.strip().lower() for w in args.workloads.split(",") if w.strip()]
     unknown = [s for s in systems if s not in SYSTEMS] + [w for w in workloads
                                                           if w not in WORKLOADS]
@@ -402,11 +427,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown systems or workloads: {unknown}", file=sys.stderr)
         return 2
     notes: list[str] = []
-    for peer, package in PEERS.items():
-        if peer in systems and importlib.util.find_spec(package.split(".")[0]) is None:
-            systems.remove(peer)
-            notes.append(f"{report.NAMES[peer]} is not installed here: left out "
-                         "(./scripts/bench installs the peers).")
+    for system, package in {**PEERS, **BACKED_PACKAGES}.items():
+        if system in systems and importlib.util.find_spec(package.split(".")[0]) is None:
+            systems.remove(system)
+            notes.append(f"{report.NAMES[system]} is not installed here: left out "
+                         "(./scripts/bench installs the frameworks).")
     pg_version = None
     pg_url: str | None = None
     if "w7" in workloads and not args.no_postgres:

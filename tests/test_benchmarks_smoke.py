@@ -29,3 +29,30 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
     document = output.read_text()
     assert document.startswith("# Performance") and "quick mode" in document
     assert "| W5 first page of " in document
+
+
+def test_report_sets_each_framework_beside_its_aisopod_backed_store() -> None:
+    """The frameworks table, from made-up measurements (no framework package needed)."""
+    from benchmarks import report
+    from benchmarks.run import GROUPS, SYSTEMS, Measurement
+
+    assert set(GROUPS["frameworks"]) <= set(SYSTEMS)
+    label = "W1 50 appends, 1 session"
+    measurements = [
+        Measurement("w1", label, "openai", "default", {"ops": 50, "planned": 50, "rate": 100.0},
+                    50.0),
+        Measurement("w1", label, "openai-aisopod", "full",
+                    {"ops": 50, "planned": 50, "rate": 250.0}, 50.0),
+        Measurement("w1", label, "adk", "default", {"ops": 50, "planned": 50, "rate": 40.0},
+                    50.0),
+    ]
+    context = report.Context(date="now", command="bench", quick=True, machine="m", python="3",
+                             postgres=None, sizes={"durabilities": ("full",)}, versions={},
+                             settings={}, notes=[], seconds=1.0)
+    text = report.render(measurements, context)
+    assert f"### {report.FRAMEWORKS_TITLE}" in text
+    rows = [line for line in text.splitlines()
+            if line.startswith(f"| {label} | Agents SDK: SQLiteSession vs AisopodSession")]
+    assert rows == [f"| {label} | Agents SDK: SQLiteSession vs AisopodSession | 100/s | 250/s | "
+                    f"**2.50{report.X}** |"]
+    assert "| ADK: DatabaseSessionService vs AisopodSessionService | 40/s | — | — |" in text
