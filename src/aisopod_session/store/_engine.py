@@ -31,6 +31,8 @@ from aisopod_session.errors import SessionError, StoreClosedError, StoreUnavaila
 T = TypeVar("T")
 
 Durability = Literal["full", "normal"]
+LockKey = tuple[str, ...]
+"""What a write locks, compared to order a batch (the parts of a session key)."""
 DURABILITIES: tuple[Durability, ...] = ("full", "normal")
 
 MAX_BATCH_JOBS = 512
@@ -122,7 +124,7 @@ class _Job:
     def __init__(
         self,
         fn: Callable[[Tx], Any],
-        lock_key: str | None = None,
+        lock_key: LockKey | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         future: asyncio.Future[None] | None = None,
     ) -> None:
@@ -180,7 +182,7 @@ class GroupCommitter:
         self._leading = True
         return lead
 
-    def run(self, fn: Callable[[Tx], T], lock_key: str | None = None) -> T:
+    def run(self, fn: Callable[[Tx], T], lock_key: LockKey | None = None) -> T:
         job = _Job(fn, lock_key)
         with self._mutex:
             lead = self._enqueue(job)
@@ -205,7 +207,7 @@ class GroupCommitter:
                     self._hand_over()
             raise
 
-    async def run_async(self, fn: Callable[[Tx], T], lock_key: str | None = None) -> T:
+    async def run_async(self, fn: Callable[[Tx], T], lock_key: LockKey | None = None) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         job = _Job(fn, lock_key, loop, future)
@@ -285,7 +287,7 @@ def _in_lock_order(batch: list[_Job]) -> list[_Job]:
     keys = [job.lock_key for job in batch]
     if len(batch) < 2 or any(key is None for key in keys):
         return batch
-    order = sorted(range(len(batch)), key=lambda index: keys[index] or "")
+    order = sorted(range(len(batch)), key=lambda index: keys[index] or ())
     return [batch[index] for index in order]
 
 
@@ -394,11 +396,11 @@ class Engine(ABC):
             self._check_open()
             raise
 
-    def write(self, fn: Callable[[Tx], T], lock_key: str | None = None) -> T:
+    def write(self, fn: Callable[[Tx], T], lock_key: LockKey | None = None) -> T:
         self._check_open()
         return self._committer.run(fn, lock_key)
 
-    async def write_async(self, fn: Callable[[Tx], T], lock_key: str | None = None) -> T:
+    async def write_async(self, fn: Callable[[Tx], T], lock_key: LockKey | None = None) -> T:
         self._check_open()
         return await self._committer.run_async(fn, lock_key)
 

@@ -239,7 +239,7 @@ def resolve(key: SessionKey, policy: Any, now: Any) -> Work[Resolution]:
         return Resolution(session=session_from_row(created), started=True,
                           previous_id=None if row is None else int(row[0]))
 
-    return Work(read=read, write=write, lock_key=key.canonical())
+    return Work(read=read, write=write, lock_key=_ops.lock_order(key))
 
 
 # --- retention ------------------------------------------------------------------------------

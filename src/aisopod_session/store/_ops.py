@@ -50,7 +50,7 @@ from aisopod_session.models import (
     invalid_input_from,
     utc_now,
 )
-from aisopod_session.store._engine import Tx
+from aisopod_session.store._engine import LockKey, Tx
 
 T = TypeVar("T")
 
@@ -94,8 +94,8 @@ class Work(Generic[T]):
 
     read: Callable[[Tx], T | None] | None = None
     write: Callable[[Tx], T] | None = None
-    lock_key: str | None = None
-    """The session key a write locks, so that batches lock in one order (no deadlocks)."""
+    lock_key: LockKey | None = None
+    """The session a write locks (see lock_order), so batches lock in one order: no deadlocks."""
 
 
 # --- rows ↔ models ---------------------------------------------------------------------------
@@ -119,6 +119,11 @@ MESSAGE_COLUMNS = (
 
 def key_params(key: SessionKey) -> tuple[str, str, str, str, str]:
     return (key.agent_id, key.channel, key.account_id, key.peer_kind.value, key.peer_id)
+
+
+def lock_order(key: SessionKey) -> LockKey:
+    """The one order in which every write takes its session locks (batches and commits)."""
+    return key_params(key)
 
 
 def _key_from_row(row: Sequence[Any]) -> SessionKey:
@@ -454,7 +459,7 @@ def _create(tx: Tx, key: SessionKey, metadata: str = "{}") -> Session:
 
 def get_or_create(key: SessionKey) -> Work[Session]:
     return Work(read=lambda tx: _live_session(tx, key), write=lambda tx: _create(tx, key),
-                lock_key=key.canonical())
+                lock_key=lock_order(key))
 
 
 def get(key: SessionKey) -> Work[Session]:
@@ -553,14 +558,14 @@ def patch(key: SessionKey, change: Any) -> Work[Session]:
         )
         return session_from_row(row)
 
-    return Work(write=write, lock_key=key.canonical())
+    return Work(write=write, lock_key=lock_order(key))
 
 
 def delete(key: SessionKey) -> Work[bool]:
     def write(tx: Tx) -> bool:
         return tx.run(f"DELETE FROM sessions WHERE {KEY_WHERE}", key_params(key)) > 0
 
-    return Work(write=write, lock_key=key.canonical())
+    return Work(write=write, lock_key=lock_order(key))
 
 
 def _insert_messages(tx: Tx, session_id: int, first_seq: int, new: list[_NewMessage]) -> list[int]:
@@ -643,7 +648,7 @@ def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]
             for message, p in zip(stored, prepared, strict=True)
         ]
 
-    return Work(write=write, lock_key=key.canonical())
+    return Work(write=write, lock_key=lock_order(key))
 
 
 _BY_SESSION_ID = "session_id = ?"
@@ -711,7 +716,7 @@ def reset(key: SessionKey) -> Work[Session]:
         )
         return _create(tx, key)
 
-    return Work(write=write, lock_key=key.canonical())
+    return Work(write=write, lock_key=lock_order(key))
 
 
 def _compaction_record(row: Sequence[Any]) -> CompactionRecord:
@@ -777,7 +782,7 @@ def compact(key: SessionKey, strategy: Any) -> Work[CompactionRecord]:
         )
         return _compaction_record(row)
 
-    return Work(write=write, lock_key=key.canonical())
+    return Work(write=write, lock_key=lock_order(key))
 
 
 def get_compaction_record(key: SessionKey) -> Work[CompactionRecord]:
@@ -875,7 +880,7 @@ def pop_message(key: SessionKey) -> Work[StoredMessage | None]:
         )
         return message
 
-    return Work(write=write, lock_key=key.canonical())
+    return Work(write=write, lock_key=lock_order(key))
 
 
 class SessionDetailPage(list[Session]):
@@ -1000,7 +1005,7 @@ def _lock_for_commit(
 ) -> dict[SessionKey, Session | None]:
     """The sessions a commit touches, locked in key order (created where the commit says)."""
     current: dict[SessionKey, Session | None] = {}
-    for one in sorted({key, *shared_merge}, key=SessionKey.canonical):
+    for one in sorted({key, *shared_merge}, key=lock_order):
         if one == key and create:
             now = to_us(utc_now())
             row = tx.one(
@@ -1105,5 +1110,5 @@ def commit(
 
     # It locks its sessions in key order, starting with the smallest: sorting batches on that
     # one keeps its first lock in the order every other write takes its own.
-    locked = [key.canonical(), *(k.canonical() for k, m in shared_merge.items() if m)]
+    locked = [lock_order(key), *(lock_order(k) for k, m in shared_merge.items() if m)]
     return Work(write=write, lock_key=min(locked))
