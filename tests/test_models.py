@@ -847,3 +847,12 @@ def test_json_helpers() -> None:
         _json.check_json(json.loads("[" * 70 + "]" * 70))
     with pytest.raises(_json.JsonError, match="surrogate"):
         _json.check_json({"\udc00": 1})
+
+
+@pytest.mark.parametrize("text", ["589", "1700000000", "1700000000.5", "2026-11-25", "tomorrow"])
+def test_a_timestamp_given_as_text_must_be_rfc3339(text: str) -> None:
+    """pydantic alone would read digits as Unix seconds; a time must be written as a time."""
+    with pytest.raises(InvalidInputError, match=r"created_at.*RFC 3339"):
+        StoredMessage(role="user", content="x", created_at=text)
+    with pytest.raises(InvalidInputError, match=r"before.*RFC 3339"):
+        HistoryQuery.model_validate({"before": text})

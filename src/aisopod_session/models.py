@@ -7,6 +7,7 @@ immutable; the store builds new ones rather than mutating.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -143,10 +144,21 @@ def _json_value(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+_RFC3339_START = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
 def _datetime_input(value: Any) -> Any:
-    # pydantic would read a number as a Unix timestamp; a number here is far more likely a bug.
-    if isinstance(value, datetime | str):
+    # pydantic would read a number, or a string of digits, as a Unix timestamp; here that is far
+    # more likely a bug than a time, so text must be an RFC 3339 timestamp.
+    if isinstance(value, datetime):
         return value
+    if isinstance(value, str):
+        if _RFC3339_START.match(value):
+            return value
+        raise ValueError(
+            f"{value[:40]!r} is not an RFC 3339 timestamp with an offset "
+            "(e.g. 2026-11-25T12:00:00Z)"
+        )
     raise ValueError(f"expected a timezone-aware datetime, got {type(value).__name__}")
 
 
