@@ -83,24 +83,29 @@ def contents_of(call: str) -> list[str]:
     return [f"{call}-{j}" for j in range(PER_CALL)]
 
 
+def direct_rows(url: str, options: dict[str, Any], query: str) -> list[Any]:
+    """Rows of ``query`` (``{}`` for the messages, then the sessions table), read by direct SQL
+    on the store's SQLite file or PostgreSQL schema, not through the store."""
+    if "schema" in options:
+        schema = options["schema"]
+        with psycopg.connect(PG_URL) as conn:
+            return conn.execute(sql.SQL(query).format(
+                sql.Identifier(schema, "messages"), sql.Identifier(schema, "sessions")
+            )).fetchall()
+    conn = sqlite3.connect(url)
+    try:
+        return conn.execute(query.format("messages", "sessions")).fetchall()
+    finally:
+        conn.close()
+
+
 def db_contents(url: str, options: dict[str, Any]) -> dict[str, list[str]]:
     """peer_id -> live message contents in history order, read without the store."""
     query = (
         "SELECT s.peer_id, m.content FROM {} m JOIN {} s ON s.id = m.session_id "
         "WHERE m.compacted = 0 ORDER BY s.peer_id, m.seq"
     )
-    if "schema" in options:
-        schema = options["schema"]
-        with psycopg.connect(PG_URL) as conn:
-            rows = conn.execute(sql.SQL(query).format(
-                sql.Identifier(schema, "messages"), sql.Identifier(schema, "sessions")
-            )).fetchall()
-    else:
-        conn = sqlite3.connect(url)
-        try:
-            rows = conn.execute(query.format("messages", "sessions")).fetchall()
-        finally:
-            conn.close()
+    rows = direct_rows(url, options, query)
     found: dict[str, list[str]] = {}
     for peer_id, content in rows:
         found.setdefault(peer_id, []).append(json.loads(content))
@@ -114,18 +119,7 @@ def db_counters(url: str, options: dict[str, Any]) -> dict[str, tuple[int, int]]
         "(SELECT count(*) FROM {} m WHERE m.session_id = s.id AND m.compacted = 0) "
         "FROM {} s WHERE s.status <> 'archived'"
     )
-    if "schema" in options:
-        schema = options["schema"]
-        with psycopg.connect(PG_URL) as conn:
-            rows = conn.execute(sql.SQL(query).format(
-                sql.Identifier(schema, "messages"), sql.Identifier(schema, "sessions")
-            )).fetchall()
-    else:
-        conn = sqlite3.connect(url)
-        try:
-            rows = conn.execute(query.format("messages", "sessions")).fetchall()
-        finally:
-            conn.close()
+    rows = direct_rows(url, options, query)
     return {peer: (count, live) for peer, count, live in rows}
 
 
