@@ -77,6 +77,12 @@ def _workload(store: SessionStore) -> None:
     store.get_session_by_id(session.id)
     store.get_history_by_id(session.id, HistoryQuery(include_compacted=True))
     store.list_all_sessions(SessionFilter(limit=3))
+    # The console: live counts, the usage chart, one session's export, a person's sessions.
+    store.count_sessions_by_status("bot")
+    store.usage_by_day(7)
+    store.usage_by_day(7, agent_id="bot")
+    list(store.export_jsonl(session_id=session.id))
+    store.list_all_sessions(SessionFilter(channel="discord", peer_id="user3"))
     store.purge_compacted()
     store.purge_compacted(now + timedelta(days=1))
     agent.delete(keys[2])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, ValidationError
@@ -110,6 +110,50 @@ def stats() -> Work[StoreStats]:
     return Work(read=read)
 
 
+DAY_US = 86_400_000_000
+MAX_USAGE_DAYS = 366
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """Messages stored and their tokens (``token_count``) on one UTC day, for one agent."""
+
+    day: date
+    agent_id: str
+    messages: int
+    tokens: int
+
+
+def usage_by_day(agent_id: str | None, days: int, now: datetime | None) -> Work[list[DailyUsage]]:
+    """Usage of the last ``days`` UTC days (today included), by the messages still stored.
+
+    Sessions are reached through their recency index: a message appended on a day bumped its
+    session's ``updated_at`` to that day or later, so sessions last updated before the window
+    cannot hold a message of it, and the query never walks the whole message table.
+    """
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_USAGE_DAYS:
+        raise InvalidInputError.for_field("days", f"must be a whole number from 1 to "
+                                                  f"{MAX_USAGE_DAYS}")
+    end = to_us(now or datetime.now(UTC)) // DAY_US * DAY_US + DAY_US
+    start = end - days * DAY_US
+    agent_clause, agent_params = ("AND s.agent_id = ? ", (agent_id,)) if agent_id else ("", ())
+
+    def read(tx: Tx) -> list[DailyUsage]:
+        rows = tx.all(
+            "SELECT s.agent_id, m.created_at / ? AS day, count(*), "
+            "coalesce(sum(m.token_count), 0) FROM sessions s "
+            "JOIN messages m ON m.session_id = s.id "
+            f"WHERE s.updated_at >= ? {agent_clause}AND m.created_at >= ? AND m.created_at < ? "
+            "GROUP BY s.agent_id, day ORDER BY day, s.agent_id",
+            (DAY_US, start, *agent_params, start, end),
+        )
+        epoch = date(1970, 1, 1)
+        return [DailyUsage(epoch + timedelta(days=int(day)), agent, int(count), int(tokens))
+                for agent, day, count, tokens in rows]
+
+    return Work(read=read)
+
+
 # --- export ----------------------------------------------------------------------------------
 
 
@@ -144,8 +188,19 @@ def sessions_where(where: str, params: tuple[Any, ...]) -> SessionPages:
     return page
 
 
-def agent_sessions(agent_id: str | None) -> SessionPages:
-    return sessions_where("agent_id = ?", (agent_id,)) if agent_id else sessions_where("1 = 1", ())
+def agent_sessions(agent_id: str | None, session_id: int | None = None) -> SessionPages:
+    """The sessions of one agent or all, or the one session ``session_id`` (of that agent)."""
+    clauses, params = [], []
+    if agent_id:
+        clauses.append("agent_id = ?")
+        params.append(agent_id)
+    if session_id is not None:
+        if (isinstance(session_id, bool) or not isinstance(session_id, int)
+                or not 1 <= session_id < 2**63):
+            raise InvalidInputError.for_field("session_id", "must be a positive whole number")
+        clauses.append("id = ?")
+        params.append(session_id)
+    return sessions_where(" AND ".join(clauses) or "1 = 1", tuple(params))
 
 
 def message_chunk(session_id: int, after: tuple[int, int]) -> Work[list[dict[str, Any]]]:

@@ -27,7 +27,7 @@ from aisopod_session.models import (
     normalize_name_or_raise,
 )
 from aisopod_session.store import _admin, _lifecycle, _ops
-from aisopod_session.store._admin import ImportResult, StoreStats
+from aisopod_session.store._admin import DailyUsage, ImportResult, StoreStats
 from aisopod_session.store._engine import Durability, Engine
 from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
 from aisopod_session.store._open import open_engine
@@ -238,6 +238,12 @@ class AsyncSessionStore:
         """The schema version recorded in the database (admin)."""
         return await _run(self._engine, _admin.schema_version())
 
+    async def usage_by_day(
+        self, days: int = 14, *, agent_id: str | None = None, now: datetime | None = None
+    ) -> list[DailyUsage]:
+        """Messages and tokens per UTC day and agent, over the last ``days`` days (admin)."""
+        return await _run(self._engine, _admin.usage_by_day(_agent_or_none(agent_id), days, now))
+
     async def stats(self) -> StoreStats:
         """Sessions by status, agents, live and compacted messages (admin)."""
         return await _run(self._engine, _admin.stats())
@@ -246,9 +252,12 @@ class AsyncSessionStore:
         """Delete every session of one agent, or of all agents; returns how many (admin)."""
         return await _run(self._engine, _admin.clear(_agent_or_none(agent_id)))
 
-    async def export_jsonl(self, agent_id: str | None = None) -> AsyncIterator[str]:
-        """Every session (all generations) and message as JSON Lines, streamed (admin)."""
-        plan = _admin.export_plan(_admin.agent_sessions(_agent_or_none(agent_id)))
+    async def export_jsonl(
+        self, agent_id: str | None = None, *, session_id: int | None = None
+    ) -> AsyncIterator[str]:
+        """Every session (all generations) and message as JSON Lines, streamed (admin); or
+        only the session ``session_id``."""
+        plan = _admin.export_plan(_admin.agent_sessions(_agent_or_none(agent_id), session_id))
         async for line in self._lines(plan):
             yield line
 

@@ -25,7 +25,7 @@ from aisopod_session.models import (
     normalize_name_or_raise,
 )
 from aisopod_session.store import _admin, _lifecycle, _ops
-from aisopod_session.store._admin import ImportResult, StoreStats
+from aisopod_session.store._admin import DailyUsage, ImportResult, StoreStats
 from aisopod_session.store._engine import Durability, Engine
 from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
 from aisopod_session.store._open import open_engine
@@ -214,6 +214,12 @@ class SessionStore:
         """The schema version recorded in the database (admin)."""
         return _run(self._engine, _admin.schema_version())
 
+    def usage_by_day(
+        self, days: int = 14, *, agent_id: str | None = None, now: datetime | None = None
+    ) -> list[DailyUsage]:
+        """Messages and tokens per UTC day and agent, over the last ``days`` days (admin)."""
+        return _run(self._engine, _admin.usage_by_day(_agent_or_none(agent_id), days, now))
+
     def stats(self) -> StoreStats:
         """Sessions by status, agents, live and compacted messages (admin)."""
         return _run(self._engine, _admin.stats())
@@ -222,9 +228,13 @@ class SessionStore:
         """Delete every session of one agent, or of all agents; returns how many (admin)."""
         return _run(self._engine, _admin.clear(_agent_or_none(agent_id)))
 
-    def export_jsonl(self, agent_id: str | None = None) -> Iterator[str]:
-        """Every session (all generations) and message as JSON Lines, streamed (admin)."""
-        yield from self._lines(_admin.export_plan(_admin.agent_sessions(_agent_or_none(agent_id))))
+    def export_jsonl(
+        self, agent_id: str | None = None, *, session_id: int | None = None
+    ) -> Iterator[str]:
+        """Every session (all generations) and message as JSON Lines, streamed (admin); or
+        only the session ``session_id``."""
+        plan = _admin.export_plan(_admin.agent_sessions(_agent_or_none(agent_id), session_id))
+        yield from self._lines(plan)
 
     def import_jsonl(self, lines: Iterable[str | bytes]) -> ImportResult:
         """Import an export; a session that fails half-way is removed again (admin)."""
