@@ -40,7 +40,7 @@ from aisopod_session.models import (
     StoredMessage,
     normalize_name_or_raise,
 )
-from aisopod_session.service import problems
+from aisopod_session.service import console, problems
 from aisopod_session.service.auth import OPEN_ACCESS, Principal, TokenRegistry
 from aisopod_session.service.config import ServiceConfig
 from aisopod_session.service.maintenance import run_maintenance
@@ -719,6 +719,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     app.include_router(agents)
     app.include_router(admin)
     app.include_router(probes)
+    console.install(app)
     _add_request_metrics(app)
     app.add_middleware(LimitBody, max_bytes=config.server.max_body_bytes)
     app.add_middleware(KeepEncodedSlashes)

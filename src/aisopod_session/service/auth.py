@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 
 from aisopod_session.service.config import TokenSettings
@@ -43,15 +44,38 @@ class TokenRegistry:
             (_digest(t.token), Principal(admin=t.role == "admin", agent_id=t.agent))
             for t in tokens
         ]
+        # The console's cookie names a token by an id derived from its digest (never the token
+        # itself), so that removing a token from the configuration also signs its cookies out.
+        self._by_id = {_token_id(digest): principal for digest, principal in self._entries}
 
     @property
     def enabled(self) -> bool:
         return bool(self._entries)
 
     def authenticate(self, presented: str) -> Principal | None:
+        found = self.identify(presented)
+        return None if found is None else found[1]
+
+    def identify(self, presented: str) -> tuple[str, Principal] | None:
+        """The token's id and principal, for a valid token."""
         digest = _digest(presented)
         found = None
         for expected, principal in self._entries:
             if hmac.compare_digest(expected, digest):
-                found = principal
+                found = (_token_id(expected), principal)
         return found
+
+    def principal_of(self, token_id: str) -> Principal | None:
+        """The principal of a token id from :meth:`identify`, while that token is configured."""
+        return self._by_id.get(token_id)
+
+    def signing_key(self) -> bytes:
+        """A secret every replica with the same tokens derives alike (none: a random one)."""
+        if not self._entries:
+            return secrets.token_bytes(32)
+        material = b"".join(sorted(digest for digest, _ in self._entries))
+        return hashlib.sha256(b"aisopod-session console key\x00" + material).digest()
+
+
+def _token_id(digest: bytes) -> str:
+    return hashlib.sha256(b"aisopod-session token id\x00" + digest).hexdigest()[:32]

@@ -63,7 +63,7 @@ _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
 
 def problem(status: int, detail: str | None = None, errors: list[dict[str, Any]] | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
-    body = Problem(title=_TITLES.get(status, "Error"), status=status, detail=detail,
+    body = Problem(title=title_of(status), status=status, detail=detail,
                    errors=[FieldProblem(**e) for e in errors or []])
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status,
                         media_type=PROBLEM_JSON, headers=headers)
@@ -88,12 +88,22 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     return problem(422, summary[:2000], errors)
 
 
-async def _on_session_error(request: Request, exc: Exception) -> JSONResponse:
+def status_of(exc: SessionError) -> int:
+    """The HTTP status a library error answers with."""
     for kind, status, _title in _STATUS_OF:
         if isinstance(exc, kind):
-            errors = exc.errors if isinstance(exc, InvalidInputError) else None
-            return problem(status, str(exc)[:2000], errors)
-    return problem(400, str(exc)[:2000])
+            return status
+    return 400
+
+
+def title_of(status: int) -> str:
+    return _TITLES.get(status, "Error")
+
+
+async def _on_session_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SessionError)
+    errors = exc.errors if isinstance(exc, InvalidInputError) else None
+    return problem(status_of(exc), str(exc)[:2000], errors)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
