@@ -190,7 +190,8 @@ def sessions_where(where: str, params: tuple[Any, ...]) -> SessionPages:
 
 def agent_sessions(agent_id: str | None, session_id: int | None = None) -> SessionPages:
     """The sessions of one agent or all, or the one session ``session_id`` (of that agent)."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if agent_id:
         clauses.append("agent_id = ?")
         params.append(agent_id)
