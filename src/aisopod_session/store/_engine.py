@@ -2,9 +2,10 @@
 
 Every write is a *job*: a function that runs inside a transaction and returns a value. Jobs that
 arrive while another batch is committing wait in a queue; the next batch runs all of them in one
-transaction, each inside its own savepoint, and commits once. So concurrent writers share one
-fsync, while each caller still gets all-or-nothing for its own job and its answer only after the
-commit that made it durable.
+transaction and commits once (should one of them fail, the batch is rolled back and runs again
+with each job inside its own savepoint). So concurrent writers share one fsync, while each caller
+still gets all-or-nothing for its own job and its answer only after the commit that made it
+durable.
 
 Nobody owns a writer thread while the store is quiet: the first blocking caller to find the queue
 idle leads (runs batches on its own thread) and hands leadership to a waiting caller or to a
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from aisopod_session.errors import SessionError, StoreClosedError, StoreUnavailableError
 
@@ -93,6 +94,35 @@ class Tx:
         return self._cursor.rowcount
 
 
+class OneStatement(Generic[T]):
+    """A read that needs one SQL statement, so no transaction around it.
+
+    A single statement reads one consistent snapshot on every backend (SQLite's autocommit
+    statement, PostgreSQL's per-statement snapshot), so BEGIN and COMMIT would only add two round
+    trips to the hottest reads. When ``run`` returns None and there is a ``fallback`` (a read of
+    several statements), the fallback runs inside a read transaction, as any other read: e.g. a
+    history read whose one statement found nothing, where telling a missing session from an
+    empty history takes a second statement that must see the same snapshot.
+
+    Called directly (inside another read's transaction) it runs ``run``, then the fallback
+    if that found nothing: the same answer, in the caller's snapshot.
+    """
+
+    __slots__ = ("fallback", "run")
+
+    def __init__(
+        self, run: Callable[[Tx], T | None], fallback: Callable[[Tx], T] | None = None
+    ) -> None:
+        self.run = run
+        self.fallback = fallback
+
+    def __call__(self, tx: Tx) -> T | None:
+        found = self.run(tx)
+        if found is None and self.fallback is not None:
+            return self.fallback(tx)
+        return found
+
+
 class Failure(Enum):
     """What an exception raised inside a batch means for the batch."""
 
@@ -132,7 +162,9 @@ class _Job:
         self.lock_key = lock_key
         self.loop = loop
         self.future = future
-        self.event: threading.Event | None = None if loop is not None else threading.Event()
+        # Set by GroupCommitter.run for a blocking caller that waits; a caller that leads runs
+        # its own job and needs none.
+        self.event: threading.Event | None = None
         self.result: Any = None
         self.error: BaseException | None = None
         self.settled = False
@@ -186,6 +218,8 @@ class GroupCommitter:
         job = _Job(fn, lock_key)
         with self._mutex:
             lead = self._enqueue(job)
+            if not lead:  # before the mutex is released: a leader may settle it at once
+                job.event = threading.Event()
         if not lead:
             self._wait(job)
             lead = not job.settled  # promoted: it is this thread's turn to lead
@@ -329,7 +363,10 @@ class Engine(ABC):
         )
         self._closed = False
         self._reading = 0  # reads in progress; close() waits for them
-        self._read_state = threading.Condition()
+        # A plain lock under the condition: entered twice per read, so its C context manager
+        # (not Condition's Python one) is what the hot path uses.
+        self._read_lock = threading.Lock()
+        self._read_state = threading.Condition(self._read_lock)
         self.retry = RetryPolicy()
 
     # --- what a backend provides ----------------------------------------------------------
@@ -337,6 +374,14 @@ class Engine(ABC):
     @abstractmethod
     def _read_tx(self) -> AbstractContextManager[Tx]:
         """A connection for one consistent read (a transaction or a snapshot)."""
+
+    def _read_statement(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn``, which runs one statement, without a transaction around it.
+
+        Backends override this; running it in a read transaction is always correct.
+        """
+        with self._read_tx() as tx:
+            return fn(tx)
 
     @abstractmethod
     def _write_tx(self) -> AbstractContextManager[Tx]:
@@ -359,21 +404,31 @@ class Engine(ABC):
     # --- running work ---------------------------------------------------------------------
 
     def read(self, fn: Callable[[Tx], T]) -> T:
-        with self._read_state:
-            self._check_open()
+        with self._read_lock:
+            if self._closed:
+                raise StoreClosedError("the session store is closed")
             self._reading += 1
         try:
+            if type(fn) is OneStatement:
+                statement: OneStatement[T] = fn
+                found = self._read(statement.run, one_statement=True)
+                if found is None and statement.fallback is not None:
+                    return self._read(statement.fallback)
+                # None here is what the read itself returned (get_or_create: "not found").
+                return cast(T, found)
             return self._read(fn)
         finally:
-            with self._read_state:
+            with self._read_lock:
                 self._reading -= 1
-                if not self._reading:
+                if self._closed and not self._reading:
                     self._read_state.notify_all()
 
-    def _read(self, fn: Callable[[Tx], T]) -> T:
+    def _read(self, fn: Callable[[Tx], T], *, one_statement: bool = False) -> T:
         delays: Iterator[float] | None = None  # started only once the database fails
         while True:
             try:
+                if one_statement:
+                    return self._read_statement(fn)
                 with self._read_tx() as tx:
                     return fn(tx)
             except SessionError:
@@ -441,7 +496,8 @@ class Engine(ABC):
 
     def _run_batch_with_retries(self, jobs: list[_Job]) -> None:
         error: SessionError
-        for delay in (*self.retry.delays(), None):
+        delays: Iterator[float] | None = None  # started only once a batch fails
+        while True:
             try:
                 self._run_batch(jobs)
                 return
@@ -466,18 +522,31 @@ class Engine(ABC):
                     for job in jobs:
                         self._run_batch_with_retries([job])
                     return
-                if failure is Failure.RETRY and delay is not None:
-                    time.sleep(delay)
-                    continue
+                if failure is Failure.RETRY:
+                    # All the delays up front, as a whole batch's retries always had.
+                    delays = delays or iter(tuple(self.retry.delays()))
+                    delay = next(delays, None)
+                    if delay is not None:
+                        time.sleep(delay)
+                        continue
                 error = self._unavailable(exc)
                 break
         for job in jobs:
             job.result, job.error = None, error
 
     def _run_batch(self, jobs: list[_Job]) -> None:
+        # A savepoint per job costs two statements per job, and jobs rarely fail: a batch runs
+        # without them first. If one of its jobs fails, the transaction is rolled back whole and
+        # the batch runs again with each job in its own savepoint, so only that job fails. (One
+        # job alone needs no savepoint: its transaction is its own.)
+        if not self._run_jobs(jobs, isolated=False) and len(jobs) > 1:
+            self._run_jobs(jobs, isolated=True)
+
+    def _run_jobs(self, jobs: list[_Job], *, isolated: bool) -> bool:
+        """Run the jobs in one transaction and commit it; False if, not ``isolated``, a job
+        failed (its ``error`` is set and the transaction was rolled back)."""
         for job in jobs:
             job.result = job.error = None
-        isolated = len(jobs) > 1  # one job alone needs no savepoint: its transaction is its own
         committed = False
         try:
             with self._write_tx() as tx:
@@ -500,17 +569,18 @@ class Engine(ABC):
                         tx.run("RELEASE SAVEPOINT job")
                 committed = True  # leaving the block commits
         except _JobFailedError:
-            return
+            return False
         except CommitRefusedError as refused:
             raise refused.cause from None
         except Exception as exc:
             if committed:
                 raise _CommitLostError(exc) from exc
             raise
+        return True
 
 
 class _JobFailedError(Exception):
-    """The only job of a batch failed: roll back and report its own error."""
+    """A job of a batch run without savepoints failed: roll the whole batch back."""
 
 
 class _JobAbortedError(Exception):

@@ -49,8 +49,9 @@ from aisopod_session.models import (
     StoredMessage,
     invalid_input_from,
     utc_now,
+    validated_twin,
 )
-from aisopod_session.store._engine import LockKey, Tx
+from aisopod_session.store._engine import LockKey, OneStatement, Tx
 
 T = TypeVar("T")
 
@@ -118,7 +119,8 @@ MESSAGE_COLUMNS = (
 
 
 def key_params(key: SessionKey) -> tuple[str, str, str, str, str]:
-    return (key.agent_id, key.channel, key.account_id, key.peer_kind.value, key.peer_id)
+    # A dict lookup: ``Enum.value`` is a Python-level property, and this runs on every call.
+    return (key.agent_id, key.channel, key.account_id, _KIND_TEXT[key.peer_kind], key.peer_id)
 
 
 def lock_order(key: SessionKey) -> LockKey:
@@ -136,15 +138,23 @@ def _key_from_row(row: Sequence[Any]) -> SessionKey:
     })
 
 
+def _metadata_from_text(text: str) -> dict[str, Any]:
+    # Most sessions have no metadata: skip the JSON decoder (a few microseconds per call).
+    if text == "{}":
+        return {}
+    value: dict[str, Any] = _json.loads(text)
+    return value
+
+
 def session_from_row(row: Sequence[Any]) -> Session:
     return Session._from_store({
         "id": row[0],
         "key": _key_from_row(row),
-        "created_at": from_us(row[7]),
-        "updated_at": from_us(row[8]),
+        "created_at": _EPOCH + _ONE_US * row[7],
+        "updated_at": _EPOCH + _ONE_US * row[8],
         "message_count": row[9],
         "token_usage": row[10],
-        "metadata": _json.loads(row[11]),
+        "metadata": _metadata_from_text(row[11]),
         "status": _STATUSES[row[6]],
         "compaction_count": row[12],
         "last_compacted_at": _opt_from_us(row[13]),
@@ -167,6 +177,8 @@ def summary_from_row(row: Sequence[Any]) -> SessionSummary:
 _ROLES = {role.value: role for role in Role}
 _STATUSES = {status.value: status for status in SessionStatus}
 _PEER_KINDS = {kind.value: kind for kind in PeerKind}
+_KIND_TEXT = {kind: kind.value for kind in PeerKind}
+_ROLE_TEXT = {role: role.value for role in Role}
 
 
 def _loads(text: str) -> Any:
@@ -187,6 +199,27 @@ def message_from_row(row: Sequence[Any]) -> StoredMessage:
         "external_id": row[6],
         "compacted": bool(row[7]),
     })
+
+
+def messages_from_rows(rows: Iterable[Sequence[Any]]) -> list[StoredMessage]:
+    """``[message_from_row(row) for row in rows]``, inlined: a history read builds a model per
+    row, and the two calls per row were a large part of its cost."""
+    build = StoredMessage._from_store_many
+    roles, loads, epoch, one_us = _ROLES, _json.loads, _EPOCH, _ONE_US
+    values = []
+    for id_, role, content, tool_calls, created_at, token_count, external_id, compacted in rows:
+        values.append({
+            "id": id_,
+            "role": roles[role],
+            "content": (content[1:-1] if content[0] == '"' and "\\" not in content
+                        else loads(content)),
+            "tool_calls": None if tool_calls is None else _loads(tool_calls),
+            "created_at": epoch + one_us * created_at,
+            "token_count": token_count,
+            "external_id": external_id,
+            "compacted": bool(compacted),
+        })
+    return build(values)
 
 
 # --- validation of what callers pass ---------------------------------------------------------
@@ -212,8 +245,12 @@ def _model(value: Any, kind: type[M], field: str) -> M:
     than the database work, so models already found valid are remembered by their field values.
     """
     checked = _expect(value, kind, field)
+    fields = tuple(checked.__dict__.items())
     try:
-        return cast(M, _revalidated(kind, tuple(checked.__dict__.items())))
+        # Built by validation (the usual case: see models._remember_validated), or equal to
+        # one that was; else validated now, and the outcome kept for the same values.
+        twin = validated_twin(kind, fields)
+        return cast(M, _revalidated(kind, fields) if twin is None else twin)
     except TypeError:  # an unhashable field (metadata, or a model built without validation)
         return kind.model_validate(dict(checked))
 
@@ -411,10 +448,14 @@ class SessionPage(list[SessionSummary]):
 # --- the operations --------------------------------------------------------------------------
 
 
+_LIVE_SESSION_SQL = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {LIVE_KEY_WHERE}"
+
+
 def _live_session(tx: Tx, key: SessionKey, *, lock: bool = False) -> Session | None:
-    suffix = tx.dialect.for_update if lock else ""
-    sql = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {LIVE_KEY_WHERE}{suffix}"
-    row = _twice(tx, sql, key_params(key)) if lock else tx.one(sql, key_params(key))
+    if lock:
+        row = _twice(tx, _LIVE_SESSION_SQL + tx.dialect.for_update, key_params(key))
+    else:
+        row = tx.one(_LIVE_SESSION_SQL, key_params(key))
     return None if row is None else session_from_row(row)
 
 
@@ -458,18 +499,20 @@ def _create(tx: Tx, key: SessionKey, metadata: str = "{}") -> Session:
 
 
 def get_or_create(key: SessionKey) -> Work[Session]:
-    return Work(read=lambda tx: _live_session(tx, key), write=lambda tx: _create(tx, key),
-                lock_key=lock_order(key))
+    return Work(read=OneStatement(lambda tx: _live_session(tx, key)),
+                write=lambda tx: _create(tx, key), lock_key=lock_order(key))
 
 
 def get(key: SessionKey) -> Work[Session]:
-    def read(tx: Tx) -> Session:
-        session = _live_session(tx, key)
-        if session is None:
-            raise _not_found(key)
-        return session
+    params = key_params(key)
 
-    return Work(read=read)
+    def read(tx: Tx) -> Session:
+        row = tx.one(_LIVE_SESSION_SQL, params)
+        if row is None:
+            raise _not_found(key)
+        return session_from_row(row)
+
+    return Work(read=OneStatement(read))
 
 
 def list_sessions(filter: SessionFilter) -> Work[SessionPage]:
@@ -511,7 +554,7 @@ def list_sessions(filter: SessionFilter) -> Work[SessionPage]:
         cursor = encode_cursor(rows[-1][8], rows[-1][0]) if more else None
         return SessionPage([summary_from_row(row) for row in rows], cursor)
 
-    return Work(read=read)
+    return Work(read=OneStatement(read))
 
 
 def patch(key: SessionKey, change: Any) -> Work[Session]:
@@ -568,8 +611,21 @@ def delete(key: SessionKey) -> Work[bool]:
     return Work(write=write, lock_key=lock_order(key))
 
 
+_INSERT_ONE = (
+    "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, "
+    "token_count, external_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+
+
 def _insert_messages(tx: Tx, session_id: int, first_seq: int, new: list[_NewMessage]) -> list[int]:
     """Insert in order from ``first_seq``; returns the new ids in the same order."""
+    if len(new) == 1:  # the usual append: one message, one fixed statement
+        item = new[0]
+        m = item.message
+        row = tx.one(_INSERT_ONE, (session_id, first_seq, _ROLE_TEXT[m.role], item.content,
+                                   item.tool_calls, item.created_at, m.token_count,
+                                   m.external_id))
+        return [int(row[0])]
     ids_by_seq: dict[int, int] = {}
     for start in range(0, len(new), _INSERT_CHUNK):
         chunk = new[start : start + _INSERT_CHUNK]
@@ -588,6 +644,23 @@ def _insert_messages(tx: Tx, session_id: int, first_seq: int, new: list[_NewMess
         )
         ids_by_seq.update((int(seq), int(id_)) for seq, id_ in rows)
     return [ids_by_seq[first_seq + index] for index in range(len(new))]
+
+
+_COUNT_APPEND = (
+    "UPDATE sessions SET message_count = message_count + ?, token_usage = token_usage + ?, "
+    f"last_seq = last_seq + ?, updated_at = ?, status = 'active' WHERE {LIVE_KEY_WHERE} "
+    "RETURNING id, last_seq, token_usage"
+)
+
+
+def _with_id(message: StoredMessage, new_id: int) -> StoredMessage:
+    """``message.model_copy(update={"id": new_id})``; for a plain StoredMessage, built the way
+    a read builds it (every field already checked by ``_prepare_messages``)."""
+    if type(message) is not StoredMessage:  # a subclass may carry more than its fields
+        return message.model_copy(update={"id": new_id})
+    values = dict(message.__dict__)
+    values["id"] = new_id
+    return StoredMessage._from_store(values)
 
 
 def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]:
@@ -624,10 +697,7 @@ def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]
             new = [prepared[index] for index in new_indexes]
             tokens = sum(p.message.token_count or 0 for p in new)
             row = _twice(
-                tx,
-                "UPDATE sessions SET message_count = message_count + ?, "
-                "token_usage = token_usage + ?, last_seq = last_seq + ?, updated_at = ?, "
-                f"status = 'active' WHERE {LIVE_KEY_WHERE} RETURNING id, last_seq, token_usage",
+                tx, _COUNT_APPEND,
                 (len(new), tokens, len(new), to_us(utc_now()), *key_params(key)),
             )
             if row is None:
@@ -639,7 +709,7 @@ def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]
             session_id, last_seq = int(row[0]), int(row[1])
             ids = _insert_messages(tx, session_id, last_seq - len(new) + 1, new)
             for index, new_id in zip(new_indexes, ids, strict=True):
-                message = prepared[index].message.model_copy(update={"id": new_id})
+                message = _with_id(prepared[index].message, new_id)
                 stored[index] = message
                 if message.external_id is not None:
                     by_external[message.external_id] = message
@@ -655,9 +725,12 @@ _BY_SESSION_ID = "session_id = ?"
 _BY_LIVE_KEY = f"session_id = (SELECT id FROM sessions WHERE {LIVE_KEY_WHERE})"
 
 
+@functools.lru_cache(maxsize=1024)
 def _history_sql(
     unlimited: str, query: HistoryQuery, session: str = _BY_SESSION_ID
-) -> tuple[str, list[Any]]:
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement and its parameters after the session's (cached: a gateway reads with the
+    same few queries, and ``query`` is the one validated instance for its values)."""
     clauses = [session]
     params: list[Any] = []
     if not query.include_compacted:
@@ -680,13 +753,13 @@ def _history_sql(
     if query.offset:
         sql += " OFFSET ?"
         params.append(query.offset)
-    return sql, params
+    return sql, tuple(params)
 
 
 def _read_history(tx: Tx, session: Sequence[Any], query: HistoryQuery,
                   where: str = _BY_SESSION_ID) -> list[StoredMessage]:
     sql, params = _history_sql(tx.dialect.unlimited, query, where)
-    messages = [message_from_row(row) for row in tx.all(sql, (*session, *params))]
+    messages = messages_from_rows(tx.all(sql, (*session, *params)))
     if query.tail:
         messages.reverse()
     return messages
@@ -694,16 +767,21 @@ def _read_history(tx: Tx, session: Sequence[Any], query: HistoryQuery,
 
 def get_history(key: SessionKey, query: Any) -> Work[list[StoredMessage]]:
     checked = _query(query)
+    params = key_params(key)
+
+    def first(tx: Tx) -> list[StoredMessage] | None:
+        # One statement finds the live session and reads its messages. Only an empty result
+        # needs a second look, to tell a missing session from an empty history; both must see
+        # one snapshot, so that look runs again in a read transaction.
+        return _read_history(tx, params, checked, _BY_LIVE_KEY) or None
 
     def read(tx: Tx) -> list[StoredMessage]:
-        # One statement finds the live session and reads its messages; only an empty result
-        # needs a second look, to tell a missing session from an empty history.
-        messages = _read_history(tx, key_params(key), checked, _BY_LIVE_KEY)
+        messages = _read_history(tx, params, checked, _BY_LIVE_KEY)
         if not messages:
             _live_id(tx, key)
         return messages
 
-    return Work(read=read)
+    return Work(read=OneStatement(first, read))
 
 
 def reset(key: SessionKey) -> Work[Session]:
@@ -796,7 +874,7 @@ def get_compaction_record(key: SessionKey) -> Work[CompactionRecord]:
             raise _not_found(key)
         return _compaction_record(row)
 
-    return Work(read=read)
+    return Work(read=OneStatement(read))
 
 
 # --- admin (no agent scope) ------------------------------------------------------------------
@@ -815,7 +893,7 @@ def get_session_by_id(session_id: Any) -> Work[Session]:
             raise SessionNotFoundError(f"no session with id {checked}")
         return session_from_row(row)
 
-    return Work(read=read)
+    return Work(read=OneStatement(read))
 
 
 def get_history_by_id(session_id: Any, query: Any) -> Work[list[StoredMessage]]:

@@ -14,9 +14,9 @@ since running it again could store it twice. Reads are retried the same way.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from aisopod_session.errors import InvalidInputError, StoreUnavailableError
 from aisopod_session.store._engine import Dialect, Durability, Engine, Failure, Tx
@@ -30,6 +30,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "PostgreSQL support needs psycopg: pip install 'aisopod-session[postgres]'"
     ) from exc
+
+T = TypeVar("T")
 
 DEFAULT_SCHEMA = "aisopod_session"
 DEFAULT_POOL_SIZE = 4
@@ -96,6 +98,12 @@ class PostgresEngine(Engine):
             finally:
                 if not conn.broken:
                     cursor.execute("ROLLBACK")
+
+    def _read_statement(self, fn: Callable[[Tx], T]) -> T:
+        # The pool's connections are in autocommit: the one statement is its own transaction,
+        # with its own snapshot, and costs no BEGIN / ROLLBACK round trips.
+        with self._pool.connection() as conn, conn.cursor() as cursor:
+            return fn(Tx(cursor, self.dialect))
 
     @contextmanager
     def _write_tx(self) -> Iterator[Tx]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
+from typing import TypeVar
 
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.store._engine import (
@@ -25,6 +27,8 @@ from aisopod_session.store._engine import (
     Tx,
 )
 from aisopod_session.store._migrations import migrate_sqlite
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -86,14 +90,17 @@ class SQLiteEngine(Engine):
             )
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if not self._memory:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                conn.close()
-                raise self._unavailable(RuntimeError(f"could not switch to WAL (got {mode})"))
-        conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not self._memory:
+                mode = _switch_to_wal(conn)
+                if mode != "wal":
+                    raise RuntimeError(f"could not switch to WAL (got {mode})")
+            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
+        except (sqlite3.Error, RuntimeError) as exc:
+            conn.close()
+            raise self._unavailable(exc) from exc
         with self._all_lock:
             self._all.add(conn)
         return conn
@@ -122,6 +129,20 @@ class SQLiteEngine(Engine):
             finally:
                 cursor.execute("COMMIT")
                 cursor.close()
+
+    def _read_statement(self, fn: Callable[[Tx], T]) -> T:
+        if self._memory:  # one connection shared with the writer: take turns, as any read
+            return super()._read_statement(fn)
+        conn = self._reader()
+        if conn.in_transaction:  # never left open by a read, but a stale one would be a stale
+            _roll_back(conn)    # snapshot
+        # Autocommit: the statement is its own read transaction, ended when the cursor has
+        # returned its last row or is closed.
+        cursor = conn.cursor()
+        try:
+            return fn(Tx(cursor, self.dialect))
+        finally:
+            cursor.close()
 
     @contextmanager
     def _write_tx(self) -> Iterator[Tx]:
@@ -199,3 +220,24 @@ def _roll_back(conn: sqlite3.Connection) -> None:
             conn.rollback()
     except sqlite3.Error:
         pass  # the next write ends the transaction (or replaces the connection) before BEGIN
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Put the database in WAL mode; the journal mode it ends in.
+
+    WAL is recorded in the file, so usually there is nothing to switch. On a new file, the switch
+    needs an exclusive lock, and SQLite answers "database is locked" at once, without waiting on
+    the busy timeout, when another process is switching or migrating at that moment: several
+    processes opening one new file together is how a gateway's workers start. So it is retried
+    for up to the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return "wal"
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
