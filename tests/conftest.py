@@ -168,3 +168,26 @@ def backend_url(
 
 
 Opener = Callable[..., Any]
+
+
+TracedOpen = Callable[[str], tuple[Any, list[str]]]
+
+
+@pytest.fixture
+def traced_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> TracedOpen:
+    """Open a SQLite store (file ``name`` in this test's directory) whose connections record
+    every statement they run, into the list returned with it."""
+    import sqlite3
+
+    from aisopod_session import SessionStore
+
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return lambda name: (SessionStore.open(str(tmp_path / name)), statements)

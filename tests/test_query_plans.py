@@ -11,7 +11,6 @@ import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,22 +25,14 @@ from aisopod_session import (
     Summarize,
     TruncateToolResults,
 )
+from tests.conftest import TracedOpen
 
 FULL_SCAN = re.compile(r"\bSCAN (sessions|messages)\b(?! USING)")
 
 
 @pytest.fixture
-def traced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[SessionStore, list[str]]:
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", connect)
-    return SessionStore.open(str(tmp_path / "plans.db")), statements
+def traced(traced_sqlite: TracedOpen) -> tuple[SessionStore, list[str]]:
+    return traced_sqlite("plans.db")
 
 
 def _workload(store: SessionStore) -> None:

@@ -3,7 +3,6 @@ savepoints. Each must give exactly what the slower path gave."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,14 @@ from aisopod_session import (
 from aisopod_session.models import validated_twin
 from aisopod_session.store import _ops
 from aisopod_session.store._engine import OneStatement, Tx, _Job
+from tests.conftest import TracedOpen
 
 KEY = SessionKey("bot", "discord", "acct", "dm", "alice")
 
 
 @pytest.fixture
-def traced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[SessionStore, list[str]]:
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", connect)
-    return SessionStore.open(str(tmp_path / "reads.db")), statements
+def traced(traced_sqlite: TracedOpen) -> tuple[SessionStore, list[str]]:
+    return traced_sqlite("reads.db")
 
 
 def test_one_statement_reads_run_without_a_transaction(
