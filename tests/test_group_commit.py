@@ -32,7 +32,7 @@ from aisopod_session import (
     StoredMessage,
     StoreUnavailableError,
 )
-from aisopod_session.store import _ops
+from aisopod_session.store import _engine, _ops
 from aisopod_session.store._engine import Engine, Tx, _Job
 from tests._threads import JOIN_SECONDS, key_for, run_threads
 
@@ -459,6 +459,75 @@ def test_acknowledged_only_after_commit_async(
     unseen, sizes = asyncio.run(main())
     assert unseen == []
     assert max(sizes) > 1, sizes
+
+
+def test_writers_woken_in_one_loop_turn_share_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not forced: tasks that queue writes in the same turn of the event loop are one batch,
+    because the background leader starts only once that turn is over. Each round's batch
+    wakes every writer in one turn, so every round is one batch (and one commit)."""
+    writers, rounds = 64, 4
+    # Only the end of the turn may start the leader, however slow this machine is.
+    monkeypatch.setattr(_engine, "GATHER_WAIT_SECONDS", JOIN_SECONDS)
+
+    async def main() -> list[int]:
+        async with await AsyncSessionStore.open(str(tmp_path / "s.db")) as store:
+            agent = store.for_agent("bot")
+            for index in range(writers):
+                await agent.get_or_create(key_for(index))
+            sizes: list[int] = []
+            original = store._engine._run_batch
+
+            def run_batch(jobs: list[_Job]) -> None:
+                sizes.append(len(jobs))
+                original(jobs)
+
+            monkeypatch.setattr(store._engine, "_run_batch", run_batch)
+            start = asyncio.Event()
+
+            async def writer(index: int) -> None:
+                await start.wait()  # every writer wakes in the same turn
+                for round_ in range(rounds):
+                    await agent.append_messages(key_for(index), [StoredMessage.user(round_)])
+
+            tasks = [asyncio.create_task(writer(index)) for index in range(writers)]
+            await asyncio.sleep(0)
+            start.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), JOIN_SECONDS)
+            for index in range(writers):
+                history = await agent.get_history(key_for(index))
+                assert [m.content for m in history] == list(range(rounds))
+            return sizes
+
+    assert asyncio.run(main()) == [writers] * rounds
+
+
+def test_loop_stopped_before_its_next_turn_does_not_strand_the_queue(tmp_path: Path) -> None:
+    """The leader waits for the caller's loop to finish its turn, but not forever: a loop that
+    stops (and is closed) right after queueing a write leaves nobody else waiting."""
+    store = SessionStore.open(str(tmp_path / "s.db"))
+    try:
+        agent = store.for_agent("bot")
+        agent.get_or_create(key_for(0))
+        committer = store._engine._committer
+        loop = asyncio.new_event_loop()
+        try:
+            write = loop.create_task(committer.run_async(
+                lambda tx: tx.run("UPDATE sessions SET metadata = '{\"x\": 1}'")))
+            loop.call_soon(loop.stop)  # runs in the same turn as the task's first step
+            loop.run_forever()
+            assert not write.done()
+        finally:
+            loop.close()
+        write._log_destroy_pending = False  # stranded on purpose: its loop is gone
+        # A blocking writer from another thread still gets through, and so did the stranded job.
+        assert run_threads(
+            1, lambda _: agent.append_messages(key_for(0), [StoredMessage.user("after")])) == []
+        assert [m.content for m in agent.get_history(key_for(0))] == ["after"]
+        assert agent.get(key_for(0)).metadata == {"x": 1}
+    finally:
+        store.close()
 
 
 # --- closing -----------------------------------------------------------------------------------

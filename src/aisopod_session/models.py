@@ -342,12 +342,14 @@ class _Model(BaseModel):
             return []
         new, set_dict, set_fields_set, set_extra, set_private = (
             _new_object, _set_dict, _set_fields_set, _set_extra, _set_private)
+        # One set shared by the models of a read: pydantic changes a model's fields set only
+        # in ``__setattr__``, which a frozen model refuses, and ``model_copy`` copies it first.
         fields_set = set(rows[0])
         models = []
         for values in rows:
             model = new(cls)
             set_dict(model, values)
-            set_fields_set(model, fields_set.copy())
+            set_fields_set(model, fields_set)
             set_extra(model, None)
             set_private(model, None)
             models.append(model)

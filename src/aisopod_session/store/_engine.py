@@ -171,15 +171,6 @@ class _Job:
         self.promoted = False
         self.abandoned = False  # its thread stopped waiting: it runs, but never leads
 
-    def settle(self) -> None:
-        self.settled = True
-        if self.event is not None:
-            self.event.set()
-        elif self.loop is not None and self.future is not None:
-            future = self.future
-            # RuntimeError: the caller's loop is closed; nobody is waiting any more.
-            with suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(_resolve, future)
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -187,9 +178,32 @@ class _Job:
         return self.result
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _settle(batch: list[_Job]) -> None:
+    """Wake the callers of a finished batch: a blocking caller's event, and each asyncio loop
+    once for all of its jobs (a wake-up of a loop from another thread is a system call; a batch
+    of 64 writers on one loop needs one, not 64)."""
+    waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for job in batch:
+        job.settled = True
+        if job.event is not None:
+            job.event.set()
+        elif job.loop is not None and job.future is not None:
+            waiting.setdefault(job.loop, []).append(job.future)
+    for loop, futures in waiting.items():
+        # RuntimeError: the caller's loop is closed; nobody is waiting any more.
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, futures)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # cancelled: its caller stopped waiting
+            future.set_result(None)
+
+
+# How long a background leader started by an asyncio caller waits for that caller's event loop
+# to finish its turn (see ``GroupCommitter.run_async``) if the loop never gets there.
+GATHER_WAIT_SECONDS = 0.002
 
 
 class GroupCommitter:
@@ -247,11 +261,21 @@ class GroupCommitter:
         job = _Job(fn, lock_key, loop, future)
         with self._mutex:
             start = self._enqueue(job)
-            if start:
-                self._background.submit(self._serve, None)
+        if start:
+            # The other tasks this turn of the event loop wakes (e.g. after the last batch was
+            # settled) are about to queue their writes: the leader starts once the turn is over,
+            # so they all share one batch and one commit.
+            turn_over = threading.Event()
+            self._background.submit(self._serve_after, turn_over)
+            loop.call_soon(turn_over.set)
         await future
         result: T = job.outcome()
         return result
+
+    def _serve_after(self, turn_over: threading.Event) -> None:
+        # Bounded: a loop stopped before its next turn must not leave the queue unserved.
+        turn_over.wait(GATHER_WAIT_SECONDS)
+        self._serve(None)
 
     def _serve(self, own: _Job | None) -> None:
         """Run batches until ``own`` is settled (a background leader: until the queue is empty)."""
@@ -281,8 +305,7 @@ class GroupCommitter:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            for job in batch:
-                job.settle()
+            _settle(batch)
 
     def _step_down(self) -> None:
         """With the mutex held: stop leading, passing leadership on if jobs are waiting."""
