@@ -28,6 +28,7 @@ from aisopod_session import (
 from tests.conftest import TracedOpen
 
 FULL_SCAN = re.compile(r"\bSCAN (sessions|messages)\b(?! USING)")
+SORTED_IN_MEMORY = "USE TEMP B-TREE FOR ORDER BY"
 
 
 @pytest.fixture
@@ -89,11 +90,22 @@ def test_every_statement_uses_an_index(traced: tuple[SessionStore, list[str]],
         and "sqlite_master" not in s})
     assert len(queries) > 20, "the workload did not exercise the store"
     conn = sqlite3.connect(tmp_path / "plans.db")
-    scans = {}
+    scans, sorts = {}, {}
     for query in queries:
         plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
         if FULL_SCAN.search(plan):
             scans[query] = plan
+        # A page of a list must come off an index in order, not from sorting every match:
+        # the only sorts allowed are of a status's subquery (its rows are at most the page).
+        lines = plan.split(" | ")
+        if "ORDER BY updated_at" in query and any(
+            line == SORTED_IN_MEMORY and not lines[number - 1].startswith("SCAN status")
+            for number, line in enumerate(lines)
+        ):
+            sorts[query] = plan
     conn.close()
     assert not scans, "statements scanning a whole table:\n" + "\n".join(
         f"{q}\n    -> {p}" for q, p in scans.items())
+    assert not sorts, "list statements sorting their matches:\n" + "\n".join(
+        f"{q}\n    -> {p}" for q, p in sorts.items())
+    assert sum("ORDER BY updated_at" in query for query in queries) >= 5

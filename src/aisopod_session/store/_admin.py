@@ -124,12 +124,16 @@ class DailyUsage:
     tokens: int
 
 
+_EVERY_STATUS = ", ".join(f"'{status.value}'" for status in SessionStatus)
+
+
 def usage_by_day(agent_id: str | None, days: int, now: datetime | None) -> Work[list[DailyUsage]]:
     """Usage of the last ``days`` UTC days (today included), by the messages still stored.
 
     Sessions are reached through their recency index: a message appended on a day bumped its
     session's ``updated_at`` to that day or later, so sessions last updated before the window
-    cannot hold a message of it, and the query never walks the whole message table.
+    cannot hold a message of it, and the query never walks the whole message table. (The
+    recency indexes lead with the status: naming every status lets the query seek them.)
     """
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_USAGE_DAYS:
         raise InvalidInputError.for_field("days", f"must be a whole number from 1 to "
@@ -143,7 +147,8 @@ def usage_by_day(agent_id: str | None, days: int, now: datetime | None) -> Work[
             "SELECT s.agent_id, m.created_at / ? AS day, count(*), "
             "coalesce(sum(m.token_count), 0) FROM sessions s "
             "JOIN messages m ON m.session_id = s.id "
-            f"WHERE s.updated_at >= ? {agent_clause}AND m.created_at >= ? AND m.created_at < ? "
+            f"WHERE s.status IN ({_EVERY_STATUS}) AND s.updated_at >= ? {agent_clause}"
+            "AND m.created_at >= ? AND m.created_at < ? "
             "GROUP BY s.agent_id, day ORDER BY day, s.agent_id",
             (DAY_US, start, *agent_params, start, end),
         )
