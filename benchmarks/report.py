@@ -365,9 +365,13 @@ def document(tables: str, context: Context) -> str:
     for name, settings in sorted(context.settings.items()):
         lines.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in settings.items()
                                                 if k != "backend"))
-    lines += ["", "Profile the store's W1 and W3 paths with "
+    lines += ["", "Profile the store's W1, W3 and W4 paths with "
               "`.venv-bench/bin/python -m benchmarks.profiling` (cProfile; py-spy is installed "
-              "in the same environment)."]
+              "in the same environment); `python -m benchmarks.ceiling` times the store's own "
+              "append statements in raw sqlite3. The targets of issue 6, which of them this "
+              "run meets, and the profiles of the misses are in "
+              "[performance-analysis.md](performance-analysis.md), written by hand from a run "
+              "of this command (this file is rewritten by every run)."]
     if context.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in context.notes]
     return "\n".join(lines).rstrip() + "\n"
