@@ -521,7 +521,8 @@ def test_loop_stopped_before_its_next_turn_does_not_strand_the_queue(tmp_path: P
         finally:
             loop.close()
         write._log_destroy_pending = False  # stranded on purpose: its loop is gone
-        # A blocking writer from another thread still gets through, and so did the stranded job.
+        # A blocking writer still gets through, and so did the stranded job. (On a thread: were
+        # the queue stranded, the call would hang, and run_threads reports that instead.)
         assert run_threads(
             1, lambda _: agent.append_messages(key_for(0), [StoredMessage.user("after")])) == []
         assert [m.content for m in agent.get_history(key_for(0))] == ["after"]

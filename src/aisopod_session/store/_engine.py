@@ -171,7 +171,6 @@ class _Job:
         self.promoted = False
         self.abandoned = False  # its thread stopped waiting: it runs, but never leads
 
-
     def outcome(self) -> Any:
         if self.error is not None:
             raise self.error
