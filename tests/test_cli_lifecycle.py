@@ -248,7 +248,7 @@ def test_peers_export_forget_and_audit(target: Target, tmp_path: Path) -> None:
         ("export_peer", 3, 4)]
     assert {r["actor"] for r in records} == {target.actor}
     assert len({r["subject"] for r in records}) == 1
-    assert records[0]["subject"].startswith("sha256:")
+    assert records[0]["subject"].startswith("hmac-sha256:")
     assert json.loads(ok([*args, "audit", "--json", "--limit", "2"]).stdout) == records[:2]
     table = ok([*args, "audit"]).stdout
     assert target.actor in table

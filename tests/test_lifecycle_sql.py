@@ -8,6 +8,7 @@ row the admin API would not show (an orphaned message, a leftover generation) is
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import statistics
 import threading
@@ -175,10 +176,29 @@ def test_forget_peer_leaves_no_row_of_them_and_changes_no_other_row(open_store: 
     assert record["actor"] == "privacy-officer"
     assert record["action"] == "forget_peer"
     assert (record["sessions"], record["messages"]) == (len(my_ids), len(my_messages))
-    assert str(record["subject"]).startswith("sha256:")
+    assert str(record["subject"]).startswith("hmac-sha256:")
     assert "Alice" not in str(record) and "discord" not in str(record)
     now_us = _ops.to_us(datetime.now(UTC))
     assert now_us - 300_000_000 < record["at"] <= now_us
+
+
+def test_audit_subject_is_a_keyed_hash_under_the_database_key(open_store: Any,
+                                                              tmp_path: Path) -> None:
+    """The audit log names a person by an HMAC under the database's own random key: one person
+    is one subject in a database, another database gives another, and the plain SHA-256 of
+    their channel and id (computable by anyone guessing ids such as phone numbers) is nowhere."""
+    store = open_store()
+    store.forget_peer(*PERSON, actor="officer")
+    store.forget_peer(*PERSON, actor="officer")
+    store.forget_peer("discord", "bob", actor="officer")
+    bob, alice, alice_again = (record.subject for record in store.audit_log(10))
+    assert alice == alice_again != bob
+    assert alice is not None and alice.startswith("hmac-sha256:")
+    plain = hashlib.sha256("\0".join(PERSON).encode()).hexdigest()
+    assert plain not in str(direct(open_store).table("audit_log"))
+    with SessionStore.open(str(tmp_path / "another.db")) as another:
+        another.forget_peer(*PERSON, actor="officer")
+        assert another.audit_log(1)[0].subject not in (alice, None)
 
 
 def test_export_peer_is_everything_about_them_and_imports_into_an_empty_store(

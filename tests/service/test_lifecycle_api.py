@@ -345,7 +345,7 @@ async def test_export_forget_import_and_audit_a_person(api: Api) -> None:
     assert [r["id"] for r in records] == sorted((r["id"] for r in records), reverse=True)
     alice = {r["subject"] for r in records[2:]}
     assert len(alice) == 1
-    assert alice.pop().startswith("sha256:")
+    assert alice.pop().startswith("hmac-sha256:")
     for leak in ("alice", "eve", "secret"):
         assert leak not in audit.text
     assert len((await api.get("/v1/admin/audit", params={"limit": 2})).json()) == 2

@@ -12,6 +12,7 @@ database and left alone.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Generator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -350,13 +351,17 @@ def peer_params(channel: Any, peer_id: Any) -> tuple[str, str]:
             normalize_peer_id_or_raise("peer_id", peer_id))
 
 
-def subject(channel: str, peer_id: str) -> str:
-    """What the audit log records about whom: a hash, so erasing a person erases their id.
+def subject(tx: Tx, channel: str, peer_id: str) -> str:
+    """What the audit log records about whom: a keyed hash, so erasing a person erases their id.
 
-    The parts are joined with NUL, which neither may contain, so that no two people share a
-    subject (with ``:``, channel ``a:b`` with id ``c`` and channel ``a`` with id ``b:c`` would).
+    HMAC-SHA-256 under the database's own random key (migration 0004): a plain hash of a
+    guessable id, such as a phone number, could be reversed by hashing every candidate. The
+    parts are joined with NUL, which neither may contain, so that no two people share a subject
+    (with ``:``, channel ``a:b`` with id ``c`` and channel ``a`` with id ``b:c`` would).
     """
-    return "sha256:" + hashlib.sha256(f"{channel}\0{peer_id}".encode()).hexdigest()
+    key = tx.one("SELECT key FROM audit_key WHERE id = 1")[0]
+    digest = hmac.new(str(key).encode(), f"{channel}\0{peer_id}".encode(), hashlib.sha256)
+    return "hmac-sha256:" + digest.hexdigest()
 
 
 def _actor(actor: Any) -> str:
@@ -388,7 +393,7 @@ def forget_peer(channel: Any, peer_id: Any, actor: Any) -> Work[PeerResult]:
             marks = ", ".join("?" for _ in chunk)
             messages += tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", chunk)
             tx.run(f"DELETE FROM sessions WHERE id IN ({marks})", chunk)
-        _audit(tx, who, "forget_peer", subject(*params), len(ids), messages)
+        _audit(tx, who, "forget_peer", subject(tx, *params), len(ids), messages)
         return PeerResult(sessions=len(ids), messages=messages)
 
     return Work(write=write)
@@ -400,7 +405,7 @@ def _audit_export(params: tuple[str, str], who: str) -> Work[None]:
             f"SELECT count(*), coalesce(sum(m), 0) FROM (SELECT (SELECT count(*) FROM messages "
             f"WHERE session_id = s.id) AS m FROM sessions s WHERE {PEER_WHERE}) AS mine",
             params)
-        _audit(tx, who, "export_peer", subject(*params), int(row[0]), int(row[1]))
+        _audit(tx, who, "export_peer", subject(tx, *params), int(row[0]), int(row[1]))
 
     return Work(write=write)
 
