@@ -22,7 +22,15 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+)
 
 from aisopod_session.compaction import CompactionRecord, CompactionStrategy
 from aisopod_session.errors import InvalidInputError
@@ -98,10 +106,23 @@ def _rfc3339(value: Any) -> Any:
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
+_STORE_SETS = ("id", "compacted")
+"""StoredMessage fields a client never sends: the store assigns ``id``, compaction sets
+``compacted``."""
+
+NewMessage = create_model(
+    "NewMessage",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A message to append: StoredMessage's fields a client may set, validated the same.",
+    **{name: (field.annotation, field) for name, field in StoredMessage.model_fields.items()
+       if name not in _STORE_SETS},  # type: ignore[call-overload]
+)
+
+
 class AppendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    messages: Annotated[list[StoredMessage], Field(max_length=10_000)]
+    messages: Annotated[list[NewMessage], Field(max_length=10_000)]
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -433,7 +454,8 @@ async def reset_session(agent: AgentDep, key: KeyDep) -> Session:
 @agents.post(SESSION_PATH + "/messages", summary="Append messages (all or none)")
 async def append_messages(request: Request, agent: AgentDep, key: KeyDep,
                           body: AppendBody) -> list[StoredMessage]:
-    stored = await agent.append_messages(key, body.messages)
+    stored = await agent.append_messages(key, [
+        StoredMessage(**message.model_dump(exclude_unset=True)) for message in body.messages])
     metrics: Metrics = request.app.state.metrics
     metrics.appended(len(body.messages))
     return stored
