@@ -465,8 +465,7 @@ def test_writers_woken_in_one_loop_turn_share_one_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not forced: tasks that queue writes in the same turn of the event loop are one batch,
-    because the background leader starts only once that turn is over. Each round's batch
-    wakes every writer in one turn, so every round is one batch (and one commit)."""
+    because the background leader starts only once that turn is over."""
     writers, rounds = 64, 4
     # Only the end of the turn may start the leader, however slow this machine is.
     monkeypatch.setattr(_engine, "GATHER_WAIT_SECONDS", JOIN_SECONDS)
@@ -500,7 +499,10 @@ def test_writers_woken_in_one_loop_turn_share_one_batch(
                 assert [m.content for m in history] == list(range(rounds))
             return sizes
 
-    assert asyncio.run(main()) == [writers] * rounds
+    sizes = asyncio.run(main())
+    # From idle, the first round is one batch by construction. Later rounds usually are too,
+    # but a leader still draining the queue when a round starts takes what it finds.
+    assert sizes[0] == writers and sum(sizes) == writers * rounds, sizes
 
 
 def test_loop_stopped_before_its_next_turn_does_not_strand_the_queue(tmp_path: Path) -> None:

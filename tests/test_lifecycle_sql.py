@@ -9,6 +9,7 @@ row the admin API would not show (an orphaned message, a leftover generation) is
 from __future__ import annotations
 
 import hashlib
+import hmac
 import sqlite3
 import statistics
 import threading
@@ -193,9 +194,16 @@ def test_audit_subject_is_a_keyed_hash_under_the_database_key(open_store: Any,
     store.forget_peer("discord", "bob", actor="officer")
     bob, alice, alice_again = (record.subject for record in store.audit_log(10))
     assert alice == alice_again != bob
-    assert alice is not None and alice.startswith("hmac-sha256:")
+    db = direct(open_store)
+    (key,), = db.rows("SELECT key FROM audit_key")
+    assert len(key) == 64  # 256 random bits, hex
+    keyed = hmac.new(key.encode(), "\0".join(PERSON).encode(), hashlib.sha256).hexdigest()
+    assert alice == f"hmac-sha256:{keyed}"
     plain = hashlib.sha256("\0".join(PERSON).encode()).hexdigest()
-    assert plain not in str(direct(open_store).table("audit_log"))
+    assert plain not in str(db.table("audit_log"))
+    # The key belongs to the database: a store opened on it again names the person the same.
+    open_store().forget_peer(*PERSON, actor="officer")
+    assert store.audit_log(1)[0].subject == alice
     with SessionStore.open(str(tmp_path / "another.db")) as another:
         another.forget_peer(*PERSON, actor="officer")
         assert another.audit_log(1)[0].subject not in (alice, None)

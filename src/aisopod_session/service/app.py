@@ -454,8 +454,12 @@ async def reset_session(agent: AgentDep, key: KeyDep) -> Session:
 @agents.post(SESSION_PATH + "/messages", summary="Append messages (all or none)")
 async def append_messages(request: Request, agent: AgentDep, key: KeyDep,
                           body: AppendBody) -> list[StoredMessage]:
+    # NewMessage validated every field the way StoredMessage does, and the store checks each
+    # message again: no third pass over the content here.
     stored = await agent.append_messages(key, [
-        StoredMessage(**message.model_dump(exclude_unset=True)) for message in body.messages])
+        StoredMessage.model_construct(**{name: getattr(message, name)
+                                         for name in message.model_fields_set})
+        for message in body.messages])
     metrics: Metrics = request.app.state.metrics
     metrics.appended(len(body.messages))
     return stored
