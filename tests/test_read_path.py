@@ -17,7 +17,7 @@ from aisopod_session import (
     SessionStore,
     StoredMessage,
 )
-from aisopod_session.models import validated_twin
+from aisopod_session.base import validated_twin
 from aisopod_session.store import _ops
 from aisopod_session.store._engine import OneStatement, Tx, _Job
 from tests.conftest import TracedOpen

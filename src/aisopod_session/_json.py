@@ -11,9 +11,10 @@ import json
 import math
 from typing import Any
 
+from aisopod_session.limits import MAX_JSON_DEPTH
+
 __all__ = ["JsonError", "check_json", "dumps", "loads"]
 
-_MAX_DEPTH = 64
 
 
 class JsonError(ValueError):
@@ -30,8 +31,8 @@ def check_json(value: Any, path: str = "") -> Any:
 
 
 def _walk(value: Any, path: str, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise JsonError(f"{path or 'value'}: nested deeper than {_MAX_DEPTH} levels")
+    if depth > MAX_JSON_DEPTH:
+        raise JsonError(f"{path or 'value'}: nested deeper than {MAX_JSON_DEPTH} levels")
     kind = type(value)
     if kind is str:
         if not value.isascii():

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, StrictInt, StrictStr
 
 from aisopod_session import _json
-from aisopod_session.models import Role, StoredMessage, UtcDatetime, _Model
+from aisopod_session.base import Model
+from aisopod_session.models import Role, StoredMessage, UtcDatetime
 
 __all__ = [
     "CompactionPlan",
@@ -32,7 +33,7 @@ MIN_TRUNCATE_CHARS = 64
 """``TruncateToolResults`` needs room for its marker and some of the original text."""
 
 
-class CompactionRecord(_Model):
+class CompactionRecord(Model):
     """A session's compaction state."""
 
     compaction_count: Annotated[StrictInt, Field(ge=0)] = 0
@@ -40,7 +41,7 @@ class CompactionRecord(_Model):
     summary: str | None = None
 
 
-class SlidingWindow(_Model):
+class SlidingWindow(Model):
     """Keep the newest ``max_messages`` messages.
 
     A tool result is never kept without the assistant message that called the tool: the window
@@ -60,7 +61,7 @@ def _no_nul(text: str) -> str:
     return text
 
 
-class Summarize(_Model):
+class Summarize(Model):
     """Replace all but the newest ``keep_recent`` messages by one ``system`` message."""
 
     kind: Literal["summarize"] = "summarize"
@@ -70,7 +71,7 @@ class Summarize(_Model):
     keep_recent: Annotated[StrictInt, Field(ge=0)] = 0
 
 
-class TruncateToolResults(_Model):
+class TruncateToolResults(Model):
     """Shorten ``tool`` results longer than ``max_chars`` to at most ``max_chars``, marker included.
 
     String content is measured and cut as text. Structured content (``{"tool_call_id": ...,

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, StrictInt, StrictStr, field_validator, model_validator
 
-from aisopod_session.models import UtcDatetime, _Model, normalize_name
+from aisopod_session.base import Model
+from aisopod_session.models import UtcDatetime, normalize_name
 
 __all__ = [
     "LifecyclePolicy",
@@ -52,7 +53,7 @@ Duration = Annotated[
 ]
 
 
-class LifecyclePolicy(_Model):
+class LifecyclePolicy(Model):
     """When silent sessions go idle, and when idle ones are archived (None: never)."""
 
     idle_after: Duration | None = timedelta(days=1)
@@ -65,7 +66,7 @@ class LifecyclePolicy(_Model):
         return self
 
 
-class SweepResult(_Model):
+class SweepResult(Model):
     """What a sweep changed (or, with ``dry_run``, would change)."""
 
     idled: int = 0
@@ -74,7 +75,7 @@ class SweepResult(_Model):
     at: UtcDatetime
 
 
-class ResetPolicy(_Model):
+class ResetPolicy(Model):
     """When a conversation is stale: ``daily`` at ``at_hour`` local time, or after
     ``idle_minutes`` of silence. ``daily`` resets at most once per local day, also across
     daylight-saving changes (a skipped hour resets at the first instant after it)."""
@@ -130,7 +131,7 @@ def _local(day: date, hour: int, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(hour), tzinfo=zone).astimezone(ZoneInfo("UTC"))
 
 
-class ResetPolicies(_Model):
+class ResetPolicies(Model):
     """Reset policies by agent and channel; the most specific one applies.
 
     Lookup order: ``agents[agent][channel]``, ``agents[agent]["*"]``, ``channels[channel]``,
@@ -184,7 +185,7 @@ def _unique_names(value: dict[str, V], what: str, *, wildcard: bool = False) -> 
     return out
 
 
-class RetentionPolicy(_Model):
+class RetentionPolicy(Model):
     """How long to keep what is no longer live (None: forever). Something is purged once its
     period has fully passed: at exactly ``compacted_at + compacted_messages``, not before."""
 
@@ -194,14 +195,14 @@ class RetentionPolicy(_Model):
     """Archived sessions (with all their messages), counted from when they were archived."""
 
 
-class PurgeResult(_Model):
+class PurgeResult(Model):
     messages: int = 0
     sessions: int = 0
     dry_run: bool = False
     at: UtcDatetime
 
 
-class Policies(_Model):
+class Policies(Model):
     """All the policies a store applies: given to ``SessionStore.open(..., policies=...)``."""
 
     lifecycle: LifecyclePolicy = Field(default_factory=LifecyclePolicy)

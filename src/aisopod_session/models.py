@@ -7,36 +7,36 @@ immutable; the store builds new ones rather than mutating.
 
 from __future__ import annotations
 
-import re
-import threading
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from aisopod_session._json import JsonError, check_json
+from aisopod_session._time import check_rfc3339, utc_now
+from aisopod_session.base import (
+    Model,
+    remember_validated_kinds,
+    validates_directly,
+)
 from aisopod_session.errors import InvalidInputError
+from aisopod_session.limits import MAX_ID_LENGTH, MAX_KEY_BYTES, MAX_PAGE_SIZE, MAX_SQL_INT
 
 __all__ = [
-    "MAX_ID_LENGTH",
-    "MAX_KEY_BYTES",
     "HistoryQuery",
     "JsonValue",
     "PeerKind",
@@ -51,22 +51,6 @@ __all__ = [
     "StoredMessage",
     "utc_now",
 ]
-
-MAX_ID_LENGTH = 256
-"""Longest accepted key part, metadata key or external message id, in characters."""
-
-MAX_KEY_BYTES = 2048
-"""Longest key, as the UTF-8 bytes of its parts together: PostgreSQL cannot index a longer one
-(a b-tree entry holds at most 2704 bytes), so four 256-character parts fit only if most of their
-characters take less than two bytes each."""
-
-MAX_PAGE_SIZE = 1000
-"""Largest ``SessionFilter.limit``: a page is meant to be read, not to dump a table."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 class SessionStatus(StrEnum):
     ACTIVE = "active"
@@ -145,21 +129,13 @@ def _json_value(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
-_RFC3339_START = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
-
-
 def _datetime_input(value: Any) -> Any:
     # pydantic would read a number, or a string of digits, as a Unix timestamp; here that is far
     # more likely a bug than a time, so text must be an RFC 3339 timestamp.
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
-        if _RFC3339_START.match(value):
-            return value
-        raise ValueError(
-            f"{value[:40]!r} is not an RFC 3339 timestamp with an offset "
-            "(e.g. 2026-11-25T12:00:00Z)"
-        )
+        return check_rfc3339(value)
     raise ValueError(f"expected a timezone-aware datetime, got {type(value).__name__}")
 
 
@@ -199,9 +175,6 @@ def _sorted_statuses(value: tuple[SessionStatus, ...] | SessionStatus | None) ->
     return tuple(sorted(set(statuses)))
 
 
-MAX_INT = 2**63 - 1
-"""Largest integer a database BIGINT column holds."""
-
 Status = Annotated[SessionStatus, _one_of(SessionStatus)]
 Kind = Annotated[PeerKind, _one_of(PeerKind)]
 Name = Annotated[StrictStr, AfterValidator(normalize_name)]
@@ -213,166 +186,8 @@ SessionMetadata = Annotated[dict[MetadataKey, Any], AfterValidator(_json_value)]
 """Free-form session metadata: a JSON object (non-empty str keys up to 256 characters, JSON
 values)."""
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_datetime_input), AfterValidator(_to_utc)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
-RowId = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
-
-
-# --- base ------------------------------------------------------------------------------------
-
-
-def invalid_input_from(exc: ValidationError, what: str) -> InvalidInputError:
-    errors = []
-    for error in exc.errors(include_url=False):
-        loc = list(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if len(loc) >= 2 and loc[-1] == "[key]":  # a bad dict key: name the dict, show the key
-            bad_key = repr(loc[-2])
-            if len(bad_key) > 40:
-                bad_key = bad_key[:36] + "...'"
-            loc = loc[:-2]
-            message = f"key {bad_key}: {message}"
-        field = ".".join(str(part) for part in loc) or what
-        errors.append({"field": field, "message": message})
-    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return InvalidInputError(f"invalid {what}: {summary}", errors)
-
-
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def validates_directly(init: F) -> F:
-    """Mark a model's ``__init__`` as a thin wrapper around pydantic's own.
-
-    pydantic calls a model's custom ``__init__`` from ``model_validate``, ``model_validate_json``
-    and when the model is nested in another. A wrapper with its own signature (positional key
-    parts) would then fail with ``TypeError`` on a dict that lacks a field; marked, pydantic
-    validates the data itself and reports the missing field like any other.
-    """
-    init.__pydantic_base_init__ = True  # type: ignore[attr-defined]
-    return init
-
-
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-
-
-def _slot_setter(name: str) -> Callable[[Any, Any], None]:
-    """The setter of one of BaseModel's slots, called directly: about a quarter faster than
-    ``object.__setattr__`` (which looks the descriptor up on every call)."""
-    descriptor = BaseModel.__dict__.get(name)
-    setter: Callable[[Any, Any], None] | None = getattr(descriptor, "__set__", None)
-    if setter is not None:
-        return setter
-    return lambda model, value: _set_attribute(model, name, value)  # pragma: no cover
-
-
-_set_dict = _slot_setter("__dict__")
-_set_fields_set = _slot_setter("__pydantic_fields_set__")
-_set_extra = _slot_setter("__pydantic_extra__")
-_set_private = _slot_setter("__pydantic_private__")
-
-_VALIDATED_LIMIT = 16_384
-_validated: dict[tuple[type[Any], tuple[tuple[str, Any], ...]], Any] = {}
-_validated_lock = threading.Lock()
-
-
-def _remember_validated(model: Any) -> None:
-    """Note that ``model``'s field values passed validation (the kinds in ``_REMEMBERED`` only).
-
-    The store checks every key, filter, patch and query it is given once more (one built with
-    ``model_construct`` or ``model_copy(update=...)`` never was), and a lookup here by the exact
-    field values is far cheaper than validating again: a gateway builds a key, validated, and
-    hands it straight to the store. Only instances that went through validation are noted, so
-    an unvalidated instance is found only if its values equal ones that were validated.
-    """
-    if type(model) not in _REMEMBERED:
-        return
-    try:
-        entry = (type(model), tuple(model.__dict__.items()))
-        if entry in _validated:
-            return
-    except TypeError:  # an unhashable field (metadata): validated again when used
-        return
-    with _validated_lock:
-        _validated[entry] = model
-        if len(_validated) > _VALIDATED_LIMIT:  # oldest first: dicts keep insertion order
-            del _validated[next(iter(_validated))]
-
-
-def validated_twin(kind: type[Any], fields: tuple[tuple[str, Any], ...]) -> Any:
-    """A ``kind`` instance with exactly these field values that passed validation, or None.
-
-    Raises TypeError when a value is unhashable.
-    """
-    return _validated.get((kind, fields))
-
-
-class _Model(BaseModel):
-    """Immutable, strict about unknown fields, and raising InvalidInputError on bad input."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @validates_directly
-    def __init__(self, /, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise invalid_input_from(exc, type(self).__name__) from None
-        _remember_validated(self)
-
-    @classmethod
-    def _from_store(cls, values: dict[str, Any]) -> Self:
-        """Build from values the store wrote itself (every field given, already valid).
-
-        What ``model_construct`` does, without its per-field bookkeeping: reads are the hot
-        path, and building the models was most of the cost of a history read.
-        """
-        model = _new_object(cls)
-        _set_dict(model, values)
-        _set_fields_set(model, set(values))
-        _set_extra(model, None)
-        _set_private(model, None)
-        return model
-
-    @classmethod
-    def _from_store_many(cls, rows: list[dict[str, Any]]) -> list[Self]:
-        """``[cls._from_store(values) for values in rows]``, every dict with the same keys,
-        without a call per row (a history read builds twenty or more at a time)."""
-        if not rows:
-            return []
-        new, set_dict, set_fields_set, set_extra, set_private = (
-            _new_object, _set_dict, _set_fields_set, _set_extra, _set_private)
-        # One set shared by the models of a read: pydantic changes a model's fields set only
-        # in ``__setattr__``, which a frozen model refuses, and ``model_copy`` copies it first.
-        fields_set = set(rows[0])
-        models = []
-        for values in rows:
-            model = new(cls)
-            set_dict(model, values)
-            set_fields_set(model, fields_set)
-            set_extra(model, None)
-            set_private(model, None)
-            models.append(model)
-        return models
-
-    @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
-        try:
-            model = super().model_validate(obj, **kwargs)
-        except ValidationError as exc:
-            raise invalid_input_from(exc, cls.__name__) from None
-        if not isinstance(obj, BaseModel):  # an instance is passed through, never validated
-            _remember_validated(model)
-        return model
-
-    @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
-        try:
-            model = super().model_validate_json(json_data, **kwargs)
-        except ValidationError as exc:
-            raise invalid_input_from(exc, cls.__name__) from None
-        _remember_validated(model)
-        return model
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_SQL_INT)]
+RowId = Annotated[StrictInt, Field(ge=1, le=MAX_SQL_INT)]
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -440,7 +255,7 @@ def _split_thread(peer_id: str) -> tuple[str, str]:
     return group, thread
 
 
-class SessionKey(_Model):
+class SessionKey(Model):
     """Which conversation a session belongs to: agent, channel, bot account, peer kind and id.
 
     ``agent_id``, ``channel`` and ``account_id`` are trimmed and lower-cased; ``peer_id`` is trimmed
@@ -569,7 +384,7 @@ def normalize_name_or_raise(field: str, value: Any) -> str:
 # --- sessions --------------------------------------------------------------------------------
 
 
-class SessionSummary(_Model):
+class SessionSummary(Model):
     """The light view of a session used by lists."""
 
     id: RowId
@@ -581,7 +396,7 @@ class SessionSummary(_Model):
     updated_at: UtcDatetime
 
 
-class Session(_Model):
+class Session(Model):
     """A conversation's state. ``message_count`` counts the live (not compacted-away) history."""
 
     id: RowId
@@ -608,7 +423,7 @@ class Session(_Model):
         )
 
 
-class SessionFilter(_Model):
+class SessionFilter(Model):
     """Which sessions to list. All bounds are exclusive; ``cursor`` continues a previous page."""
 
     agent_id: Name | None = None
@@ -637,7 +452,7 @@ class SessionFilter(_Model):
         return self.status
 
 
-class SessionPatch(_Model):
+class SessionPatch(Model):
     """A partial update. ``metadata`` merges (a key given as None is removed) unless
     ``replace_metadata`` is set, in which case it becomes the whole metadata."""
 
@@ -658,7 +473,7 @@ class SessionPatch(_Model):
 # --- messages --------------------------------------------------------------------------------
 
 
-class StoredMessage(_Model):
+class StoredMessage(Model):
     """One message of a conversation.
 
     ``id`` is None until the store assigns it. ``compacted`` is true for a message that compaction
@@ -691,7 +506,7 @@ class StoredMessage(_Model):
         return cls(role=Role.TOOL, content=content, **fields)
 
 
-class HistoryQuery(_Model):
+class HistoryQuery(Model):
     """Which part of a history to read.
 
     Without ``limit`` the whole (live) history. ``tail`` reads the newest ``limit`` messages and
@@ -699,7 +514,7 @@ class HistoryQuery(_Model):
     ``before``/``after`` are exclusive bounds on ``created_at``.
     """
 
-    limit: Annotated[StrictInt, Field(ge=1, le=MAX_INT)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=MAX_SQL_INT)] | None = None
     offset: NonNegativeInt = 0
     before: UtcDatetime | None = None
     after: UtcDatetime | None = None
@@ -707,6 +522,5 @@ class HistoryQuery(_Model):
     include_compacted: StrictBool = False
 
 
-_REMEMBERED: frozenset[type[_Model]] = frozenset({SessionKey, SessionFilter, SessionPatch,
-                                                  HistoryQuery})
-"""The models the store validates again on every call (see ``_remember_validated``)."""
+remember_validated_kinds(SessionKey, SessionFilter, SessionPatch, HistoryQuery)
+# The models the store validates again on every call (see ``base.validated_twin``).

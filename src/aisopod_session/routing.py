@@ -16,6 +16,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, StrictStr, field_validator, model_validator
 
+from aisopod_session.base import Model, validates_directly
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.models import (
     Kind,
@@ -23,11 +24,9 @@ from aisopod_session.models import (
     PeerId,
     PeerKind,
     SessionKey,
-    _Model,
     normalize_name_or_raise,
     normalize_peer_id,
     normalize_peer_id_or_raise,
-    validates_directly,
 )
 
 __all__ = ["ANY", "ChannelContext", "DmScope", "IdentityLinks", "resolve_session_key"]
@@ -52,7 +51,7 @@ class DmScope(StrEnum):
     """One session per person, channel and bot account: full isolation, the default."""
 
 
-class ChannelContext(_Model):
+class ChannelContext(Model):
     """Where a message came from. ``thread_id`` marks a thread inside a group.
 
     A thread inside a direct conversation belongs to that conversation (``thread_id`` is ignored

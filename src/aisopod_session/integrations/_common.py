@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aisopod_session.errors import AccessDeniedError, InvalidInputError
+from aisopod_session.limits import MAX_ID_LENGTH
 from aisopod_session.models import (
-    MAX_ID_LENGTH,
     HistoryQuery,
     PeerKind,
     SessionKey,

@@ -56,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in CI
     raise missing_framework("google-adk", "adk") from exc
 
 from aisopod_session import _json
+from aisopod_session._time import from_us, to_us
 from aisopod_session.errors import ConflictError, SessionNotFoundError
 from aisopod_session.integrations._common import (
     AnyStore,
@@ -65,8 +66,8 @@ from aisopod_session.integrations._common import (
     encode_name,
     encode_peer,
 )
+from aisopod_session.limits import MAX_ID_LENGTH
 from aisopod_session.models import (
-    MAX_ID_LENGTH,
     HistoryQuery,
     PeerKind,
     Role,
@@ -75,7 +76,6 @@ from aisopod_session.models import (
     SessionKey,
     StoredMessage,
 )
-from aisopod_session.store._ops import from_us, to_us
 
 __all__ = [
     "CHANNEL",

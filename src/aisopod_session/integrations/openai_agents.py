@@ -44,7 +44,8 @@ from aisopod_session.integrations._common import (
     read_tail,
     tail_query,
 )
-from aisopod_session.models import MAX_ID_LENGTH, Role, SessionKey, StoredMessage
+from aisopod_session.limits import MAX_ID_LENGTH
+from aisopod_session.models import Role, SessionKey, StoredMessage
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem

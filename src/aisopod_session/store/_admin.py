@@ -25,6 +25,7 @@ from pydantic import Field, StrictBool, StrictInt, ValidationError
 
 from aisopod_session import _json
 from aisopod_session.errors import ConflictError, InvalidInputError
+from aisopod_session.base import Model as _Model, invalid_input_from
 from aisopod_session.models import (
     JsonValue,
     Role,
@@ -32,8 +33,8 @@ from aisopod_session.models import (
     SessionMetadata,
     SessionStatus,
     UtcDatetime,
-    _Model,
-    invalid_input_from,
+
+
 )
 from aisopod_session.store._engine import Tx
 from aisopod_session.store._migrations import MIGRATIONS_TABLE

@@ -25,10 +25,11 @@ from aisopod_session.lifecycle import (
     RetentionPolicy,
     SweepResult,
 )
+from aisopod_session.base import Model as _Model, invalid_input_from
 from aisopod_session.models import (
     Session,
     SessionKey,
-    _Model,
+
     normalize_name_or_raise,
     normalize_peer_id_or_raise,
     utc_now,

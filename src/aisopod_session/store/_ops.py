@@ -36,6 +36,7 @@ from aisopod_session.errors import (
     InvalidInputError,
     SessionNotFoundError,
 )
+from aisopod_session.base import invalid_input_from, validated_twin
 from aisopod_session.models import (
     HistoryQuery,
     PeerKind,
@@ -47,9 +48,9 @@ from aisopod_session.models import (
     SessionStatus,
     SessionSummary,
     StoredMessage,
-    invalid_input_from,
+
     utc_now,
-    validated_twin,
+
 )
 from aisopod_session.store._engine import LockKey, OneStatement, Tx
 

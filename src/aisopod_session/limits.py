@@ -1,0 +1,44 @@
+"""Every limit the store, the service and the CLI enforce: one name each, defined once.
+
+Callers that check input early (the HTTP service's request bodies, the CLI's import) read the
+same numbers, so an input refused by one layer is refused with the same bound by every other.
+"""
+
+from __future__ import annotations
+
+MAX_SQL_INT = 2**63 - 1
+"""Largest integer every backend stores in a BIGINT column and binds as a parameter: ids,
+positions, counts and token counts."""
+
+MAX_ID_LENGTH = 256
+"""Longest accepted key part, metadata key or external message id, in characters."""
+
+MAX_KEY_BYTES = 2048
+"""Longest key, as the UTF-8 bytes of its parts together: PostgreSQL cannot index a longer one
+(a b-tree entry holds at most 2704 bytes), so four 256-character parts fit only if most of their
+characters take less than two bytes each."""
+
+MAX_PAGE_SIZE = 1000
+"""Largest ``SessionFilter.limit``: a page is meant to be read, not to dump a table."""
+
+MAX_MESSAGE_CHARS = 1_048_576
+"""Largest content + tool_calls of one message, as serialised JSON characters."""
+
+MAX_METADATA_CHARS = 65_536
+"""Largest session metadata, as serialised JSON characters."""
+
+MAX_BATCH_MESSAGES = 10_000
+"""Most messages in one append call."""
+
+MAX_TOKEN_USAGE = 2**62 - 1
+"""Largest token_usage of a session (and of one append batch): the sum of both still fits the
+64-bit integer columns, so an overflow is reported as bad input rather than by the database."""
+
+MAX_USAGE_DAYS = 366
+"""Longest window ``usage_by_day`` reports on."""
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of a JSON value (content, tool calls, metadata)."""
+
+MAX_IMPORT_LINE_BYTES = 4 * 1024 * 1024
+"""Longest line of an export file that import reads (one session or one message)."""
