@@ -63,6 +63,7 @@ from pydantic import (
     model_validator,
 )
 
+from aisopod_session.base import invalid_input_from
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.lifecycle import (
     LifecyclePolicy,
@@ -70,7 +71,7 @@ from aisopod_session.lifecycle import (
     ResetPolicies,
     RetentionPolicy,
 )
-from aisopod_session.models import invalid_input_from, normalize_name
+from aisopod_session.models import normalize_name
 
 DEFAULT_DB_URL = "sqlite:///data/sessions.db"
 DEFAULT_PORT = 8787
