@@ -1,0 +1,138 @@
+"""Commands that look after a store: ``serve``, ``db migrate / stats``, ``sweep``, ``purge``,
+``peers forget`` and ``audit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from aisopod_session.cli._app import (
+    ChannelArg,
+    DryRunOpt,
+    JsonOpt,
+    PeerIdArg,
+    YesOpt,
+    backend_for,
+    settings,
+)
+from aisopod_session.cli._output import CliError, confirm, console, plural, print_json, when
+
+
+def serve(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option("--db", metavar="URL",
+                                           help="Database URL (overrides the config).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port.")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", metavar="FILE", help="TOML configuration file.")] = None,
+) -> None:
+    """Run the HTTP API (until SIGINT/SIGTERM)."""
+    from aisopod_session.service import server
+    from aisopod_session.service.config import load_config
+
+    given = settings(ctx)
+    db_url = db or (given.db if given.db_given else None)
+    config = load_config(config_file or given.config, db_url=db_url, host=host, port=port)
+    if given.schema is not None:
+        database = config.database.model_copy(update={"db_schema": given.schema})
+        config = config.model_copy(update={"database": database})
+    server.serve(config)
+
+
+def migrate(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Create or upgrade the database schema; print its version."""
+    if settings(ctx).server:
+        raise CliError("db migrate works on a database (--db), not through --server")
+    with backend_for(ctx) as backend:
+        name, version = backend.schema_version()
+    if as_json:
+        print_json({"backend": name, "schema_version": version})
+    else:
+        typer.echo(f"{name} database is at schema version {version}")
+
+
+def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Sessions by status, agents, live and compacted messages."""
+    with backend_for(ctx) as backend:
+        found = backend.stats()
+    if as_json:
+        print_json(found.as_json())
+        return
+    table = Table("", "count", show_header=False)
+    table.columns[1].justify = "right"
+    for status, count in found.sessions_by_status.items():
+        table.add_row(f"sessions {status}", str(count))
+    table.add_row("agents", str(found.agents))
+    table.add_row("messages live", str(found.messages_live))
+    table.add_row("messages compacted", str(found.messages_compacted))
+    console().print(table)
+
+
+# --- lifecycle, retention and privacy ----------------------------------------------------------
+
+
+def sweep(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Apply the lifecycle policy: silent sessions go idle, long-idle ones are archived."""
+    with backend_for(ctx) as backend:
+        result = backend.sweep(dry_run)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    elif dry_run:
+        typer.echo(f"dry run: would make {plural(result.idled, 'session')} idle and archive "
+                   f"{result.archived}")
+    else:
+        typer.echo(f"made {plural(result.idled, 'session')} idle, archived {result.archived}")
+
+
+def purge(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Apply the retention policy: delete old compacted messages and archived sessions."""
+    with backend_for(ctx) as backend:
+        result = backend.purge(dry_run)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    what = (f"{plural(result.sessions, 'archived session')} and "
+            f"{plural(result.messages, 'message')}")
+    typer.echo(f"dry run: would purge {what}" if dry_run else f"purged {what}")
+
+
+def forget_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg, yes: YesOpt = False,
+                as_json: JsonOpt = False) -> None:
+    """Erase every direct-conversation session of a person, across agents and accounts,
+    archived generations and compacted messages included (group chats are not touched)."""
+    with backend_for(ctx) as backend:
+        confirm(f"Erase every direct conversation with {peer_id!r} on {channel!r}, of every "
+                "agent, archived ones included, for good?", yes)
+        result = backend.forget_peer(channel, peer_id)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        typer.echo(f"erased {plural(result.sessions, 'session')} and "
+                   f"{plural(result.messages, 'message')} of {peer_id} on {channel}")
+
+
+def audit(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest audit records, newest first: who erased or exported whose data, how much."""
+    with backend_for(ctx) as backend:
+        records = backend.audit_log(limit)
+    if as_json:
+        print_json([record.model_dump(mode="json") for record in records])
+        return
+    if not records:
+        typer.echo("no audit records", err=True)
+        return
+    table = Table("id", "at (UTC)", "actor", "action", "subject", "sessions", "messages")
+    table.columns[4].overflow = "fold"
+    for record in records:
+        table.add_row(str(record.id), when(record.at), Text(record.actor), record.action,
+                      Text(record.subject or ""), str(record.sessions), str(record.messages))
+    console().print(table)

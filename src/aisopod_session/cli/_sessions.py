@@ -1,0 +1,199 @@
+"""Commands on sessions: ``sessions list / show / history / delete / reset / clear``, ``reset``
+(every session) and ``compact``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from aisopod_session.cli._app import JsonOpt, KeyArg, RefArg, YesOpt, backend_for
+from aisopod_session.cli._backend import Ref, Strategy
+from aisopod_session.cli._output import (
+    CliError,
+    confirm,
+    console,
+    message_table,
+    print_json,
+    session_details,
+    session_table,
+)
+from aisopod_session.compaction import SlidingWindow, Summarize, TruncateToolResults
+from aisopod_session.limits import MAX_PAGE_SIZE
+from aisopod_session.models import (
+    HistoryQuery,
+    PeerKind,
+    SessionFilter,
+    SessionKey,
+    SessionStatus,
+)
+
+
+def parse_key(text: str) -> SessionKey:
+    return SessionKey.parse(text)
+
+
+def parse_ref(text: str) -> Ref:
+    stripped = text.strip()
+    if stripped.isascii() and stripped.isdigit():
+        return int(stripped)
+    return SessionKey.parse(text)
+
+
+def list_sessions(
+    ctx: typer.Context,
+    *,
+    agent: Annotated[str | None, typer.Option(
+        help="Only this agent's sessions (default: every agent).")] = None,
+    channel: Annotated[str | None, typer.Option()] = None,
+    account: Annotated[str | None, typer.Option(help="Bot account id.")] = None,
+    peer_kind: Annotated[PeerKind | None, typer.Option()] = None,
+    peer: Annotated[str | None, typer.Option(help="Peer id.")] = None,
+    status: Annotated[list[SessionStatus] | None, typer.Option(
+        help="Only these statuses (repeatable; default: every live status).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sessions, most recently updated first, one page at a time."""
+    filter = SessionFilter(channel=channel, account_id=account, peer_kind=peer_kind,
+                           peer_id=peer, status=tuple(status) if status else None,
+                           limit=limit, cursor=cursor)
+    with backend_for(ctx) as backend:
+        page = backend.list_sessions(agent, filter)
+    if as_json:
+        print_json({"items": [s.model_dump(mode="json") for s in page],
+                    "next_cursor": page.next_cursor})
+        return
+    if page:
+        console().print(session_table(page))
+    else:
+        typer.echo("no sessions", err=True)
+    if page.next_cursor:
+        typer.echo(f"more: --cursor {page.next_cursor}", err=True)
+
+
+def show(ctx: typer.Context, key: RefArg, as_json: JsonOpt = False) -> None:
+    """One session: the live one of a key, or any generation by id."""
+    ref = parse_ref(key)
+    with backend_for(ctx) as backend:
+        session = backend.get(ref)
+    if as_json:
+        print_json(session.model_dump(mode="json"))
+    else:
+        console().print(session_details(session))
+
+
+def history(
+    ctx: typer.Context,
+    key: RefArg,
+    *,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many messages.")] = None,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many.")] = 0,
+    tail: Annotated[bool, typer.Option(
+        "--tail", help="The newest --limit messages (still oldest first).")] = False,
+    include_compacted: Annotated[bool, typer.Option(
+        "--include-compacted", help="Also the messages compaction took out.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """A session's messages, in append order."""
+    ref = parse_ref(key)
+    query = HistoryQuery(limit=limit, offset=offset, tail=tail,
+                         include_compacted=include_compacted)
+    with backend_for(ctx) as backend:
+        messages = backend.history(ref, query)
+    if as_json:
+        print_json([m.model_dump(mode="json") for m in messages])
+        return
+    if not messages:
+        typer.echo("no messages", err=True)
+        return
+    console().print(message_table(messages))
+
+
+def delete(ctx: typer.Context, key: KeyArg, yes: YesOpt = False) -> None:
+    """Delete a session and every archived generation of its key, messages included."""
+    parsed = parse_key(key)
+    with backend_for(ctx) as backend:
+        confirm(f"Delete {parsed} and all its archived generations for good?", yes)
+        if not backend.delete(parsed):
+            raise CliError(f"no session for {parsed}: nothing was deleted")
+    typer.echo(f"deleted {parsed}")
+
+
+def reset_session(ctx: typer.Context, key: KeyArg, as_json: JsonOpt = False) -> None:
+    """Archive the live session (history kept) and start a fresh one: the chat /new."""
+    parsed = parse_key(key)
+    with backend_for(ctx) as backend:
+        session = backend.reset(parsed)
+    if as_json:
+        print_json(session.model_dump(mode="json"))
+    else:
+        typer.echo(f"reset {parsed}: new session {session.id}")
+
+
+def _clear(ctx: typer.Context, agent: str | None, yes: bool) -> None:
+    with backend_for(ctx) as backend:
+        if not yes:
+            count = backend.count(agent)
+            what = "every session of every agent" if agent is None else \
+                f"every session of agent {agent!r}"
+            if count is not None:
+                what += f" ({count} session{'' if count == 1 else 's'})"
+            confirm(f"Erase {what}, messages included, for good?", yes)
+        deleted = backend.clear(agent)
+    typer.echo(f"deleted {deleted} session{'' if deleted == 1 else 's'}")
+
+
+def clear(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option(help="Only this agent's sessions.")] = None,
+    yes: YesOpt = False,
+) -> None:
+    """Delete every session (of one agent), all generations and messages."""
+    _clear(ctx, agent, yes)
+
+
+def reset_all(ctx: typer.Context, yes: YesOpt = False) -> None:
+    """Erase every session of every agent."""
+    _clear(ctx, None, yes)
+
+
+def compact(
+    ctx: typer.Context,
+    key: KeyArg,
+    *,
+    window: Annotated[int | None, typer.Option(
+        min=1, metavar="N", help="SlidingWindow: keep the newest N messages.")] = None,
+    summary: Annotated[str | None, typer.Option(
+        metavar="TEXT", help="Summarize: replace the history by this system message.")] = None,
+    keep_recent: Annotated[int | None, typer.Option(
+        min=0, metavar="N", help="With --summary: keep the newest N messages.")] = None,
+    truncate_tools: Annotated[int | None, typer.Option(
+        metavar="N", help="TruncateToolResults: cut tool results to N characters.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compact a session's live history (nothing is deleted; see --include-compacted)."""
+    given = [name for name, value in (("--window", window), ("--summary", summary),
+                                      ("--truncate-tools", truncate_tools)) if value is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of them",
+                                 param_hint="--window / --summary / --truncate-tools")
+    if keep_recent is not None and summary is None:
+        raise typer.BadParameter("goes with --summary", param_hint="--keep-recent")
+    parsed = parse_key(key)
+    strategy: Strategy
+    if window is not None:
+        strategy = SlidingWindow(max_messages=window)
+    elif summary is not None:
+        strategy = Summarize(summary=summary, keep_recent=keep_recent or 0)
+    else:
+        assert truncate_tools is not None
+        strategy = TruncateToolResults(max_chars=truncate_tools)
+    with backend_for(ctx) as backend:
+        record = backend.compact(parsed, strategy)
+    if as_json:
+        print_json(record.model_dump(mode="json"))
+    else:
+        typer.echo(f"compacted {parsed}: {record.compaction_count} compaction"
+                   f"{'' if record.compaction_count == 1 else 's'} so far")

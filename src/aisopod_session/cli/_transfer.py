@@ -1,0 +1,89 @@
+"""Commands that move data in and out as export JSON Lines: ``export``, ``import`` and
+``peers export``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+
+from aisopod_session.cli._app import ChannelArg, JsonOpt, PeerIdArg, backend_for
+from aisopod_session.cli._output import print_json, progress
+
+OutOpt = Annotated[Path | None, typer.Option(
+    "--out", "-o", metavar="FILE", help="Write here (default: stdout).")]
+
+
+def _write_lines(lines: Iterable[str], out: IO[bytes]) -> int:
+    count = 0
+    for line in lines:
+        out.write(line.encode("utf-8") + b"\n")
+        count += 1
+    out.flush()
+    return count
+
+
+def _write_out(lines: Iterable[str], out: Path | None) -> None:
+    """Lines to stdout, or to ``out`` through ``out.partial`` (only a complete file is kept)."""
+    if out is None:
+        sys.stdout.flush()
+        _write_lines(lines, sys.stdout.buffer)
+        return
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with partial.open("wb") as handle:
+            count = _write_lines(lines, handle)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    typer.echo(f"wrote {count} line{'' if count == 1 else 's'} to {out}")
+
+
+def _numbered(stream: IO[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
+    for line in stream:
+        advance(len(line))
+        yield line
+
+
+def export(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option(help="Only this agent's sessions.")] = None,
+    out: OutOpt = None,
+) -> None:
+    """Every session (all generations) and message as JSON Lines, streamed."""
+    with backend_for(ctx) as backend:
+        _write_out(backend.export(agent), out)
+
+
+def import_(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(metavar="FILE", help="An export; - reads stdin.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Import an export (JSON Lines), streamed. A session that fails half-way is not kept."""
+    source: AbstractContextManager[IO[bytes]]
+    if file == "-":
+        total = None
+        source = nullcontext(sys.stdin.buffer)
+    else:
+        path = Path(file)
+        total = path.stat().st_size if path.is_file() else None
+        source = path.open("rb")
+    with source as stream, backend_for(ctx) as backend, progress(total, "importing") as advance:
+        sessions, messages = backend.import_jsonl(_numbered(stream, advance))
+    if as_json:
+        print_json({"sessions": sessions, "messages": messages})
+    else:
+        typer.echo(f"imported {sessions} session{'' if sessions == 1 else 's'}, "
+                   f"{messages} message{'' if messages == 1 else 's'}")
+
+
+def export_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg,
+                out: OutOpt = None) -> None:
+    """Everything held about a person, as export JSON Lines (importable), streamed."""
+    with backend_for(ctx) as backend:
+        _write_out(backend.export_peer(channel, peer_id), out)
