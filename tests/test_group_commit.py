@@ -32,8 +32,10 @@ from aisopod_session import (
     StoredMessage,
     StoreUnavailableError,
 )
-from aisopod_session.store import _engine, _ops
-from aisopod_session.store._engine import Engine, Tx, _Job
+from aisopod_session.store import _group_commit, _messages
+from aisopod_session.store._engine import Engine
+from aisopod_session.store._group_commit import Job
+from aisopod_session.store._tx import Tx
 from tests._threads import JOIN_SECONDS, key_for, run_threads
 
 PG_URL = os.environ.get("AISOPOD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -46,7 +48,7 @@ class Batches:
     """Every batch the engine ran (the jobs, and their outcome once it ran)."""
 
     def __init__(self) -> None:
-        self.jobs: list[list[_Job]] = []
+        self.jobs: list[list[Job]] = []
         self.errors: list[list[BaseException | None]] = []
 
     @property
@@ -65,7 +67,7 @@ def hold_first_batch(engine: Engine, monkeypatch: pytest.MonkeyPatch, callers: i
     batches = Batches()
     original = engine._run_batch
 
-    def run_batch(jobs: list[_Job]) -> None:
+    def run_batch(jobs: list[Job]) -> None:
         first = not batches.jobs
         batches.jobs.append(list(jobs))
         if first:
@@ -280,7 +282,8 @@ class Boom(BaseException):
 
 def _append_then(key: SessionKey, call: str, failure: str) -> Callable[[Tx], Any]:
     """A job that appends (rows written, counters bumped) and then fails in a given way."""
-    append = _ops.append_messages(key, [StoredMessage.user(c) for c in contents_of(call)]).write
+    messages = [StoredMessage.user(c) for c in contents_of(call)]
+    append = _messages.append_messages(key, messages).write
     assert append is not None
 
     def job(tx: Tx) -> Any:
@@ -468,7 +471,7 @@ def test_writers_woken_in_one_loop_turn_share_one_batch(
     because the background leader starts only once that turn is over."""
     writers, rounds = 64, 4
     # Only the end of the turn may start the leader, however slow this machine is.
-    monkeypatch.setattr(_engine, "GATHER_WAIT_SECONDS", JOIN_SECONDS)
+    monkeypatch.setattr(_group_commit, "GATHER_WAIT_SECONDS", JOIN_SECONDS)
 
     async def main() -> list[int]:
         async with await AsyncSessionStore.open(str(tmp_path / "s.db")) as store:
@@ -478,7 +481,7 @@ def test_writers_woken_in_one_loop_turn_share_one_batch(
             sizes: list[int] = []
             original = store._engine._run_batch
 
-            def run_batch(jobs: list[_Job]) -> None:
+            def run_batch(jobs: list[Job]) -> None:
                 sizes.append(len(jobs))
                 original(jobs)
 

@@ -42,9 +42,10 @@ from aisopod_session import (
     SlidingWindow,
     StoredMessage,
     Summarize,
+    _time,
 )
 from aisopod_session.lifecycle import daily_boundary
-from aisopod_session.store import _lifecycle, _ops
+from aisopod_session.store import _lifecycle
 from tests.conformance.test_lifecycle import lines_of
 from tests.conftest import PG_URL, StoreFactory, drop_pg_schema
 
@@ -179,7 +180,7 @@ def test_forget_peer_leaves_no_row_of_them_and_changes_no_other_row(open_store: 
     assert (record["sessions"], record["messages"]) == (len(my_ids), len(my_messages))
     assert str(record["subject"]).startswith("hmac-sha256:")
     assert "Alice" not in str(record) and "discord" not in str(record)
-    now_us = _ops.to_us(datetime.now(UTC))
+    now_us = _time.to_us(datetime.now(UTC))
     assert now_us - 300_000_000 < record["at"] <= now_us
 
 
@@ -308,8 +309,7 @@ class FakeClock:
 @pytest.fixture
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     clock = FakeClock(datetime(2024, 1, 1, tzinfo=UTC))
-    monkeypatch.setattr(_ops, "utc_now", clock)
-    monkeypatch.setattr(_lifecycle, "utc_now", clock)
+    monkeypatch.setattr(_time, "utc_now", clock)
     return clock
 
 
@@ -362,7 +362,7 @@ def test_daily_reset_across_a_dst_change_is_exactly_once_per_local_day(
         db = Direct("sqlite", str(tmp_path / "dst.db"))
         archived = db.rows("SELECT id, archived_at FROM sessions WHERE status = 'archived' "
                            "ORDER BY id")
-        assert [_ops.from_us(at) for _, at in archived] == resets
+        assert [_time.from_us(at) for _, at in archived] == resets
         assert len(sessions) == len(resets) + 1
         # no message was lost or landed in the wrong day's session
         per_session = db.rows("SELECT session_id, min(created_at), max(created_at), count(*) "
@@ -371,7 +371,7 @@ def test_daily_reset_across_a_dst_change_is_exactly_once_per_local_day(
         edges = [steps[0], *resets, steps[-1] + timedelta(minutes=minutes)]
         for (_, first, last, _count), lo, hi in zip(per_session, edges[:-1], edges[1:],
                                                      strict=True):
-            assert lo <= _ops.from_us(first) <= _ops.from_us(last) < hi
+            assert lo <= _time.from_us(first) <= _time.from_us(last) < hi
 
 
 @pytest.mark.parametrize(("zone_name", "change", "what"), DST_CHANGES)
@@ -484,7 +484,7 @@ def bulk_sessions(path: str, count: int) -> None:
     """Insert ``count`` sessions the way ``get_or_create`` writes them (status active, created and
     updated at LONG_AGO + n µs, empty metadata, the other columns at their defaults), in one
     statement so that setup takes seconds."""
-    stamp = _ops.to_us(LONG_AGO)
+    stamp = _time.to_us(LONG_AGO)
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA synchronous = OFF")  # setup only: the sweep runs as configured

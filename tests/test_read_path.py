@@ -18,8 +18,9 @@ from aisopod_session import (
     StoredMessage,
 )
 from aisopod_session.base import validated_twin
-from aisopod_session.store import _ops
-from aisopod_session.store._engine import OneStatement, Tx, _Job
+from aisopod_session.store import _checks, _messages
+from aisopod_session.store._group_commit import Job
+from aisopod_session.store._tx import OneStatement, Tx
 from tests.conftest import TracedOpen
 
 KEY = SessionKey("bot", "discord", "acct", "dm", "alice")
@@ -106,7 +107,7 @@ def test_only_validated_instances_are_remembered() -> None:
     # (An equal key validated earlier in this process may be the one remembered.)
     assert validated_twin(SessionKey, tuple(checked.__dict__.items())) == checked
     # The store still checks the unvalidated one: upper case is not a stored agent id.
-    assert _ops.owned_key(unchecked, "bot2") == checked
+    assert _checks.owned_key(unchecked, "bot2") == checked
 
 
 def test_an_unvalidated_key_is_still_refused(tmp_path: Path) -> None:
@@ -139,17 +140,17 @@ def test_a_failing_job_rolls_back_alone_when_the_batch_runs_again(tmp_path: Path
         runs: list[bool] = []
         original = engine._run_jobs
 
-        def run_jobs(jobs: list[_Job], *, isolated: bool) -> bool:
+        def run_jobs(jobs: list[Job], *, isolated: bool) -> bool:
             runs.append(isolated)
             done: bool = original(jobs, isolated=isolated)
             return done
 
         engine._run_jobs = run_jobs
-        good = _ops.append_messages(KEY, [StoredMessage.user("kept")])
-        missing = _ops.append_messages(SessionKey("bot", "d", "a", "dm", "none"),
+        good = _messages.append_messages(KEY, [StoredMessage.user("kept")])
+        missing = _messages.append_messages(SessionKey("bot", "d", "a", "dm", "none"),
                                        [StoredMessage.user("lost")])
         assert good.write is not None and missing.write is not None
-        jobs = [_Job(good.write), _Job(missing.write), _Job(good.write)]
+        jobs = [Job(good.write), Job(missing.write), Job(good.write)]
         for job in jobs:
             job.event = threading.Event()
         engine._run_batch_with_retries(jobs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aisopod_session import Role, Session, SessionKey, SessionStatus, SessionSummary, StoredMessage
-from aisopod_session.store._ops import message_from_row, session_from_row, summary_from_row
+from aisopod_session.store._schema import message_from_row, session_from_row, summary_from_row
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
 US = (NOW - datetime(1970, 1, 1, tzinfo=UTC)) // (NOW - NOW.replace(microsecond=123455))

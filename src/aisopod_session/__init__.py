@@ -1,5 +1,6 @@
 """aisopod-session: durable, isolated conversation sessions for AI agents on chat channels."""
 
+from aisopod_session.base import Model
 from aisopod_session.compaction import (
     CompactionRecord,
     CompactionStrategy,
@@ -40,16 +41,25 @@ from aisopod_session.models import (
     SessionSummary,
     StoredMessage,
 )
+from aisopod_session.results import (
+    AuditRecord,
+    CommitResult,
+    DailyUsage,
+    ImportResult,
+    MetadataMerge,
+    Page,
+    PeerResult,
+    Resolution,
+    SessionDetailPage,
+    SessionPage,
+    StoreStats,
+)
 from aisopod_session.routing import ChannelContext, DmScope, IdentityLinks, resolve_session_key
 from aisopod_session.store import (
     AgentSessions,
     AsyncAgentSessions,
     AsyncSessionStore,
-    AuditRecord,
     Durability,
-    PeerResult,
-    Resolution,
-    SessionPage,
     SessionStore,
 )
 
@@ -61,7 +71,15 @@ __all__ = [
     "AsyncAgentSessions",
     "AsyncSessionStore",
     "AuditRecord",
+    "CommitResult",
+    "DailyUsage",
+    "ImportResult",
+    "MetadataMerge",
+    "Model",
+    "Page",
     "PeerResult",
+    "SessionDetailPage",
+    "StoreStats",
     "ChannelContext",
     "CompactionRecord",
     "CompactionStrategy",

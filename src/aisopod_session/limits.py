@@ -42,3 +42,6 @@ MAX_JSON_DEPTH = 64
 
 MAX_IMPORT_LINE_BYTES = 4 * 1024 * 1024
 """Longest line of an export file that import reads (one session or one message)."""
+
+MAX_AUDIT_RECORDS = 10_000
+"""Most audit records one ``audit_log`` call returns."""

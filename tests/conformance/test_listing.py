@@ -9,8 +9,8 @@ import pytest
 
 from aisopod_session import (
     AccessDeniedError,
+    Page,
     SessionFilter,
-    SessionPage,
     SessionPatch,
     SessionStatus,
     SessionSummary,
@@ -33,7 +33,7 @@ def test_list_is_a_page_of_this_agents_sessions_newest_update_first(store: Any) 
     _make(store.for_agent("other"), ["p1", "p4"])
 
     page = bot.list()
-    assert isinstance(page, SessionPage)
+    assert isinstance(page, Page)  # SessionPage is Page[SessionSummary]
     assert isinstance(page, list)
     assert page.next_cursor is None
     assert [s.id for s in page] == [third.id, second.id, first.id]

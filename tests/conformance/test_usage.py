@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from aisopod_session import InvalidInputError, StoredMessage
-from aisopod_session.store import DailyUsage
+from aisopod_session import DailyUsage, InvalidInputError, StoredMessage
 
 from ._support import key
 from .test_lifecycle import lines_of
@@ -41,14 +40,14 @@ def test_usage_counts_messages_and_tokens_per_day_and_agent(store: Any) -> None:
     usage = store.usage_by_day(3, now=NOW)
 
     assert usage == [
-        DailyUsage(TODAY - timedelta(days=2), "bot", 2, 8),
-        DailyUsage(TODAY, "bot", 2, 5),
-        DailyUsage(TODAY, "other", 1, 100),
+        DailyUsage(day=TODAY - timedelta(days=2), agent_id="bot", messages=2, tokens=8),
+        DailyUsage(day=TODAY, agent_id="bot", messages=2, tokens=5),
+        DailyUsage(day=TODAY, agent_id="other", messages=1, tokens=100),
     ]
     assert store.usage_by_day(3, agent_id="OTHER", now=NOW) == [
-        DailyUsage(TODAY, "other", 1, 100)]
+        DailyUsage(day=TODAY, agent_id="other", messages=1, tokens=100)]
     assert store.usage_by_day(4, agent_id="bot", now=NOW)[0] == DailyUsage(
-        TODAY - timedelta(days=3), "bot", 1, 1000)
+        day=TODAY - timedelta(days=3), agent_id="bot", messages=1, tokens=1000)
 
 
 def test_usage_includes_compacted_and_archived_but_not_deleted(store: Any) -> None:
@@ -60,7 +59,8 @@ def test_usage_includes_compacted_and_archived_but_not_deleted(store: Any) -> No
     append(store, key("gone"), [message("x", days_ago=0, tokens=50)])
     store.for_agent("bot").delete(key("gone"))
 
-    assert store.usage_by_day(1, now=NOW) == [DailyUsage(TODAY, "bot", 4, 4)]
+    assert store.usage_by_day(1, now=NOW) == [
+        DailyUsage(day=TODAY, agent_id="bot", messages=4, tokens=4)]
 
 
 def test_usage_of_an_empty_store_and_an_unknown_agent(store: Any) -> None:

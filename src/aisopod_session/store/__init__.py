@@ -1,21 +1,41 @@
-"""Session storage: one design, two backends (SQLite, PostgreSQL), blocking and asyncio APIs."""
+"""Session storage: one API over SQLite, PostgreSQL, blocking and asyncio.
 
-from aisopod_session.store._admin import DailyUsage
+Only this package's public names are for use outside it: the modules named ``_*`` are private
+(``tests/test_architecture.py`` keeps it so).
+"""
+
+from aisopod_session.results import (
+    AuditRecord,
+    CommitResult,
+    DailyUsage,
+    ImportResult,
+    MetadataMerge,
+    Page,
+    PeerResult,
+    Resolution,
+    SessionDetailPage,
+    SessionPage,
+    StoreStats,
+)
 from aisopod_session.store._async import AsyncAgentSessions, AsyncSessionStore
 from aisopod_session.store._engine import Durability
-from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
-from aisopod_session.store._ops import SessionPage
 from aisopod_session.store._sync import AgentSessions, SessionStore
 
 __all__ = [
-    "AuditRecord",
-    "DailyUsage",
-    "PeerResult",
-    "Resolution",
     "AgentSessions",
     "AsyncAgentSessions",
     "AsyncSessionStore",
+    "AuditRecord",
+    "CommitResult",
+    "DailyUsage",
     "Durability",
+    "ImportResult",
+    "MetadataMerge",
+    "Page",
+    "PeerResult",
+    "Resolution",
+    "SessionDetailPage",
     "SessionPage",
     "SessionStore",
+    "StoreStats",
 ]

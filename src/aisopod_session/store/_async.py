@@ -1,19 +1,28 @@
-"""The asyncio store: :class:`AsyncSessionStore` and :class:`AsyncAgentSessions`.
+"""The asyncio store: :class:`AsyncSessionStore` and its agent-scoped :class:`AsyncAgentSessions`.
 
-The twin of ``_sync.py``: the same methods over the same ``_ops`` work. Reads run on the
-engine's reader threads and writes are queued for the group committer, so the event loop never
-waits on the database. ``tests/test_api_parity.py`` keeps the two in step.
+Each method only checks the handle's scope and runs the :class:`~aisopod_session.store._tx.Work`
+that a concept module builds. Reads run on the engine's reader threads and writes are queued for
+the group committer, so the event loop never waits on the database.
 """
 
 from __future__ import annotations
 
+# async-only
+# This file is the source of the blocking facade: scripts/async_to_sync.py writes _sync.py from
+# it (tests/test_generated_sync.py fails when the two differ). A line whose trailing comment is
+# "sync: CODE" becomes CODE there; lines from "async-only" to "end async-only" comments are left
+# out (as is a line whose trailing comment is "async-only"), and "sync-only: CODE" comment
+# lines become CODE.
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable
+
+# end async-only
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable  # sync: from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from aisopod_session.compaction import CompactionRecord
+from aisopod_session.compaction import CompactionRecord, CompactionStrategy
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.lifecycle import Policies, PurgeResult, SweepResult
 from aisopod_session.models import (
@@ -24,20 +33,33 @@ from aisopod_session.models import (
     SessionPatch,
     SessionStatus,
     StoredMessage,
-    normalize_name_or_raise,
 )
-from aisopod_session.store import _admin, _lifecycle, _ops
-from aisopod_session.store._admin import DailyUsage, ImportResult, StoreStats
-from aisopod_session.store._engine import Durability, Engine
-from aisopod_session.store._lifecycle import AuditRecord, PeerResult, Resolution
-from aisopod_session.store._open import open_engine
-from aisopod_session.store._ops import (
+from aisopod_session.results import (
+    AuditRecord,
     CommitResult,
+    DailyUsage,
+    ImportResult,
     MetadataMerge,
+    PeerResult,
+    Resolution,
     SessionDetailPage,
     SessionPage,
-    Work,
+    StoreStats,
 )
+from aisopod_session.store import (
+    _admin,
+    _checks,
+    _commit,
+    _compaction,
+    _lifecycle,
+    _messages,
+    _privacy,
+    _sessions,
+    _transfer,
+)
+from aisopod_session.store._engine import Durability, Engine
+from aisopod_session.store._open import open_engine
+from aisopod_session.store._tx import Work
 
 T = TypeVar("T")
 
@@ -54,8 +76,10 @@ async def _run(engine: Engine, work: Work[T]) -> T:
     return await engine.write_async(work.write, work.lock_key)
 
 
-def _agent_or_none(agent_id: str | None) -> str | None:
-    return None if agent_id is None else normalize_name_or_raise("agent_id", agent_id)
+# async-only
+async def _in_thread(call: Callable[[], T]) -> T:
+    """Run a blocking call (opening or closing the engine) off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 async def _aiter(
@@ -69,55 +93,59 @@ async def _aiter(
             yield line
 
 
+# end async-only
+# sync-only: def _in_thread(call: Callable[[], T]) -> T:
+# sync-only:     return call()
+# sync-only:
+# sync-only:
 class AsyncAgentSessions:
     """One agent's sessions. Keys of any other agent raise AccessDeniedError untouched."""
 
     def __init__(self, engine: Engine, agent_id: str, policies: Policies | None = None) -> None:
         self._engine = engine
-        self.agent_id = normalize_name_or_raise("agent_id", agent_id)
+        self.agent_id = _checks.agent_id(agent_id)
         self._policies = policies or Policies()
 
     def _key(self, key: SessionKey) -> SessionKey:
-        return _ops.owned_key(key, self.agent_id)
+        return _checks.owned_key(key, self.agent_id)
 
     async def get_or_create(self, key: SessionKey) -> Session:
         """The live session of ``key``, created if there is none (one per key, race-free)."""
-        return await _run(self._engine, _ops.get_or_create(self._key(key)))
+        return await _run(self._engine, _sessions.get_or_create(self._key(key)))
 
     async def get(self, key: SessionKey) -> Session:
-        return await _run(self._engine, _ops.get(self._key(key)))
+        """The live session of ``key``; SessionNotFoundError if there is none."""
+        return await _run(self._engine, _sessions.get(self._key(key)))
 
     async def list(self, filter: SessionFilter | None = None) -> SessionPage:
         """This agent's sessions, most recently updated first, one page at a time."""
-        return await _run(
-            self._engine, _ops.list_sessions(_ops.agent_filter(filter, self.agent_id))
-        )
+        checked = _checks.agent_filter(filter, self.agent_id)
+        return await _run(self._engine, _sessions.list_sessions(checked))
 
     async def patch(self, key: SessionKey, patch: SessionPatch) -> Session:
-        return await _run(self._engine, _ops.patch(self._key(key), patch))
+        """Change status, tokens (set or atomic add) and metadata (merge; None removes)."""
+        return await _run(self._engine, _sessions.patch(self._key(key), patch))
 
     async def delete(self, key: SessionKey) -> bool:
         """Delete the live session and every archived generation of ``key``, messages included."""
-        return await _run(self._engine, _ops.delete(self._key(key)))
+        return await _run(self._engine, _sessions.delete(self._key(key)))
 
-    async def append_messages(
-        self, key: SessionKey, messages: Messages
-    ) -> Messages:
+    async def append_messages(self, key: SessionKey, messages: Messages) -> Messages:
         """Append atomically; a message whose ``external_id`` is already stored is not stored
         again (the stored one is returned in its place)."""
-        return await _run(self._engine, _ops.append_messages(self._key(key), messages))
+        return await _run(self._engine, _messages.append_messages(self._key(key), messages))
 
-    async def get_history(
-        self, key: SessionKey, query: HistoryQuery | None = None
-    ) -> Messages:
-        return await _run(self._engine, _ops.get_history(self._key(key), query))
+    async def get_history(self, key: SessionKey, query: HistoryQuery | None = None) -> Messages:
+        """The live history in append order (``HistoryQuery`` pages, tails and filters it)."""
+        return await _run(self._engine, _messages.get_history(self._key(key), query))
 
     async def reset(self, key: SessionKey) -> Session:
         """Archive the live session (history kept) and start a fresh one under the same key."""
-        return await _run(self._engine, _ops.reset(self._key(key)))
+        return await _run(self._engine, _sessions.reset(self._key(key)))
 
-    async def compact(self, key: SessionKey, strategy: Any) -> CompactionRecord:
-        return await _run(self._engine, _ops.compact(self._key(key), strategy))
+    async def compact(self, key: SessionKey, strategy: CompactionStrategy) -> CompactionRecord:
+        """Compact the live history (nothing is deleted: see the README)."""
+        return await _run(self._engine, _compaction.compact(self._key(key), strategy))
 
     async def resolve(self, key: SessionKey, now: datetime | None = None) -> Resolution:
         """The session a new message to ``key`` belongs to: like get_or_create, but a session
@@ -127,21 +155,20 @@ class AsyncAgentSessions:
         return await _run(self._engine, _lifecycle.resolve(checked, policy, now))
 
     async def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
-        return await _run(self._engine, _ops.get_compaction_record(self._key(key)))
-
+        """The live session's compaction state."""
+        return await _run(self._engine, _compaction.get_compaction_record(self._key(key)))
 
     # Operations added for the framework integrations (aisopod_session.integrations).
 
     async def pop_message(self, key: SessionKey) -> StoredMessage | None:
         """Remove the newest live message and return it (None if the history is empty): the
         inverse of appending it (counters go down, its ``external_id`` is free again)."""
-        return await _run(self._engine, _ops.pop_message(self._key(key)))
+        return await _run(self._engine, _messages.pop_message(self._key(key)))
 
     async def list_detailed(self, filter: SessionFilter | None = None) -> SessionDetailPage:
         """Like :meth:`list`, with whole sessions (metadata included), one page at a time."""
-        return await _run(
-            self._engine, _ops.list_detailed(_ops.agent_filter(filter, self.agent_id))
-        )
+        checked = _checks.agent_filter(filter, self.agent_id)
+        return await _run(self._engine, _sessions.list_detailed(checked))
 
     async def commit(
         self,
@@ -155,8 +182,8 @@ class AsyncAgentSessions:
     ) -> CommitResult:
         """Append ``messages`` and merge metadata into this session and ``shared`` sessions of
         this agent in one transaction; ``create`` starts the session (it must not exist) and
-        ``expect_updated_at`` makes it a compare-and-set. See :func:`_ops.commit`."""
-        return await _run(self._engine, _ops.commit(
+        ``expect_updated_at`` makes it a compare-and-set. See ``_commit.commit``."""
+        return await _run(self._engine, _commit.commit(
             self._key(key), messages, merge, create=create,
             expect_updated_at=expect_updated_at, shared=self._shared(shared),
         ))
@@ -191,10 +218,8 @@ class AsyncSessionStore:
         """Open (creating and migrating) the store at ``url``; see the README for URL forms."""
         if policies is not None and not isinstance(policies, Policies):
             raise InvalidInputError.for_field("policies", "expected a Policies")
-        engine = await asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: open_engine(url, durability=durability, pool_size=pool_size, schema=schema),
-        )
+        engine = await _in_thread(partial(
+            open_engine, url, durability=durability, pool_size=pool_size, schema=schema))
         return cls(engine, policies)
 
     @property
@@ -206,33 +231,35 @@ class AsyncSessionStore:
         return self._engine.dialect.name
 
     def for_agent(self, agent_id: str) -> AsyncAgentSessions:
+        """The handle for one agent's sessions (the only way to reach them)."""
         return AsyncAgentSessions(self._engine, agent_id, self.policies)
 
     # Admin operations: they bypass agent isolation, for operators and the service's admin API.
 
     async def list_all_sessions(self, filter: SessionFilter | None = None) -> SessionPage:
         """Sessions of every agent (admin: no isolation)."""
-        return await _run(self._engine, _ops.list_sessions(_ops.admin_filter(filter)))
+        return await _run(self._engine, _sessions.list_sessions(_checks.admin_filter(filter)))
 
     async def get_session_by_id(self, session_id: int) -> Session:
         """Any session, archived generations included (admin: no isolation)."""
-        return await _run(self._engine, _ops.get_session_by_id(session_id))
+        return await _run(self._engine, _admin.get_session_by_id(session_id))
 
     async def get_history_by_id(
         self, session_id: int, query: HistoryQuery | None = None
     ) -> Messages:
         """Any session's history by id (admin: no isolation)."""
-        return await _run(self._engine, _ops.get_history_by_id(session_id, query))
+        return await _run(self._engine, _messages.get_history_by_id(session_id, query))
 
     async def purge_compacted(self, older_than: datetime | None = None) -> int:
         """Delete compacted-away originals for retention; returns how many (admin)."""
-        return await _run(self._engine, _ops.purge_compacted(older_than))
+        return await _run(self._engine, _lifecycle.purge_compacted(older_than))
 
     async def count_sessions_by_status(
         self, agent_id: str | None = None
     ) -> dict[SessionStatus, int]:
         """How many sessions there are in each status, of one agent or all (admin)."""
-        return await _run(self._engine, _admin.count_by_status(_agent_or_none(agent_id)))
+        checked = _checks.agent_or_none(agent_id)
+        return await _run(self._engine, _admin.count_by_status(checked))
 
     async def schema_version(self) -> int:
         """The schema version recorded in the database (admin)."""
@@ -242,7 +269,8 @@ class AsyncSessionStore:
         self, days: int = 14, *, agent_id: str | None = None, now: datetime | None = None
     ) -> list[DailyUsage]:
         """Messages and tokens per UTC day and agent, over the last ``days`` days (admin)."""
-        return await _run(self._engine, _admin.usage_by_day(_agent_or_none(agent_id), days, now))
+        checked = _checks.agent_or_none(agent_id)
+        return await _run(self._engine, _admin.usage_by_day(checked, days, now))
 
     async def stats(self) -> StoreStats:
         """Sessions by status, agents, live and compacted messages (admin)."""
@@ -250,29 +278,25 @@ class AsyncSessionStore:
 
     async def clear_sessions(self, agent_id: str | None = None) -> int:
         """Delete every session of one agent, or of all agents; returns how many (admin)."""
-        return await _run(self._engine, _admin.clear(_agent_or_none(agent_id)))
+        return await _run(self._engine, _admin.clear(_checks.agent_or_none(agent_id)))
 
     async def export_jsonl(
         self, agent_id: str | None = None, *, session_id: int | None = None
     ) -> AsyncIterator[str]:
         """Every session (all generations) and message as JSON Lines, streamed (admin); or
         only the session ``session_id``."""
-        plan = _admin.export_plan(_admin.agent_sessions(_agent_or_none(agent_id), session_id))
-        async for line in self._lines(plan):
-            yield line
+        pages = _transfer.agent_sessions(_checks.agent_or_none(agent_id), session_id)
+        async for line in self._lines(_transfer.export_plan(pages)):  # sync: yield from self._lines(_transfer.export_plan(pages))
+            yield line  # async-only
 
     async def import_jsonl(
-        self, lines: Iterable[str | bytes] | AsyncIterable[str | bytes]
+        self, lines: Iterable[str | bytes] | AsyncIterable[str | bytes]  # sync: self, lines: Iterable[str | bytes]
     ) -> ImportResult:
         """Import an export; a session that fails half-way is removed again (admin)."""
-        importer = _admin.Importer()
+        importer = _transfer.Importer()
         try:
-            number = 0
-            async for line in _aiter(lines):
-                number += 1
-                text = _admin.line_text(line, number)
-                if text.strip():
-                    await self._drive(importer.line(number, text))
+            async for line in _aiter(lines):  # sync: for line in lines:
+                await self._drive(importer.line(line))
             await self._drive(importer.finish())
         except BaseException:
             await self._drive(importer.abort())
@@ -289,7 +313,7 @@ class AsyncSessionStore:
                 return cast(T, done.value)
             sent = await _run(self._engine, step)
 
-    async def _lines(self, plan: _admin.Plan) -> AsyncIterator[str]:
+    async def _lines(self, plan: _transfer.Plan) -> AsyncIterator[str]:
         """Run a plan that yields Work to run and lines to hand on."""
         sent: Any = None
         while True:
@@ -313,26 +337,24 @@ class AsyncSessionStore:
         """Apply the retention policy: delete old compacted messages and archived sessions."""
         return await self._drive(_lifecycle.purge_plan(self.policies.retention, now, dry_run))
 
-    async def forget_peer(
-        self, channel: str, peer_id: str, *, actor: str = "admin"
-    ) -> PeerResult:
+    async def forget_peer(self, channel: str, peer_id: str, *, actor: str = "admin") -> PeerResult:
         """Erase every direct-conversation session of a person, across all agents and
         accounts, archived generations and compacted messages included; audited."""
-        return await _run(self._engine, _lifecycle.forget_peer(channel, peer_id, actor))
+        return await _run(self._engine, _privacy.forget_peer(channel, peer_id, actor))
 
     async def export_peer(
         self, channel: str, peer_id: str, *, actor: str = "admin"
     ) -> AsyncIterator[str]:
         """Everything held about a person, as export JSON Lines (streamed); audited."""
-        async for line in self._lines(_lifecycle.export_peer_plan(channel, peer_id, actor)):
-            yield line
+        async for line in self._lines(_privacy.export_peer_plan(channel, peer_id, actor)):  # sync: yield from self._lines(_privacy.export_peer_plan(channel, peer_id, actor))
+            yield line  # async-only
 
     async def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         """The newest audit records (who, when, how much; never content)."""
-        return await _run(self._engine, _lifecycle.audit_log(limit))
+        return await _run(self._engine, _privacy.audit_log(limit))
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._engine.close)
+        await _in_thread(self._engine.close)
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self

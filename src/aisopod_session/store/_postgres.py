@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from aisopod_session.errors import InvalidInputError, StoreUnavailableError
-from aisopod_session.store._engine import Dialect, Durability, Engine, Failure, Tx
+from aisopod_session.store._engine import Durability, Engine, Failure
 from aisopod_session.store._migrations import migrate_postgres
+from aisopod_session.store._tx import Dialect, Tx
 
 try:
     import psycopg

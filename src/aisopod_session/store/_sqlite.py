@@ -18,15 +18,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from aisopod_session.errors import InvalidInputError
-from aisopod_session.store._engine import (
-    CommitRefusedError,
-    Dialect,
-    Durability,
-    Engine,
-    Failure,
-    Tx,
-)
+from aisopod_session.store._engine import CommitRefusedError, Durability, Engine, Failure
 from aisopod_session.store._migrations import migrate_sqlite
+from aisopod_session.store._tx import Dialect, Tx
 
 T = TypeVar("T")
 

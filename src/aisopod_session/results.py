@@ -1,0 +1,130 @@
+"""What the store's operations return, beyond sessions and messages: one page type and the
+result models of the admin, lifecycle, privacy and integration operations.
+
+Every result is an immutable :class:`~aisopod_session.base.Model` (or, for pages, a list that
+carries ``next_cursor``), so the local and the remote store return the same things and the
+service serialises them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from pydantic import Field
+
+from aisopod_session.base import Model
+from aisopod_session.models import Session, SessionKey, SessionStatus, SessionSummary, StoredMessage
+
+__all__ = [
+    "AuditRecord",
+    "CommitResult",
+    "DailyUsage",
+    "ImportResult",
+    "MetadataMerge",
+    "Page",
+    "PeerResult",
+    "Resolution",
+    "SessionDetailPage",
+    "SessionPage",
+    "StoreStats",
+]
+
+T = TypeVar("T")
+
+
+class Page(list[T]):
+    """One page of a listing; pass ``next_cursor`` back (in the filter) for the next page.
+
+    ``next_cursor`` is None on the last page.
+    """
+
+    next_cursor: str | None
+
+    def __init__(self, items: Iterable[T] = (), next_cursor: str | None = None) -> None:
+        super().__init__(items)
+        self.next_cursor = next_cursor
+
+    def __repr__(self) -> str:
+        return f"Page({list.__repr__(self)}, next_cursor={self.next_cursor!r})"
+
+
+SessionPage = Page[SessionSummary]
+"""A page of ``list`` / ``list_all_sessions``: session summaries, newest update first."""
+SessionDetailPage = Page[Session]
+"""A page of ``list_detailed``: whole sessions (metadata included)."""
+
+
+class StoreStats(Model):
+    """Sessions by status, agents, live and compacted messages (``store.stats()``)."""
+
+    sessions_by_status: dict[SessionStatus, int] = Field(default_factory=dict)
+    agents: int = 0
+    messages_live: int = 0
+    messages_compacted: int = 0
+
+
+class DailyUsage(Model):
+    """Messages stored and their tokens (``token_count``) on one UTC day, for one agent."""
+
+    day: date
+    agent_id: str
+    messages: int
+    tokens: int
+
+
+class ImportResult(Model):
+    """How many sessions and messages an import stored."""
+
+    sessions: int = 0
+    messages: int = 0
+
+
+class Resolution(Model):
+    """The session a new message belongs to (``agent.resolve``), and whether it was just
+    started."""
+
+    session: Session
+    started: bool
+    """True when this call created the session (first contact, or a reset of a stale one)."""
+    previous_id: int | None = None
+    """The id of the session that a reset archived, if any."""
+
+
+class PeerResult(Model):
+    """How many sessions and messages of a person were erased (or exported)."""
+
+    sessions: int
+    messages: int
+
+
+class AuditRecord(Model):
+    """One audited privacy operation: who, when, what, how much; never content."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str | None
+    sessions: int
+    messages: int
+
+
+MetadataMerge = dict[str, dict[str, Any]]
+"""For each top-level metadata name, the entries merged into the JSON object stored there
+(created when absent). A null entry is stored as null: merging never removes."""
+
+
+class CommitResult(Model):
+    """What ``agent.commit`` did."""
+
+    session: Session
+    """The session after the commit."""
+    messages: list[StoredMessage]
+    """The stored messages, as ``append_messages`` returns them."""
+    applied: bool
+    """False when every message given was already stored (a redelivery): nothing was changed."""
+    shared: dict[SessionKey, Session | None]
+    """Each shared session after the commit; None for one that does not exist (and had nothing
+    merged into it)."""

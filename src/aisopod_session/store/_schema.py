@@ -1,0 +1,362 @@
+"""The tables as the operations see them: columns, key predicates, rows ↔ models, the list
+cursor, and the few transaction primitives every concept shares (one copy each).
+
+Rows are read by position only here: every other module names the columns it selects with the
+constants below and turns rows into models with the functions below. Rows the store wrote itself
+become models through ``Model._from_store`` (no second validation on the hot path).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aisopod_session import _json, _time
+from aisopod_session._time import EPOCH, ONE_US, from_us, to_us
+from aisopod_session.compaction import CompactionRecord
+from aisopod_session.errors import ConflictError, InvalidInputError, SessionNotFoundError
+from aisopod_session.limits import MAX_SQL_INT
+from aisopod_session.models import (
+    PeerKind,
+    Role,
+    Session,
+    SessionKey,
+    SessionStatus,
+    SessionSummary,
+    StoredMessage,
+)
+from aisopod_session.store._tx import LockKey, Tx
+
+INSERT_CHUNK = 500
+"""Rows per multi-row statement (INSERT, UPDATE … IN), well inside every backend's parameter
+limit; also the page size of export and import."""
+
+# --- keys ------------------------------------------------------------------------------------
+
+KEY_WHERE = "agent_id = ? AND channel = ? AND account_id = ? AND peer_kind = ? AND peer_id = ?"
+LIVE_KEY_WHERE = KEY_WHERE + " AND status <> 'archived'"
+
+_ROLES = {role.value: role for role in Role}
+_STATUSES = {status.value: status for status in SessionStatus}
+_PEER_KINDS = {kind.value: kind for kind in PeerKind}
+_KIND_TEXT = {kind: kind.value for kind in PeerKind}
+ROLE_TEXT = {role: role.value for role in Role}
+
+
+def key_params(key: SessionKey) -> tuple[str, str, str, str, str]:
+    # A dict lookup: ``Enum.value`` is a Python-level property, and this runs on every call.
+    return (key.agent_id, key.channel, key.account_id, _KIND_TEXT[key.peer_kind], key.peer_id)
+
+
+def lock_order(key: SessionKey) -> LockKey:
+    """The one order in which every write takes its session locks (batches and commits)."""
+    return key_params(key)
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+SESSION_COLUMNS = (
+    "id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, updated_at, "
+    "message_count, token_usage, metadata, compaction_count, last_compacted_at, "
+    "last_compaction_summary"
+)
+SUMMARY_COLUMNS = (
+    "id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, updated_at, "
+    "message_count, token_usage"
+)
+EXPORT_SESSION_COLUMNS = SESSION_COLUMNS + ", last_seq, archived_at"
+COMPACTION_COLUMNS = "compaction_count, last_compacted_at, last_compaction_summary"
+
+
+def _key_from_row(row: Sequence[Any]) -> SessionKey:
+    return SessionKey._from_store({
+        "agent_id": row[1],
+        "channel": row[2],
+        "account_id": row[3],
+        "peer_kind": _PEER_KINDS[row[4]],
+        "peer_id": row[5],
+    })
+
+
+def _metadata_from_text(text: str) -> dict[str, Any]:
+    # Most sessions have no metadata: skip the JSON decoder (a few microseconds per call).
+    if text == "{}":
+        return {}
+    value: dict[str, Any] = _json.loads(text)
+    return value
+
+
+def _opt_from_us(value: int | None) -> Any:
+    return None if value is None else from_us(value)
+
+
+def session_from_row(row: Sequence[Any]) -> Session:
+    """A row of :data:`SESSION_COLUMNS` (or :data:`EXPORT_SESSION_COLUMNS`)."""
+    return Session._from_store({
+        "id": row[0],
+        "key": _key_from_row(row),
+        "created_at": EPOCH + ONE_US * row[7],
+        "updated_at": EPOCH + ONE_US * row[8],
+        "message_count": row[9],
+        "token_usage": row[10],
+        "metadata": _metadata_from_text(row[11]),
+        "status": _STATUSES[row[6]],
+        "compaction_count": row[12],
+        "last_compacted_at": _opt_from_us(row[13]),
+        "last_compaction_summary": row[14],
+    })
+
+
+def summary_from_row(row: Sequence[Any]) -> SessionSummary:
+    """A row of :data:`SUMMARY_COLUMNS`."""
+    return SessionSummary._from_store({
+        "id": row[0],
+        "key": _key_from_row(row),
+        "status": _STATUSES[row[6]],
+        "message_count": row[9],
+        "token_usage": row[10],
+        "created_at": from_us(row[7]),
+        "updated_at": from_us(row[8]),
+    })
+
+
+def export_session_from_row(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of :data:`EXPORT_SESSION_COLUMNS` as an export record."""
+    record = {"kind": "session", **session_from_row(row).model_dump(mode="json")}
+    record["last_seq"] = row[15]
+    record["archived_at"] = _opt_iso(row[16])
+    return record
+
+
+def compaction_record_from_row(row: Sequence[Any]) -> CompactionRecord:
+    """A row of :data:`COMPACTION_COLUMNS`."""
+    return CompactionRecord.model_construct(
+        compaction_count=row[0], last_compacted_at=_opt_from_us(row[1]), summary=row[2]
+    )
+
+
+def _opt_iso(value: int | None) -> str | None:
+    return None if value is None else from_us(value).isoformat()
+
+
+# --- messages --------------------------------------------------------------------------------
+
+MESSAGE_COLUMNS = (
+    "id, role, content, tool_calls, created_at, token_count, external_id, compacted"
+)
+EXPORT_MESSAGE_COLUMNS = "seq, compacted_at, " + MESSAGE_COLUMNS
+COMPACTION_INPUT_COLUMNS = "seq, " + MESSAGE_COLUMNS
+
+
+def _loads(text: str) -> Any:
+    """JSON text the store wrote; a string without escapes (most chat text) is its interior."""
+    if text[0] == '"' and "\\" not in text:
+        return text[1:-1]
+    return _json.loads(text)
+
+
+def message_from_row(row: Sequence[Any]) -> StoredMessage:
+    """A row of :data:`MESSAGE_COLUMNS`."""
+    return StoredMessage._from_store({
+        "id": row[0],
+        "role": _ROLES[row[1]],
+        "content": _loads(row[2]),
+        "tool_calls": None if row[3] is None else _loads(row[3]),
+        "created_at": from_us(row[4]),
+        "token_count": row[5],
+        "external_id": row[6],
+        "compacted": bool(row[7]),
+    })
+
+
+def messages_from_rows(rows: Iterable[Sequence[Any]]) -> list[StoredMessage]:
+    """``[message_from_row(row) for row in rows]``, inlined: a history read builds a model per
+    row, and the two calls per row were a large part of its cost."""
+    build = StoredMessage._from_store_many
+    roles, loads, epoch, one_us = _ROLES, _json.loads, EPOCH, ONE_US
+    values = []
+    for id_, role, content, tool_calls, created_at, token_count, external_id, compacted in rows:
+        values.append({
+            "id": id_,
+            "role": roles[role],
+            "content": (content[1:-1] if content[0] == '"' and "\\" not in content
+                        else loads(content)),
+            "tool_calls": None if tool_calls is None else _loads(tool_calls),
+            "created_at": epoch + one_us * created_at,
+            "token_count": token_count,
+            "external_id": external_id,
+            "compacted": bool(compacted),
+        })
+    return build(values)
+
+
+def compaction_input_from_row(row: Sequence[Any]) -> tuple[int, StoredMessage]:
+    """A row of :data:`COMPACTION_INPUT_COLUMNS`: the position and the message."""
+    return int(row[0]), message_from_row(row[1:])
+
+
+def export_message_from_row(row: Sequence[Any], session_id: int) -> dict[str, Any]:
+    """A row of :data:`EXPORT_MESSAGE_COLUMNS` as an export record; ``_id`` (the row id, for
+    paging) is removed by the exporter before the record is written."""
+    message = message_from_row(row[2:])
+    record = {"kind": "message", "session": session_id, "seq": row[0],
+              **message.model_dump(mode="json", exclude={"id"})}
+    record["compacted_at"] = _opt_iso(row[1])
+    record["_id"] = row[2]
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One message row to insert, already encoded (JSON text, microseconds)."""
+
+    seq: int
+    role: str
+    content: str
+    tool_calls: str | None
+    created_at: int
+    token_count: int | None
+    external_id: str | None
+    compacted: bool = False
+    compacted_at: int | None = None
+
+
+_MESSAGE_INSERT = (
+    "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, "
+    "token_count, external_id, compacted, compacted_at) VALUES "
+)
+_ONE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ONE = f"{_MESSAGE_INSERT}{_ONE_ROW} RETURNING id"
+
+
+def insert_messages(tx: Tx, session_id: int, rows: Sequence[MessageRow], *,
+                    returning: bool = True) -> list[int]:
+    """The one INSERT of messages: in chunks, returning the new ids in the order given (or
+    nothing, without ``returning``).
+
+    With ``returning``, positions (``seq``) must be distinct within the call: the ids are matched
+    back by them.
+    """
+    if len(rows) == 1 and returning:  # the usual append: one message, one fixed statement
+        r = rows[0]
+        row = tx.one(_INSERT_ONE, (session_id, r.seq, r.role, r.content, r.tool_calls,
+                                   r.created_at, r.token_count, r.external_id,
+                                   int(r.compacted), r.compacted_at))
+        return [int(row[0])]
+    ids_by_seq: dict[int, int] = {}
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start : start + INSERT_CHUNK]
+        params: list[Any] = []
+        for r in chunk:
+            params.extend((session_id, r.seq, r.role, r.content, r.tool_calls, r.created_at,
+                           r.token_count, r.external_id, int(r.compacted), r.compacted_at))
+        values = ", ".join(_ONE_ROW for _ in chunk)
+        if not returning:
+            tx.run(f"{_MESSAGE_INSERT}{values}", params)
+            continue
+        found = tx.all(f"{_MESSAGE_INSERT}{values} RETURNING seq, id", params)
+        ids_by_seq.update((int(seq), int(id_)) for seq, id_ in found)
+    return [ids_by_seq[r.seq] for r in rows] if returning else []
+
+
+# --- the list cursor -------------------------------------------------------------------------
+
+
+def encode_cursor(updated_at: int, session_id: int) -> str:
+    raw = f"{updated_at}.{session_id}".encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        updated_at, session_id = (int(part) for part in raw.split("."))
+        if not (-MAX_SQL_INT <= updated_at <= MAX_SQL_INT and 1 <= session_id <= MAX_SQL_INT):
+            raise ValueError("out of range")
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInputError.for_field(
+            "cursor", "is not a cursor returned by list (pass next_cursor back unchanged)"
+        ) from None
+    return updated_at, session_id
+
+
+def summary_cursor(row: Sequence[Any]) -> str:
+    """The cursor after a row of :data:`SUMMARY_COLUMNS`."""
+    return encode_cursor(row[8], row[0])
+
+
+# --- transaction primitives ------------------------------------------------------------------
+
+_LIVE_SESSION_SQL = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {LIVE_KEY_WHERE}"
+
+
+def not_found(key: SessionKey) -> SessionNotFoundError:
+    return SessionNotFoundError(f"no live session for {key}")
+
+
+def twice(tx: Tx, sql: str, params: Sequence[Any]) -> Any:
+    """Run a locking statement on the live row of a key, once more if it found nothing.
+
+    Under PostgreSQL's READ COMMITTED, a statement that waited for a concurrent ``reset`` sees
+    the archived row fail its condition while the fresh row that reset inserted is outside its
+    snapshot; a second statement sees the fresh row. On SQLite the second run is never needed.
+    """
+    row = tx.one(sql, params)
+    return row if row is not None else tx.one(sql, params)
+
+
+def live_session(tx: Tx, key: SessionKey, *, lock: bool = False) -> Session | None:
+    """The live session of ``key``; with ``lock``, its row locked (re-read: see :func:`twice`)."""
+    if lock:
+        row = twice(tx, _LIVE_SESSION_SQL + tx.dialect.for_update, key_params(key))
+    else:
+        row = tx.one(_LIVE_SESSION_SQL, key_params(key))
+    return None if row is None else session_from_row(row)
+
+
+def live_id(tx: Tx, key: SessionKey, *, lock: bool = False) -> int:
+    """The id of the live session of ``key``; SessionNotFoundError if there is none."""
+    suffix = tx.dialect.for_update if lock else ""
+    row = twice(tx, f"SELECT id FROM sessions WHERE {LIVE_KEY_WHERE}{suffix}", key_params(key))
+    if row is None:
+        raise not_found(key)
+    return int(row[0])
+
+
+def create_live(tx: Tx, key: SessionKey, *, at: int | None = None,
+                must_be_new: bool = False) -> tuple[Session, bool]:
+    """Create the live session of ``key`` (status active, no metadata, created at ``at``).
+
+    Returns the session and whether this call created it. If a live session already exists (a
+    concurrent first contact won the race), that one is returned, or ConflictError raised when
+    ``must_be_new``.
+    """
+    now = to_us(_time.utc_now()) if at is None else at
+    row = tx.one(
+        "INSERT INTO sessions (agent_id, channel, account_id, peer_kind, peer_id, status, "
+        "created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, '{}') "
+        f"ON CONFLICT DO NOTHING RETURNING {SESSION_COLUMNS}",
+        (*key_params(key), now, now),
+    )
+    if row is not None:
+        return session_from_row(row), True
+    if must_be_new:
+        raise ConflictError(f"a live session for {key} already exists")
+    existing = live_session(tx, key)  # someone else created it first: theirs is the one
+    if existing is None:  # pragma: no cover - the conflicting row is live
+        raise AssertionError(f"insert of {key} conflicted but no live session exists")
+    return existing, False
+
+
+def archive_live(tx: Tx, key: SessionKey, *, at: int | None = None,
+                 session_id: int | None = None) -> int:
+    """Archive the live session of ``key`` (or the one row ``session_id``) at ``at``; its
+    history is kept. Returns how many rows were archived (0 or 1)."""
+    now = to_us(_time.utc_now()) if at is None else at
+    setting = "UPDATE sessions SET status = 'archived', archived_at = ?, updated_at = ? WHERE "
+    if session_id is not None:
+        return tx.run(setting + "id = ?", (now, now, session_id))
+    return tx.run(setting + LIVE_KEY_WHERE, (now, now, *key_params(key)))

@@ -1,0 +1,116 @@
+"""The transaction wrapper every operation is written against, and the unit of work.
+
+Statements are written once with ``?`` placeholders; :class:`Dialect` holds the few differences
+between the backends. An operation becomes a :class:`Work`, which an engine runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
+
+LockKey = tuple[str, ...]
+"""What a write locks, compared to order a batch (the parts of a session key)."""
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the store uses (sqlite3 and psycopg both fit)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Dialect:
+    """The few differences between the SQL the backends accept."""
+
+    def __init__(self, name: str, placeholder: str, for_update: str, unlimited: str) -> None:
+        self.name = name
+        self.for_update = for_update
+        self.unlimited = unlimited  # a LIMIT that means "no limit" (needed before OFFSET)
+        self._placeholder = placeholder
+        self._translated: dict[str, str] = {}
+
+    def sql(self, text: str) -> str:
+        """Statements are written with ``?`` placeholders; psycopg wants ``%s``."""
+        translated = self._translated.get(text)
+        if translated is None:
+            translated = text if self._placeholder == "?" else text.replace("?", self._placeholder)
+            self._translated[text] = translated
+        return translated
+
+
+class Tx:
+    """One connection inside one transaction (or one read), with the dialect applied."""
+
+    __slots__ = ("_cursor", "_sql", "dialect")
+
+    def __init__(self, cursor: Cursor, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self._sql = dialect.sql
+        self.dialect = dialect
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._cursor.execute(self._sql(sql), params)
+        return self._cursor.fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._cursor.execute(self._sql(sql), params)
+        return self._cursor.fetchone()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cursor.execute(self._sql(sql), params)
+        return self._cursor.rowcount
+
+
+class OneStatement(Generic[T]):
+    """A read that needs one SQL statement, so no transaction around it.
+
+    A single statement reads one consistent snapshot on every backend (SQLite's autocommit
+    statement, PostgreSQL's per-statement snapshot), so BEGIN and COMMIT would only add two round
+    trips to the hottest reads. When ``run`` returns None and there is a ``fallback`` (a read of
+    several statements), the fallback runs inside a read transaction, as any other read: e.g. a
+    history read whose one statement found nothing, where telling a missing session from an
+    empty history takes a second statement that must see the same snapshot.
+
+    Called directly (inside another read's transaction) it runs ``run``, then the fallback
+    if that found nothing: the same answer, in the caller's snapshot.
+    """
+
+    __slots__ = ("fallback", "run")
+
+    def __init__(
+        self, run: Callable[[Tx], T | None], fallback: Callable[[Tx], T] | None = None
+    ) -> None:
+        self.run = run
+        self.fallback = fallback
+
+    def __call__(self, tx: Tx) -> T | None:
+        found = self.run(tx)
+        if found is None and self.fallback is not None:
+            return self.fallback(tx)
+        return found
+
+
+
+@dataclass(frozen=True, slots=True)
+class Work(Generic[T]):
+    """What an operation needs run: a read, a write, or a read with a write as fallback.
+
+    With both, the write runs only when the read returned None (get-or-create: the common case,
+    a session that exists, never queues behind writers).
+    """
+
+    read: Callable[[Tx], T | None] | None = None
+    write: Callable[[Tx], T] | None = None
+    lock_key: LockKey | None = None
+    """The session a write locks (see ``_schema.lock_order``), so batches lock in one order: no
+    deadlocks."""
