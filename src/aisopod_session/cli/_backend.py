@@ -38,7 +38,8 @@ from aisopod_session.models import (
     SessionSummary,
     StoredMessage,
 )
-from aisopod_session.store import AuditRecord, PeerResult, SessionPage, SessionStore
+from aisopod_session.results import AuditRecord, PeerResult, SessionPage
+from aisopod_session.store import SessionStore
 
 __all__ = [
     "Backend", "LocalBackend", "Ref", "RemoteBackend", "Settings", "Stats", "Strategy",

@@ -20,6 +20,7 @@ from aisopod_session.cli._app import (
     settings,
 )
 from aisopod_session.cli._output import CliError, confirm, console, plural, print_json, when
+from aisopod_session.limits import MAX_AUDIT_RECORDS
 
 
 def serve(
@@ -118,7 +119,8 @@ def forget_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg, yes
 
 def audit(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 100,
+    limit: Annotated[int, typer.Option(
+        min=1, max=MAX_AUDIT_RECORDS, help="At most this many.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """The newest audit records, newest first: who erased or exported whose data, how much."""
