@@ -1,0 +1,99 @@
+"""Request and response bodies of the HTTP API that are not library models."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+)
+
+from aisopod_session.models import SessionStatus, SessionSummary, StoredMessage
+from aisopod_session.store import SessionPage
+
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Timestamps travel as RFC 3339 with an offset; pydantic alone would also read "589" as
+    seconds since 1970, which is far more likely a client bug than a date."""
+    if isinstance(value, str) and not RFC3339.fullmatch(value):
+        raise ValueError("expected an RFC 3339 date-time with an offset, like "
+                         "2024-05-01T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+class SessionPageBody(BaseModel):
+    items: list[SessionSummary]
+    next_cursor: str | None = Field(
+        description="Pass back as `cursor` for the next page; null on the last page."
+    )
+
+    @classmethod
+    def of(cls, page: SessionPage) -> SessionPageBody:
+        return cls.model_construct(items=list(page), next_cursor=page.next_cursor)
+
+
+_STORE_SETS = ("id", "compacted")
+"""StoredMessage fields a client never sends: the store assigns ``id``, compaction sets
+``compacted``."""
+
+NewMessage = create_model(
+    "NewMessage",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A message to append: StoredMessage's fields a client may set, validated the same.",
+    **{name: (field.annotation, field) for name, field in StoredMessage.model_fields.items()
+       if name not in _STORE_SETS},  # type: ignore[call-overload]
+)
+
+
+class AppendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: Annotated[list[NewMessage], Field(max_length=10_000)]
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _timestamps(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for index, message in enumerate(value):
+                if isinstance(message, dict):
+                    try:
+                        _rfc3339(message.get("created_at"))
+                    except ValueError as exc:
+                        raise ValueError(f"messages.{index}.created_at: {exc}") from None
+        return value
+
+
+class DeletedBody(BaseModel):
+    deleted: bool
+
+
+class Health(BaseModel):
+    status: str
+
+
+class StatsBody(BaseModel):
+    sessions_by_status: dict[SessionStatus, int]
+    agents: int
+    messages_live: int
+    messages_compacted: int
+
+
+class ImportBody(BaseModel):
+    sessions: int
+    messages: int
+
+
+class ClearedBody(BaseModel):
+    deleted: int

@@ -1,0 +1,249 @@
+"""Request dependencies: who is calling, which store, agent and key, which filter or query."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
+
+from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from aisopod_session.errors import InvalidInputError
+from aisopod_session.limits import MAX_ID_LENGTH
+from aisopod_session.models import (
+    HistoryQuery,
+    PeerKind,
+    SessionFilter,
+    SessionKey,
+    SessionStatus,
+    normalize_name_or_raise,
+)
+from aisopod_session.service._bodies import Timestamp
+from aisopod_session.service.auth import OPEN_ACCESS, Principal, TokenRegistry
+from aisopod_session.store import AsyncAgentSessions, AsyncSessionStore
+
+# A "/" that arrived percent-encoded inside one path part travels through routing as this
+# private-use character (see _middleware.KeepEncodedSlashes); the parts themselves are then read
+# from the raw path (_path_part), so a client's own U+E000 stays what it is.
+ENCODED_SLASH = "\ue000"
+
+
+# --- documented constraints of key parts ------------------------------------------------------
+
+_SPACES = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+PART_PATTERN = (rf"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f{_SPACES}]"
+                rf"[^\x00-\x1f\x7f-\x9f]*$")
+"""What a key part (or a filter on one) must look like: no control character, not blank.
+Only documented (the models check it and name the offending character); names are also trimmed,
+NFC-normalised and lower-cased, peer ids trimmed and NFC-normalised."""
+
+
+def part_param(kind: Callable[..., Any], description: str) -> Any:
+    return kind(max_length=MAX_ID_LENGTH, description=description,
+                json_schema_extra={"pattern": PART_PATTERN, "minLength": 1})
+
+
+AgentIdPath = Annotated[str, part_param(Path, "The agent (case-insensitive)")]
+AgentIdQuery = Annotated[str | None, part_param(Query, "Only this agent's sessions")]
+
+
+# --- who is calling ----------------------------------------------------------------------------
+
+
+def _store(request: Request) -> AsyncSessionStore:
+    store: AsyncSessionStore = request.app.state.store
+    return store
+
+
+_bearer = HTTPBearer(
+    scheme_name="bearer", auto_error=False,
+    description="An admin token, or an agent token (only that agent's sessions). Not needed when "
+    "the server has no tokens configured (it then listens on loopback only).",
+)
+
+
+def _principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    tokens: TokenRegistry = request.app.state.tokens
+    if not tokens.enabled:
+        return OPEN_ACCESS
+    principal = None if credentials is None else tokens.authenticate(
+        credentials.credentials.strip())
+    if principal is None:
+        if request.headers.get("authorization"):
+            raise HTTPException(401, "a valid bearer token is required",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+StoreDep = Annotated[AsyncSessionStore, Depends(_store)]
+
+
+REPEATABLE_QUERY = frozenset({"status"})
+
+
+def known_query(request: Request, _: PrincipalDep) -> None:
+    """Refuse query parameters the route does not take, and repeats of single-valued ones: a
+    typo (``?agent=bot&confirm=true`` on DELETE /v1/admin/sessions) must not widen a request.
+    (The caller is authenticated first: strangers learn nothing about parameters.)"""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route)
+    errors = []
+    for name in dict.fromkeys(request.query_params.keys()):
+        if name not in known:
+            errors.append({"field": name[:100], "message": "unknown query parameter"})
+        elif name not in REPEATABLE_QUERY and len(request.query_params.getlist(name)) > 1:
+            errors.append({"field": name, "message": "given more than once"})
+    if errors:
+        raise InvalidInputError("; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                                errors)
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_params(route.dependant))
+    return names
+
+
+def _query_params(dependant: Dependant) -> list[str]:
+    names = [param.alias for param in dependant.query_params]
+    for sub in dependant.dependencies:
+        names.extend(_query_params(sub))
+    return names
+
+
+# --- which agent, key or person -----------------------------------------------------------------
+
+# /v1/agents/{agent_id}/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}/...
+_AGENT_SEGMENT = 3
+_KEY_SEGMENTS = {"channel": 5, "account_id": 6, "peer_kind": 7, "peer_id": 8}
+
+
+def _path_part(request: Request, name: str, index: int, routed: str,
+               prefix: tuple[bytes, ...] = (b"v1", b"agents")) -> str:
+    """The path part ``name`` exactly as the client percent-encoded it.
+
+    Routing saw ``routed``, in which an encoded ``/`` is :data:`ENCODED_SLASH`; the raw path is
+    decoded here so that a part may hold any character (the private-use one included), and a
+    part that is not UTF-8 once decoded is refused rather than patched with U+FFFD.
+    """
+    raw = request.scope.get("raw_path")
+    segments = raw.split(b"?", 1)[0].split(b"/") if isinstance(raw, bytes) else []
+    if len(segments) <= index or tuple(segments[1 : 1 + len(prefix)]) != prefix:
+        return routed.replace(ENCODED_SLASH, "/")  # no raw path from this server: best effort
+    try:
+        return unquote_to_bytes(segments[index]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError.for_field(
+            name, "is not valid UTF-8 once percent-decoded") from None
+
+
+def _agent(
+    request: Request,
+    agent_id: AgentIdPath,
+    principal: PrincipalDep,
+    store: StoreDep,
+) -> AsyncAgentSessions:
+    agent = normalize_name_or_raise(
+        "agent_id", _path_part(request, "agent_id", _AGENT_SEGMENT, agent_id))
+    if not principal.may_use_agent(agent):
+        raise HTTPException(403, f"this token may not use agent {agent!r}")
+    return store.for_agent(agent)
+
+
+def _admin(principal: PrincipalDep, store: StoreDep) -> AsyncSessionStore:
+    if not principal.admin:
+        raise HTTPException(403, "admin routes need an admin token")
+    return store
+
+
+def _key(
+    *,
+    request: Request,
+    agent: Annotated[AsyncAgentSessions, Depends(_agent)],
+    channel: Annotated[str, part_param(Path, "The chat channel (case-insensitive)")],
+    account_id: Annotated[str, part_param(Path, "The bot's account on the channel "
+                                                "(case-insensitive)")],
+    peer_kind: PeerKind,
+    peer_id: Annotated[str, part_param(Path, "The user, group, or `<group>/<thread>` "
+                                             "(`/` sent as %2F); case-sensitive")],
+) -> SessionKey:
+    def part(name: str, routed: str) -> str:
+        return _path_part(request, name, _KEY_SEGMENTS[name], routed)
+
+    return SessionKey(agent.agent_id, part("channel", channel), part("account_id", account_id),
+                      peer_kind, part("peer_id", peer_id))
+
+
+_PEER_PREFIX = (b"v1", b"admin", b"peers")
+
+
+def _peer(
+    *,
+    request: Request,
+    channel: Annotated[str, part_param(Path, "The person's channel (`*` for linked names)")],
+    peer_id: Annotated[str, part_param(Path, "The person's id on that channel")],
+) -> tuple[str, str]:
+    return (_path_part(request, "channel", 4, channel, _PEER_PREFIX),
+            _path_part(request, "peer_id", 5, peer_id, _PEER_PREFIX))
+
+
+AgentDep = Annotated[AsyncAgentSessions, Depends(_agent)]
+KeyDep = Annotated[SessionKey, Depends(_key)]
+AdminDep = Annotated[AsyncSessionStore, Depends(_admin)]
+PeerDep = Annotated[tuple[str, str], Depends(_peer)]
+
+
+# --- filters and queries -----------------------------------------------------------------------
+
+
+def _filter(
+    *,
+    channel: Annotated[str | None, part_param(Query, "Only this channel")] = None,
+    account_id: Annotated[str | None, part_param(Query, "Only this bot account")] = None,
+    peer_kind: PeerKind | None = None,
+    peer_id: Annotated[str | None, part_param(Query, "Only this peer")] = None,
+    status: Annotated[list[SessionStatus] | None, Query()] = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
+    updated_after: Timestamp | None = None,
+    updated_before: Timestamp | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> SessionFilter:
+    return SessionFilter(
+        channel=channel, account_id=account_id, peer_kind=peer_kind, peer_id=peer_id,
+        status=tuple(status) if status else None, created_after=created_after,
+        created_before=created_before, updated_after=updated_after,
+        updated_before=updated_before, limit=limit, cursor=cursor,
+    )
+
+
+def _history_query(
+    *,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    before: Timestamp | None = None,
+    after: Timestamp | None = None,
+    tail: bool = False,
+    include_compacted: bool = False,
+) -> HistoryQuery:
+    return HistoryQuery(limit=limit, offset=offset, before=before, after=after, tail=tail,
+                        include_compacted=include_compacted)
+
+
+FilterDep = Annotated[SessionFilter, Depends(_filter)]
+HistoryDep = Annotated[HistoryQuery, Depends(_history_query)]

@@ -1,0 +1,92 @@
+"""The agent-scoped routes: ``/v1/agents/{agent_id}/sessions``, a session addressed by its key's
+parts (``…/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}``, each percent-encoded; a
+``/`` inside a part is sent as ``%2F`` and stays inside that part, see
+:class:`._middleware.KeepEncodedSlashes`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from aisopod_session.compaction import CompactionRecord, CompactionStrategy
+from aisopod_session.models import Session, SessionPatch, StoredMessage
+from aisopod_session.service import problems
+from aisopod_session.service._bodies import AppendBody, DeletedBody, SessionPageBody
+from aisopod_session.service._dependencies import (
+    AgentDep,
+    FilterDep,
+    HistoryDep,
+    KeyDep,
+    known_query,
+)
+from aisopod_session.service.metrics import Metrics
+from aisopod_session.store import Resolution
+
+SESSION_PATH = "/{channel}/{account_id}/{peer_kind}/{peer_id}"
+
+agents = APIRouter(prefix="/v1/agents/{agent_id}/sessions", tags=["sessions"],
+                   responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)])
+
+
+@agents.get("", summary="List this agent's sessions, most recently updated first")
+async def list_sessions(agent: AgentDep, filter: FilterDep) -> SessionPageBody:
+    return SessionPageBody.of(await agent.list(filter))
+
+
+@agents.put(SESSION_PATH, summary="Get or create the live session of a key")
+async def get_or_create(agent: AgentDep, key: KeyDep) -> Session:
+    return await agent.get_or_create(key)
+
+
+@agents.get(SESSION_PATH, summary="Get the live session of a key")
+async def get_session(agent: AgentDep, key: KeyDep) -> Session:
+    return await agent.get(key)
+
+
+@agents.patch(SESSION_PATH, summary="Update status, token usage or metadata")
+async def patch_session(agent: AgentDep, key: KeyDep, patch: SessionPatch) -> Session:
+    return await agent.patch(key, patch)
+
+
+@agents.delete(SESSION_PATH, summary="Delete the session and all archived generations")
+async def delete_session(agent: AgentDep, key: KeyDep) -> DeletedBody:
+    return DeletedBody(deleted=await agent.delete(key))
+
+
+@agents.post(SESSION_PATH + "/reset", summary="Archive the live session and start a fresh one")
+async def reset_session(agent: AgentDep, key: KeyDep) -> Session:
+    return await agent.reset(key)
+
+
+@agents.post(SESSION_PATH + "/messages", summary="Append messages (all or none)")
+async def append_messages(request: Request, agent: AgentDep, key: KeyDep,
+                          body: AppendBody) -> list[StoredMessage]:
+    # NewMessage validated every field the way StoredMessage does, and the store checks each
+    # message again: no third pass over the content here.
+    stored = await agent.append_messages(key, [
+        StoredMessage.model_construct(**{name: getattr(message, name)
+                                         for name in message.model_fields_set})
+        for message in body.messages])
+    metrics: Metrics = request.app.state.metrics
+    metrics.appended(len(body.messages))
+    return stored
+
+
+@agents.get(SESSION_PATH + "/messages", summary="Read the history, in append order")
+async def get_history(agent: AgentDep, key: KeyDep, query: HistoryDep) -> list[StoredMessage]:
+    return await agent.get_history(key, query)
+
+
+@agents.post(SESSION_PATH + "/compact", summary="Compact the live history")
+async def compact(agent: AgentDep, key: KeyDep, strategy: CompactionStrategy) -> CompactionRecord:
+    return await agent.compact(key, strategy)
+
+
+@agents.get(SESSION_PATH + "/compaction", summary="The session's compaction record")
+async def get_compaction(agent: AgentDep, key: KeyDep) -> CompactionRecord:
+    return await agent.get_compaction_record(key)
+
+
+@agents.post(SESSION_PATH + "/resolve",
+             summary="The session a new message belongs to (resets it if its policy says stale)")
+async def resolve_session(agent: AgentDep, key: KeyDep) -> Resolution:
+    return await agent.resolve(key)
