@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.dependencies.models import Dependant
@@ -22,14 +21,9 @@ from aisopod_session.models import (
     normalize_name_or_raise,
 )
 from aisopod_session.service._bodies import Timestamp
+from aisopod_session.service._paths import check_decoded
 from aisopod_session.service.auth import OPEN_ACCESS, Principal, TokenRegistry
 from aisopod_session.store import AsyncAgentSessions, AsyncSessionStore
-
-# A "/" that arrived percent-encoded inside one path part travels through routing as this
-# private-use character (see _middleware.KeepEncodedSlashes); the parts themselves are then read
-# from the raw path (_path_part), so a client's own U+E000 stays what it is.
-ENCODED_SLASH = "\ue000"
-
 
 # --- documented constraints of key parts ------------------------------------------------------
 
@@ -126,29 +120,8 @@ def _query_params(dependant: Dependant) -> list[str]:
 
 
 # --- which agent, key or person -----------------------------------------------------------------
-
-# /v1/agents/{agent_id}/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}/...
-_AGENT_SEGMENT = 3
-_KEY_SEGMENTS = {"channel": 5, "account_id": 6, "peer_kind": 7, "peer_id": 8}
-
-
-def _path_part(request: Request, name: str, index: int, routed: str,
-               prefix: tuple[bytes, ...] = (b"v1", b"agents")) -> str:
-    """The path part ``name`` exactly as the client percent-encoded it.
-
-    Routing saw ``routed``, in which an encoded ``/`` is :data:`ENCODED_SLASH`; the raw path is
-    decoded here so that a part may hold any character (the private-use one included), and a
-    part that is not UTF-8 once decoded is refused rather than patched with U+FFFD.
-    """
-    raw = request.scope.get("raw_path")
-    segments = raw.split(b"?", 1)[0].split(b"/") if isinstance(raw, bytes) else []
-    if len(segments) <= index or tuple(segments[1 : 1 + len(prefix)]) != prefix:
-        return routed.replace(ENCODED_SLASH, "/")  # no raw path from this server: best effort
-    try:
-        return unquote_to_bytes(segments[index]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInputError.for_field(
-            name, "is not valid UTF-8 once percent-decoded") from None
+# Path parameters arrive decoded exactly as the client sent them (see _paths); the ones that
+# are not UTF-8 are refused here, after the caller is authenticated.
 
 
 def _agent(
@@ -157,8 +130,8 @@ def _agent(
     principal: PrincipalDep,
     store: StoreDep,
 ) -> AsyncAgentSessions:
-    agent = normalize_name_or_raise(
-        "agent_id", _path_part(request, "agent_id", _AGENT_SEGMENT, agent_id))
+    check_decoded(request, "agent_id")
+    agent = normalize_name_or_raise("agent_id", agent_id)
     if not principal.may_use_agent(agent):
         raise HTTPException(403, f"this token may not use agent {agent!r}")
     return store.for_agent(agent)
@@ -181,14 +154,8 @@ def _key(
     peer_id: Annotated[str, part_param(Path, "The user, group, or `<group>/<thread>` "
                                              "(`/` sent as %2F); case-sensitive")],
 ) -> SessionKey:
-    def part(name: str, routed: str) -> str:
-        return _path_part(request, name, _KEY_SEGMENTS[name], routed)
-
-    return SessionKey(agent.agent_id, part("channel", channel), part("account_id", account_id),
-                      peer_kind, part("peer_id", peer_id))
-
-
-_PEER_PREFIX = (b"v1", b"admin", b"peers")
+    check_decoded(request, "channel", "account_id", "peer_id")
+    return SessionKey(agent.agent_id, channel, account_id, peer_kind, peer_id)
 
 
 def _peer(
@@ -197,8 +164,8 @@ def _peer(
     channel: Annotated[str, part_param(Path, "The person's channel (`*` for linked names)")],
     peer_id: Annotated[str, part_param(Path, "The person's id on that channel")],
 ) -> tuple[str, str]:
-    return (_path_part(request, "channel", 4, channel, _PEER_PREFIX),
-            _path_part(request, "peer_id", 5, peer_id, _PEER_PREFIX))
+    check_decoded(request, "channel", "peer_id")
+    return channel, peer_id
 
 
 AgentDep = Annotated[AsyncAgentSessions, Depends(_agent)]

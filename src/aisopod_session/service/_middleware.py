@@ -1,41 +1,17 @@
-"""ASGI plumbing around the routes: routing on the raw path, a body size limit and request
-metrics."""
+"""ASGI plumbing around the routes: a body size limit and request metrics."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
-from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from aisopod_session.service import problems
-from aisopod_session.service._dependencies import ENCODED_SLASH
+from aisopod_session.service._paths import ASGIApp, Receive, Scope, Send
 from aisopod_session.service.metrics import Metrics
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class KeepEncodedSlashes:
-    """Route on the raw path so that ``%2F`` inside a key part does not split it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = scope.get("raw_path") if scope["type"] == "http" else None
-        if raw and b"%2f" in raw.lower():
-            text = raw.decode("latin-1").split("?", 1)[0]
-            scope = dict(scope)
-            scope["path"] = "/".join(
-                unquote(part).replace("/", ENCODED_SLASH) for part in text.split("/")
-            )
-        await self.app(scope, receive, send)
 
 
 class LimitBody:

@@ -23,6 +23,7 @@ from aisopod_session.service._dependencies import (
     PrincipalDep,
     known_query,
 )
+from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.store import AuditRecord, PeerResult
 
 NDJSON = "application/x-ndjson"
@@ -35,7 +36,7 @@ IMPORT_PATH = ADMIN_PREFIX + IMPORT
 SessionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 admin = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=problems.ERROR_RESPONSES,
-                  dependencies=[Depends(known_query)])
+                  dependencies=[Depends(known_query)], route_class=DecodedPathRoute)
 
 
 @admin.get("/sessions", summary="List sessions of every agent")

@@ -9,9 +9,10 @@ from aisopod_session.models import SessionFilter
 from aisopod_session.service import problems
 from aisopod_session.service._bodies import Health
 from aisopod_session.service._dependencies import AdminDep, StoreDep
+from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.metrics import Metrics
 
-probes = APIRouter(tags=["operations"])
+probes = APIRouter(tags=["operations"], route_class=DecodedPathRoute)
 
 
 @probes.get("/healthz", summary="Liveness: the process answers")

@@ -1,7 +1,6 @@
 """The agent-scoped routes: ``/v1/agents/{agent_id}/sessions``, a session addressed by its key's
 parts (``…/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}``, each percent-encoded; a
-``/`` inside a part is sent as ``%2F`` and stays inside that part, see
-:class:`._middleware.KeepEncodedSlashes`)."""
+``/`` inside a part is sent as ``%2F`` and stays inside that part, see :mod:`._paths`)."""
 
 from __future__ import annotations
 
@@ -18,13 +17,15 @@ from aisopod_session.service._dependencies import (
     KeyDep,
     known_query,
 )
+from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.metrics import Metrics
 from aisopod_session.store import Resolution
 
 SESSION_PATH = "/{channel}/{account_id}/{peer_kind}/{peer_id}"
 
 agents = APIRouter(prefix="/v1/agents/{agent_id}/sessions", tags=["sessions"],
-                   responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)])
+                   responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)],
+                   route_class=DecodedPathRoute)
 
 
 @agents.get("", summary="List this agent's sessions, most recently updated first")

@@ -7,8 +7,8 @@ This module assembles the application; the parts live beside it:
 - :mod:`._routes_admin`: admin routes under ``/v1/admin``;
 - :mod:`._routes_probes`: ``/healthz``, ``/readyz`` and ``/metrics``;
 - :mod:`._dependencies` (who is calling, which agent and key), :mod:`._bodies` (request and
-  response bodies), and :mod:`._middleware` (routing that
-  keeps a ``%2F`` inside its key part, body size limit, request metrics).
+  response bodies), :mod:`._paths` (key parts holding a ``/``, sent as ``%2F``) and
+  :mod:`._middleware` (body size limit, request metrics).
 """
 
 from __future__ import annotations
@@ -21,11 +21,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from aisopod_session.service import console, problems
-from aisopod_session.service._middleware import (
-    KeepEncodedSlashes,
-    LimitBody,
-    add_request_metrics,
-)
+from aisopod_session.service._middleware import LimitBody, add_request_metrics
+from aisopod_session.service._paths import RouteOnEncodedSlashes
 from aisopod_session.service._routes_admin import IMPORT_PATH, admin
 from aisopod_session.service._routes_probes import probes
 from aisopod_session.service._routes_sessions import agents
@@ -84,7 +81,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     add_request_metrics(app)
     app.add_middleware(LimitBody, max_bytes=config.server.max_body_bytes,
                        streamed=(IMPORT_PATH,))
-    app.add_middleware(KeepEncodedSlashes)  # outermost: every layer sees the routed path
+    app.add_middleware(RouteOnEncodedSlashes)  # outermost: every layer sees the routed path
     return app
 
 

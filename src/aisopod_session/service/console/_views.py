@@ -24,7 +24,6 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from aisopod_session.compaction import CompactionStrategy, SlidingWindow, Summarize
@@ -38,6 +37,7 @@ from aisopod_session.models import (
     normalize_name_or_raise,
 )
 from aisopod_session.service import problems
+from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.auth import Principal, TokenRegistry
 from aisopod_session.service.console._chart import usage_charts
 from aisopod_session.service.console._cookies import (
@@ -85,9 +85,10 @@ class SignInRequiredError(Exception):
         self.then = then
 
 
-class ConsoleRoute(APIRoute):
+class ConsoleRoute(DecodedPathRoute):
     """Errors become HTML pages (the API's are problem+json), a missing sign-in a redirect, and
-    every response carries the security headers."""
+    every response carries the security headers. Path parameters are the client's own text, as
+    in the API (see :mod:`aisopod_session.service._paths`)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
