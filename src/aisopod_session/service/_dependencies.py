@@ -1,4 +1,8 @@
-"""Request dependencies: who is calling, which store, agent and key, which filter or query."""
+"""Request dependencies: who is calling, which store, agent and key, which filter or query.
+
+None of them does I/O, so all are coroutines: FastAPI runs a plain ``def`` dependency on the
+thread pool, a hop that costs more than the work itself.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ AgentIdQuery = Annotated[str | None, part_param(Query, "Only this agent's sessio
 # --- who is calling ----------------------------------------------------------------------------
 
 
-def _store(request: Request) -> AsyncSessionStore:
+async def _store(request: Request) -> AsyncSessionStore:
     store: AsyncSessionStore = request.app.state.store
     return store
 
@@ -59,7 +63,7 @@ _bearer = HTTPBearer(
 )
 
 
-def _principal(
+async def _principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -83,7 +87,7 @@ StoreDep = Annotated[AsyncSessionStore, Depends(_store)]
 REPEATABLE_QUERY = frozenset({"status"})
 
 
-def known_query(request: Request, _: PrincipalDep) -> None:
+async def known_query(request: Request, _: PrincipalDep) -> None:
     """Refuse query parameters the route does not take, and repeats of single-valued ones: a
     typo (``?agent=bot&confirm=true`` on DELETE /v1/admin/sessions) must not widen a request.
     (The caller is authenticated first: strangers learn nothing about parameters.)"""
@@ -124,7 +128,7 @@ def _query_params(dependant: Dependant) -> list[str]:
 # are not UTF-8 are refused here, after the caller is authenticated.
 
 
-def _agent(
+async def _agent(
     request: Request,
     agent_id: AgentIdPath,
     principal: PrincipalDep,
@@ -137,13 +141,13 @@ def _agent(
     return store.for_agent(agent)
 
 
-def _admin(principal: PrincipalDep, store: StoreDep) -> AsyncSessionStore:
+async def _admin(principal: PrincipalDep, store: StoreDep) -> AsyncSessionStore:
     if not principal.admin:
         raise HTTPException(403, "admin routes need an admin token")
     return store
 
 
-def _key(
+async def _key(
     *,
     request: Request,
     agent: Annotated[AsyncAgentSessions, Depends(_agent)],
@@ -158,7 +162,7 @@ def _key(
     return SessionKey(agent.agent_id, channel, account_id, peer_kind, peer_id)
 
 
-def _peer(
+async def _peer(
     *,
     request: Request,
     channel: Annotated[str, part_param(Path, "The person's channel (`*` for linked names)")],
@@ -177,7 +181,7 @@ PeerDep = Annotated[tuple[str, str], Depends(_peer)]
 # --- filters and queries -----------------------------------------------------------------------
 
 
-def _filter(
+async def _filter(
     *,
     channel: Annotated[str | None, part_param(Query, "Only this channel")] = None,
     account_id: Annotated[str | None, part_param(Query, "Only this bot account")] = None,
@@ -199,7 +203,7 @@ def _filter(
     )
 
 
-def _history_query(
+async def _history_query(
     *,
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
