@@ -312,3 +312,21 @@ async def test_agent_token_uses_its_own_agent(api: Api) -> None:
     created = await api.put_session()
     assert (await api.get(session_path())).json()["id"] == created["id"]
     assert (await api.get("/v1/agents/BOT/sessions")).status_code == 200
+
+
+@pytest.mark.parametrize("stamp", ["2024-05-01T12:00:00Z", "2024-05-01 14:00:00+02:00",
+                                   "2024-05-01t12:00:00.000z"])
+async def test_timestamps_are_rfc3339_as_the_library_reads_them(shared_api: Api,
+                                                                 stamp: str) -> None:
+    """One RFC 3339 pattern (``aisopod_session._time.RFC3339``) for the API and the library:
+    a space between date and time is RFC 3339 too."""
+    peer = f"rfc3339-{stamp}"
+    await shared_api.put_session(peer=peer)
+    stored = await shared_api.append([message("x", created_at=stamp)], peer=peer)
+    assert stored[0]["created_at"] == "2024-05-01T12:00:00Z"
+    for params in ({"after": stamp}, {"before": stamp}):
+        history = await shared_api.get(session_path(peer=peer, suffix="/messages"),
+                                       params=params)
+        assert (history.status_code, history.json()) == (200, [])
+    listed = await shared_api.get("/v1/agents/bot/sessions", params={"created_before": stamp})
+    assert listed.status_code == 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -15,10 +14,10 @@ from pydantic import (
     field_validator,
 )
 
+from aisopod_session._time import RFC3339
+from aisopod_session.limits import MAX_BATCH_MESSAGES
 from aisopod_session.models import SessionStatus, SessionSummary, StoredMessage
 from aisopod_session.store import SessionPage
-
-RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _rfc3339(value: Any) -> Any:
@@ -31,6 +30,8 @@ def _rfc3339(value: Any) -> Any:
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+"""A timestamp in a query string: RFC 3339 with an offset, checked by the library's one
+pattern (:data:`aisopod_session._time.RFC3339`)."""
 
 
 class SessionPageBody(BaseModel):
@@ -60,7 +61,7 @@ NewMessage = create_model(
 class AppendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    messages: Annotated[list[NewMessage], Field(max_length=10_000)]
+    messages: Annotated[list[NewMessage], Field(max_length=MAX_BATCH_MESSAGES)]
 
     @field_validator("messages", mode="before")
     @classmethod

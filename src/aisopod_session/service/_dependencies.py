@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from aisopod_session.errors import InvalidInputError
-from aisopod_session.limits import MAX_ID_LENGTH
+from aisopod_session.limits import MAX_ID_LENGTH, MAX_PAGE_SIZE
 from aisopod_session.models import (
     HistoryQuery,
     PeerKind,
@@ -192,7 +192,7 @@ async def _filter(
     created_before: Timestamp | None = None,
     updated_after: Timestamp | None = None,
     updated_before: Timestamp | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> SessionFilter:
     return SessionFilter(

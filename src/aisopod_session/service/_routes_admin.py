@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.lifecycle import PurgeResult, SweepResult
+from aisopod_session.limits import MAX_AUDIT_RECORDS, MAX_IMPORT_LINE_BYTES, MAX_SQL_INT
 from aisopod_session.models import Session, StoredMessage, normalize_name_or_raise
 from aisopod_session.service import problems
 from aisopod_session.service._bodies import ClearedBody, ImportBody, SessionPageBody, StatsBody
@@ -27,13 +28,12 @@ from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.store import AuditRecord, PeerResult
 
 NDJSON = "application/x-ndjson"
-MAX_IMPORT_LINE_BYTES = 4 * 1024 * 1024
 ADMIN_PREFIX = "/v1/admin"
 IMPORT = "/import"
 IMPORT_PATH = ADMIN_PREFIX + IMPORT
 """The one route whose body is not limited as a whole: it streams, with a limit per line."""
 
-SessionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+SessionId = Annotated[int, Path(ge=1, le=MAX_SQL_INT)]
 
 admin = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=problems.ERROR_RESPONSES,
                   dependencies=[Depends(known_query)], route_class=DecodedPathRoute)
@@ -191,5 +191,6 @@ async def admin_export_peer(store: AdminDep, principal: PrincipalDep, peer: Peer
 
 @admin.get("/audit", summary="The newest audit records (who, when, how much; never content)")
 async def admin_audit(store: AdminDep,
-                      limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[AuditRecord]:
+                      limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_RECORDS)] = 100
+                      ) -> list[AuditRecord]:
     return await store.audit_log(limit)
