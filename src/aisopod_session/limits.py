@@ -45,3 +45,12 @@ MAX_IMPORT_LINE_BYTES = 4 * 1024 * 1024
 
 MAX_AUDIT_RECORDS = 10_000
 """Most audit records one ``audit_log`` call returns."""
+
+MAX_CURSOR_LENGTH = 1024
+"""Longest list cursor accepted (the store's own are a few dozen characters)."""
+
+MAX_HTTP_HISTORY_LIMIT = 100_000
+"""Largest ``limit`` of one history read over HTTP (the library takes any, page by page)."""
+
+MAX_HTTP_OFFSET = 10_000_000
+"""Largest ``offset`` of one history read over HTTP, and the console's paging."""

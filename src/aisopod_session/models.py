@@ -34,7 +34,13 @@ from aisopod_session.base import (
     validates_directly,
 )
 from aisopod_session.errors import InvalidInputError
-from aisopod_session.limits import MAX_ID_LENGTH, MAX_KEY_BYTES, MAX_PAGE_SIZE, MAX_SQL_INT
+from aisopod_session.limits import (
+    MAX_CURSOR_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_KEY_BYTES,
+    MAX_PAGE_SIZE,
+    MAX_SQL_INT,
+)
 
 __all__ = [
     "HistoryQuery",
@@ -441,7 +447,7 @@ class SessionFilter(Model):
     updated_after: UtcDatetime | None = None
     updated_before: UtcDatetime | None = None
     limit: Annotated[StrictInt, Field(ge=1, le=MAX_PAGE_SIZE)] = 50
-    cursor: Annotated[StrictStr, Field(min_length=1, max_length=1024)] | None = None
+    cursor: Annotated[StrictStr, Field(min_length=1, max_length=MAX_CURSOR_LENGTH)] | None = None
 
     @property
     def statuses(self) -> tuple[SessionStatus, ...]:

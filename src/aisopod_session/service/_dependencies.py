@@ -15,7 +15,13 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from aisopod_session.errors import InvalidInputError
-from aisopod_session.limits import MAX_ID_LENGTH, MAX_PAGE_SIZE
+from aisopod_session.limits import (
+    MAX_CURSOR_LENGTH,
+    MAX_HTTP_HISTORY_LIMIT,
+    MAX_HTTP_OFFSET,
+    MAX_ID_LENGTH,
+    MAX_PAGE_SIZE,
+)
 from aisopod_session.models import (
     HistoryQuery,
     PeerKind,
@@ -193,7 +199,7 @@ async def _filter(
     updated_after: Timestamp | None = None,
     updated_before: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> SessionFilter:
     return SessionFilter(
         channel=channel, account_id=account_id, peer_kind=peer_kind, peer_id=peer_id,
@@ -205,8 +211,8 @@ async def _filter(
 
 async def _history_query(
     *,
-    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_HTTP_HISTORY_LIMIT)] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_HTTP_OFFSET)] = 0,
     before: Timestamp | None = None,
     after: Timestamp | None = None,
     tail: bool = False,
