@@ -6,6 +6,7 @@ also run for real in a subprocess. Server mode talks to a real uvicorn on a free
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ from aisopod_session import (
     SlidingWindow,
     StoredMessage,
 )
+from aisopod_session import cli as cli_package
 from aisopod_session.cli import app
 from aisopod_session.service import create_app, load_config
 from aisopod_session.service.config import ServiceConfig
@@ -288,6 +290,8 @@ def test_destructive_commands_refuse_without_confirmation(
         assert "nothing was changed" in fails([*args, "reset"], input=answer)
     assert live_count(url, options) == before == 5
     assert "(5 sessions)" in run([*args, "reset"], input="n\n").stderr
+    assert "of agent 'bot' (4 sessions)" in run([*args, "sessions", "clear", "--agent", "bot"],
+                                                input="n\n").stderr
 
     assert f"deleted {THREAD}" in ok([*args, "sessions", "delete", key], input="y\n").stdout
     assert "nothing was deleted" in fails([*args, "sessions", "delete", key, "--yes"])
@@ -521,7 +525,12 @@ def test_server_mode_reads_like_local_mode(live_server: LiveServer) -> None:
     assert THREAD.canonical() in ok([*remote, "sessions", "list"]).stdout
     assert "no live session" in fails([*remote, "sessions", "show",
                                        SessionKey("bot", "x", "y", "dm", "z").canonical()])
-    assert "404" in fails([*remote, "sessions", "history", "424242"])
+    # the server's store raises what a local store raises: the same one-line errors
+    for command in (["sessions", "history", "424242"], ["sessions", "show", "424242"],
+                    ["sessions", "history", SessionKey("bot", "x", "y", "dm", "z").canonical()]):
+        assert fails([*remote, *command]) == fails([*local, *command]), command
+    assert fails([*remote, "sessions", "history", "424242"]) == \
+        "error: no session with id 424242"
 
 
 def test_server_mode_writes(live_server: LiveServer, tmp_path: Path) -> None:
@@ -533,6 +542,10 @@ def test_server_mode_writes(live_server: LiveServer, tmp_path: Path) -> None:
                                           input="n\n")
     assert "nothing was changed" in fails([*remote, "reset"], input="n\n")
     assert "nothing was changed" in fails([*remote, "sessions", "clear", "--agent", "bot"])
+    # the question counts what would go, through the server too
+    assert "(5 sessions)" in run([*remote, "reset"], input="n\n").stderr
+    assert "of agent 'bot' (4 sessions)" in run([*remote, "sessions", "clear", "--agent", "bot"],
+                                                input="n\n").stderr
     assert live_count(*db) == 5
     ok([*remote, "sessions", "delete", THREAD.canonical(), "--yes"])
     assert "nothing was deleted" in fails([*remote, "sessions", "delete", THREAD.canonical(),
@@ -564,13 +577,15 @@ def test_server_mode_writes(live_server: LiveServer, tmp_path: Path) -> None:
 
 
 def test_server_mode_auth_and_connection_errors(live_server: LiveServer) -> None:
-    for token in ("wrong-token-0123456789", None):
+    for token, refusal in (("wrong-token-0123456789", "a valid bearer token is required"),
+                           (None, "missing bearer token")):
         line = fails([*live_server.args(token), "sessions", "list"])
-        assert line.startswith("error: server answered 401: ")
-        assert "bearer token" in line
+        # the server (401) refused it when the store was opened
+        assert line == f"error: server {live_server.url} refused access: {refusal}"
         assert "wrong-token" not in line
     agent = live_server.args(AGENT_TOKEN)
-    assert "admin routes need an admin token" in fails([*agent, "sessions", "list"])
+    assert fails([*agent, "sessions", "list"]) == (
+        "error: this store's token is agent 'bot''s; admin operations need an admin token")
     assert "may not use agent 'helper'" in fails([*agent, "sessions", "show",
                                                   HELPER.canonical()])
     mine = json.loads(ok([*agent, "sessions", "list", "--agent", "bot", "--json"]).stdout)
@@ -579,7 +594,34 @@ def test_server_mode_auth_and_connection_errors(live_server: LiveServer) -> None
 
     sock = _free_socket()  # bound, never listening: connections are refused
     try:
-        line = fails(["--server", f"127.0.0.1:{sock.getsockname()[1]}", "db", "stats"])
+        port = sock.getsockname()[1]
+        line = fails(["--server", f"127.0.0.1:{port}", "db", "stats"])
     finally:
         sock.close()
-    assert line.startswith("error: cannot talk to the server")
+    assert line.startswith(f"error: cannot talk to the server http://127.0.0.1:{port}: ")
+    assert "ConnectError" in line
+    assert fails(["--server", "ftp://127.0.0.1:21", "db", "stats"]) == (
+        "error: --server: 'ftp://127.0.0.1:21' is not an http:// or https:// URL")
+
+
+# --- the CLI is the store's API, not a layer of its own ---------------------------------------
+
+
+def test_commands_call_the_store_directly() -> None:
+    """No HTTP client and no class wrapping the store in the CLI: every command opens the store
+    the global options name (``SessionStore.open``, also for --server) and calls its methods,
+    so an admin operation is added to the CLI by writing its command, nothing else."""
+    cli = Path(cli_package.__file__).parent
+    classes: dict[str, list[str]] = {}
+    for path in sorted(cli.glob("*.py")):
+        tree = ast.parse(path.read_text("utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom)}
+        assert not {name for name in imported if name.split(".")[0] == "httpx"}, path.name
+        classes[path.name] = [node.name for node in ast.walk(tree)
+                              if isinstance(node, ast.ClassDef)]
+    # the error handler, the operator's error, the global options: nothing that holds a store
+    assert sorted(name for found in classes.values() for name in found) == [
+        "CliError", "Settings", "_Cli"]

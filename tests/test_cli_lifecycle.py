@@ -127,7 +127,7 @@ class Target:
     args: list[str]
     """What selects the backend: --db/--config, or --server/--token."""
     actor: str
-    """Who the audit log names."""
+    """Who the audit log names: the CLI's OS user, on a database and through a server alike."""
     location: Location
     ids: dict[str, int]
     server_url: str | None = None
@@ -160,11 +160,11 @@ def served(backend_url: Location, tmp_path: Path) -> Iterator[str]:
 def target(request: pytest.FixtureRequest, backend_url: Location, tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> Target:
     ids = populate(backend_url)
+    monkeypatch.setattr(getpass, "getuser", lambda: "dana")
     if request.param == "remote":
         url = request.getfixturevalue("served")
-        return Target("remote", ["--server", url, "--token", ADMIN_TOKEN], "admin", backend_url,
-                      ids, url)
-    monkeypatch.setattr(getpass, "getuser", lambda: "dana")
+        return Target("remote", ["--server", url, "--token", ADMIN_TOKEN], "cli:dana",
+                      backend_url, ids, url)
     config = write_config(tmp_path / "policies.toml", backend_url, database=False)
     return Target("local", [*db_args(*backend_url), "--config", str(config)], "cli:dana",
                   backend_url, ids)
@@ -319,15 +319,19 @@ def test_local_actor_is_the_os_user(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_remote_needs_an_admin_token(backend_url: Location, served: str) -> None:
     populate(backend_url)
-    for token, expected in ((AGENT_TOKEN, "server answered 403: admin routes need an admin token"),
-                            ("wrong-token-0123456789", "server answered 401:"),
-                            (None, "server answered 401:")):
+    for token, expected in (
+        (AGENT_TOKEN, "this store's token is agent 'bot''s; admin operations need an admin "
+                      "token"),
+        ("wrong-token-0123456789", f"server {served} refused access: a valid bearer token is "
+                                   "required"),
+        (None, f"server {served} refused access: missing bearer token"),
+    ):
         remote = ["--server", served] + (["--token", token] if token else [])
         for command in (["sweep"], ["sweep", "--dry-run"], ["purge"], ["audit"],
                         ["peers", "export", "discord", "alice"],
                         ["peers", "forget", "discord", "alice", "--yes"]):
             line = fails([*remote, *command])
-            assert line.startswith(f"error: {expected}"), (command, line)
+            assert line == f"error: {expected}", (command, line)
     admin = ["--server", served, "--token", ADMIN_TOKEN]
     assert json.loads(ok([*admin, "audit", "--json"]).stdout) == []  # nothing was done
     assert "no audit records" in run([*admin, "audit"]).stderr

@@ -1,26 +1,27 @@
 """``aisopod-session``: the operator's command line, mirroring the library's admin operations.
 
-Every command is written once against :class:`Backend` (``_backend.py``), which has two
-implementations: :class:`LocalBackend` opens the database (``--db``) with :class:`SessionStore`,
-and :class:`RemoteBackend` talks to a running server (``--server``) over its HTTP API.
+Every command opens the store the global options name (``_store.py``) and calls its methods as
+they are: ``SessionStore.open`` gives the database's (``--db``) or, for ``--server``, a running
+server's store, the same API over HTTP. Adding an admin operation to the CLI is writing its
+command in a topic module and putting it in the command tree below.
 
 Data goes to stdout (a Rich table, or JSON with ``--json``); questions, progress bars and errors go
 to stderr (``_output.py``). An error is one line, ``error: ...``, and exit status 1; a usage error
 exits with 2.
 
-The package: ``_app.py`` (the Typer apps, the global options, the error handling),
-``_backend.py`` (the data), ``_output.py`` (the printing), and the commands by topic in
-``_sessions.py``, ``_transfer.py`` and ``_maintenance.py``, put in the command tree below, in the
-order ``--help`` lists them.
+The package: ``_app.py`` (the Typer apps, the global options, the error handling), ``_store.py``
+(opening the store those options name), ``_output.py`` (the printing), and the commands by topic
+in ``_sessions.py``, ``_transfer.py`` and ``_maintenance.py``, put in the command tree below, in
+the order ``--help`` lists them.
 """
 
 from __future__ import annotations
 
 from aisopod_session.cli import _maintenance, _sessions, _transfer
 from aisopod_session.cli._app import app, db_app, peers_app, sessions_app
-from aisopod_session.cli._backend import Backend, LocalBackend, RemoteBackend, cli_actor
+from aisopod_session.cli._store import cli_actor
 
-__all__ = ["Backend", "LocalBackend", "RemoteBackend", "app", "cli_actor", "main"]
+__all__ = ["app", "cli_actor", "main"]
 
 app.command("serve")(_maintenance.serve)
 

@@ -6,16 +6,16 @@ The commands themselves are in the topic modules; ``cli/__init__.py`` adds them 
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from aisopod_session.cli._backend import Backend, Settings, open_backend
 from aisopod_session.cli._output import CliError, one_line, os_message, silence_stdout
+from aisopod_session.cli._store import Settings, open_store
 from aisopod_session.errors import SessionError
+from aisopod_session.store import SessionStore
 
 DEFAULT_DB_URL = "sqlite:///data/sessions.db"
 
@@ -106,6 +106,7 @@ def settings(ctx: typer.Context) -> Settings:
     return found
 
 
-def backend_for(ctx: typer.Context) -> AbstractContextManager[Backend]:
-    """The backend the global options name, opened for one command."""
-    return open_backend(settings(ctx))
+def store_for(ctx: typer.Context) -> SessionStore:
+    """The store the global options name, opened for one command (``with store_for(ctx) as
+    store:``)."""
+    return open_store(settings(ctx))

@@ -16,11 +16,13 @@ from aisopod_session.cli._app import (
     JsonOpt,
     PeerIdArg,
     YesOpt,
-    backend_for,
     settings,
+    store_for,
 )
 from aisopod_session.cli._output import CliError, confirm, console, plural, print_json, when
+from aisopod_session.cli._store import cli_actor
 from aisopod_session.limits import MAX_AUDIT_RECORDS
+from aisopod_session.models import SessionStatus
 
 
 def serve(
@@ -47,10 +49,12 @@ def serve(
 
 def migrate(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Create or upgrade the database schema; print its version."""
-    if settings(ctx).server:
-        raise CliError("db migrate works on a database (--db), not through --server")
-    with backend_for(ctx) as backend:
-        name, version = backend.schema_version()
+    with store_for(ctx) as store:
+        name = store.backend
+        if name.startswith("http"):
+            raise CliError("db migrate works on a database (--db); a server migrates its own "
+                           "database when it starts")
+        version = store.schema_version()  # opening it migrated it
     if as_json:
         print_json({"backend": name, "schema_version": version})
     else:
@@ -59,14 +63,18 @@ def migrate(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Sessions by status, agents, live and compacted messages."""
-    with backend_for(ctx) as backend:
-        found = backend.stats()
+    with store_for(ctx) as store:
+        found = store.stats()
+    # every status, in their order, also those no session is in
+    by_status = {s.value: found.sessions_by_status.get(s, 0) for s in SessionStatus}
     if as_json:
-        print_json(found.as_json())
+        print_json({"sessions_by_status": by_status, "agents": found.agents,
+                    "messages_live": found.messages_live,
+                    "messages_compacted": found.messages_compacted})
         return
     table = Table("", "count", show_header=False)
     table.columns[1].justify = "right"
-    for status, count in found.sessions_by_status.items():
+    for status, count in by_status.items():
         table.add_row(f"sessions {status}", str(count))
     table.add_row("agents", str(found.agents))
     table.add_row("messages live", str(found.messages_live))
@@ -79,8 +87,8 @@ def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def sweep(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Apply the lifecycle policy: silent sessions go idle, long-idle ones are archived."""
-    with backend_for(ctx) as backend:
-        result = backend.sweep(dry_run)
+    with store_for(ctx) as store:
+        result = store.sweep(dry_run=dry_run)
     if as_json:
         print_json(result.model_dump(mode="json"))
     elif dry_run:
@@ -92,8 +100,8 @@ def sweep(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = Fal
 
 def purge(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Apply the retention policy: delete old compacted messages and archived sessions."""
-    with backend_for(ctx) as backend:
-        result = backend.purge(dry_run)
+    with store_for(ctx) as store:
+        result = store.purge(dry_run=dry_run)
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
@@ -106,10 +114,10 @@ def forget_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg, yes
                 as_json: JsonOpt = False) -> None:
     """Erase every direct-conversation session of a person, across agents and accounts,
     archived generations and compacted messages included (group chats are not touched)."""
-    with backend_for(ctx) as backend:
+    with store_for(ctx) as store:
         confirm(f"Erase every direct conversation with {peer_id!r} on {channel!r}, of every "
                 "agent, archived ones included, for good?", yes)
-        result = backend.forget_peer(channel, peer_id)
+        result = store.forget_peer(channel, peer_id, actor=cli_actor())
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:
@@ -124,8 +132,8 @@ def audit(
     as_json: JsonOpt = False,
 ) -> None:
     """The newest audit records, newest first: who erased or exported whose data, how much."""
-    with backend_for(ctx) as backend:
-        records = backend.audit_log(limit)
+    with store_for(ctx) as store:
+        records = store.audit_log(limit)
     if as_json:
         print_json([record.model_dump(mode="json") for record in records])
         return

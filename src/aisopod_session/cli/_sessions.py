@@ -7,18 +7,23 @@ from typing import Annotated
 
 import typer
 
-from aisopod_session.cli._app import JsonOpt, KeyArg, RefArg, YesOpt, backend_for
-from aisopod_session.cli._backend import Ref, Strategy
+from aisopod_session.cli._app import JsonOpt, KeyArg, RefArg, YesOpt, store_for
 from aisopod_session.cli._output import (
     CliError,
     confirm,
     console,
     message_table,
+    plural,
     print_json,
     session_details,
     session_table,
 )
-from aisopod_session.compaction import SlidingWindow, Summarize, TruncateToolResults
+from aisopod_session.compaction import (
+    CompactionStrategy,
+    SlidingWindow,
+    Summarize,
+    TruncateToolResults,
+)
 from aisopod_session.limits import MAX_PAGE_SIZE
 from aisopod_session.models import (
     HistoryQuery,
@@ -33,7 +38,8 @@ def parse_key(text: str) -> SessionKey:
     return SessionKey.parse(text)
 
 
-def parse_ref(text: str) -> Ref:
+def parse_ref(text: str) -> SessionKey | int:
+    """A canonical key (the live session), or a session id (any generation)."""
     stripped = text.strip()
     if stripped.isascii() and stripped.isdigit():
         return int(stripped)
@@ -59,8 +65,9 @@ def list_sessions(
     filter = SessionFilter(channel=channel, account_id=account, peer_kind=peer_kind,
                            peer_id=peer, status=tuple(status) if status else None,
                            limit=limit, cursor=cursor)
-    with backend_for(ctx) as backend:
-        page = backend.list_sessions(agent, filter)
+    with store_for(ctx) as store:
+        page = (store.list_all_sessions(filter) if agent is None
+                else store.for_agent(agent).list(filter))
     if as_json:
         print_json({"items": [s.model_dump(mode="json") for s in page],
                     "next_cursor": page.next_cursor})
@@ -76,8 +83,9 @@ def list_sessions(
 def show(ctx: typer.Context, key: RefArg, as_json: JsonOpt = False) -> None:
     """One session: the live one of a key, or any generation by id."""
     ref = parse_ref(key)
-    with backend_for(ctx) as backend:
-        session = backend.get(ref)
+    with store_for(ctx) as store:
+        session = (store.get_session_by_id(ref) if isinstance(ref, int)
+                   else store.for_agent(ref.agent_id).get(ref))
     if as_json:
         print_json(session.model_dump(mode="json"))
     else:
@@ -100,8 +108,9 @@ def history(
     ref = parse_ref(key)
     query = HistoryQuery(limit=limit, offset=offset, tail=tail,
                          include_compacted=include_compacted)
-    with backend_for(ctx) as backend:
-        messages = backend.history(ref, query)
+    with store_for(ctx) as store:
+        messages = (store.get_history_by_id(ref, query) if isinstance(ref, int)
+                    else store.for_agent(ref.agent_id).get_history(ref, query))
     if as_json:
         print_json([m.model_dump(mode="json") for m in messages])
         return
@@ -114,9 +123,10 @@ def history(
 def delete(ctx: typer.Context, key: KeyArg, yes: YesOpt = False) -> None:
     """Delete a session and every archived generation of its key, messages included."""
     parsed = parse_key(key)
-    with backend_for(ctx) as backend:
+    with store_for(ctx) as store:
+        agent = store.for_agent(parsed.agent_id)
         confirm(f"Delete {parsed} and all its archived generations for good?", yes)
-        if not backend.delete(parsed):
+        if not agent.delete(parsed):
             raise CliError(f"no session for {parsed}: nothing was deleted")
     typer.echo(f"deleted {parsed}")
 
@@ -124,8 +134,8 @@ def delete(ctx: typer.Context, key: KeyArg, yes: YesOpt = False) -> None:
 def reset_session(ctx: typer.Context, key: KeyArg, as_json: JsonOpt = False) -> None:
     """Archive the live session (history kept) and start a fresh one: the chat /new."""
     parsed = parse_key(key)
-    with backend_for(ctx) as backend:
-        session = backend.reset(parsed)
+    with store_for(ctx) as store:
+        session = store.for_agent(parsed.agent_id).reset(parsed)
     if as_json:
         print_json(session.model_dump(mode="json"))
     else:
@@ -133,15 +143,14 @@ def reset_session(ctx: typer.Context, key: KeyArg, as_json: JsonOpt = False) -> 
 
 
 def _clear(ctx: typer.Context, agent: str | None, yes: bool) -> None:
-    with backend_for(ctx) as backend:
+    with store_for(ctx) as store:
         if not yes:
-            count = backend.count(agent)
+            count = sum(store.count_sessions_by_status(agent).values())
             what = "every session of every agent" if agent is None else \
                 f"every session of agent {agent!r}"
-            if count is not None:
-                what += f" ({count} session{'' if count == 1 else 's'})"
-            confirm(f"Erase {what}, messages included, for good?", yes)
-        deleted = backend.clear(agent)
+            confirm(f"Erase {what} ({plural(count, 'session')}), messages included, for "
+                    "good?", yes)
+        deleted = store.clear_sessions(agent)
     typer.echo(f"deleted {deleted} session{'' if deleted == 1 else 's'}")
 
 
@@ -182,7 +191,7 @@ def compact(
     if keep_recent is not None and summary is None:
         raise typer.BadParameter("goes with --summary", param_hint="--keep-recent")
     parsed = parse_key(key)
-    strategy: Strategy
+    strategy: CompactionStrategy
     if window is not None:
         strategy = SlidingWindow(max_messages=window)
     elif summary is not None:
@@ -190,8 +199,8 @@ def compact(
     else:
         assert truncate_tools is not None
         strategy = TruncateToolResults(max_chars=truncate_tools)
-    with backend_for(ctx) as backend:
-        record = backend.compact(parsed, strategy)
+    with store_for(ctx) as store:
+        record = store.for_agent(parsed.agent_id).compact(parsed, strategy)
     if as_json:
         print_json(record.model_dump(mode="json"))
     else:

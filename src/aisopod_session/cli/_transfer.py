@@ -11,8 +11,9 @@ from typing import IO, Annotated
 
 import typer
 
-from aisopod_session.cli._app import ChannelArg, JsonOpt, PeerIdArg, backend_for
-from aisopod_session.cli._output import print_json, progress
+from aisopod_session.cli._app import ChannelArg, JsonOpt, PeerIdArg, store_for
+from aisopod_session.cli._output import plural, print_json, progress
+from aisopod_session.cli._store import cli_actor
 
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", "-o", metavar="FILE", help="Write here (default: stdout).")]
@@ -55,8 +56,8 @@ def export(
     out: OutOpt = None,
 ) -> None:
     """Every session (all generations) and message as JSON Lines, streamed."""
-    with backend_for(ctx) as backend:
-        _write_out(backend.export(agent), out)
+    with store_for(ctx) as store:
+        _write_out(store.export_jsonl(agent), out)
 
 
 def import_(
@@ -73,17 +74,17 @@ def import_(
         path = Path(file)
         total = path.stat().st_size if path.is_file() else None
         source = path.open("rb")
-    with source as stream, backend_for(ctx) as backend, progress(total, "importing") as advance:
-        sessions, messages = backend.import_jsonl(_numbered(stream, advance))
+    with source as stream, store_for(ctx) as store, progress(total, "importing") as advance:
+        result = store.import_jsonl(_numbered(stream, advance))
     if as_json:
-        print_json({"sessions": sessions, "messages": messages})
+        print_json(result.model_dump(mode="json"))
     else:
-        typer.echo(f"imported {sessions} session{'' if sessions == 1 else 's'}, "
-                   f"{messages} message{'' if messages == 1 else 's'}")
+        typer.echo(f"imported {plural(result.sessions, 'session')}, "
+                   f"{plural(result.messages, 'message')}")
 
 
 def export_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg,
                 out: OutOpt = None) -> None:
     """Everything held about a person, as export JSON Lines (importable), streamed."""
-    with backend_for(ctx) as backend:
-        _write_out(backend.export_peer(channel, peer_id), out)
+    with store_for(ctx) as store:
+        _write_out(store.export_peer(channel, peer_id, actor=cli_actor()), out)

@@ -1,0 +1,86 @@
+"""The store the global options name: a database (``--db``, ``--config``) or a running server
+(``--server``, ``--token``), opened with :meth:`SessionStore.open` either way. The commands call
+its methods as they are; a server's store is the same API over HTTP (``store.backend`` is then
+``http+sqlite`` or ``http+postgres``)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aisopod_session.cli._output import CliError
+from aisopod_session.errors import AccessDeniedError, StoreUnavailableError
+from aisopod_session.lifecycle import Policies
+from aisopod_session.store import SessionStore
+
+__all__ = ["Settings", "cli_actor", "open_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The global options: where the data is."""
+
+    db: str
+    db_given: bool
+    """Whether --db was given on the command line (it then overrides a config file's URL)."""
+    schema: str | None
+    server: str | None
+    token: str | None
+    config: Path | None = None
+    """The service config file (--config): its policies, and its database unless --db says."""
+
+
+def open_store(settings: Settings) -> SessionStore:
+    """The store the global options name, open (use it in a ``with``): the server's
+    (``--server``) or the database's."""
+    if settings.server:
+        return _server_store(settings.server, settings.token)
+    url, schema, policies = _local_database(settings)
+    return SessionStore.open(url, schema=schema, policies=policies)
+
+
+def cli_actor() -> str:
+    """Who the audit log names for the CLI's privacy commands: ``cli:<OS user name>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name anywhere (a container with a bare uid)
+        user = f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"cli:{user}"
+
+
+def _server_store(server: str, token: str | None) -> SessionStore:
+    """The store of the server at ``server`` (``host:port`` means ``http://host:port``). Opening
+    it asks the server who the token is, so an unreachable server or a refused token fails
+    here, naming the server."""
+    url = server if "://" in server else f"http://{server}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is not a number raises ValueError)
+    except ValueError as exc:
+        raise CliError(f"--server: {server!r} is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise CliError(f"--server: {server!r} is not an http:// or https:// URL")
+    try:
+        return SessionStore.open(url, token=token)
+    except StoreUnavailableError as exc:
+        raise CliError(f"cannot talk to the server {url}: {exc}") from exc
+    except AccessDeniedError as exc:
+        raise CliError(f"server {url} refused access: {exc}") from exc
+
+
+def _local_database(settings: Settings) -> tuple[str, str | None, Policies | None]:
+    """(url, schema, policies) of a database. Without --config: --db, --schema and the default
+    policies. With it: its policies, and its database where --db / --schema (the command line
+    or their environment variables) do not say otherwise, as ``serve --config`` would."""
+    if settings.config is None:
+        return settings.db, settings.schema, None
+    from aisopod_session.service.config import load_config
+
+    env = {name: os.environ[name] for name in ("AISOPOD_DATABASE_URL",) if name in os.environ}
+    config = load_config(settings.config, env=env,
+                         db_url=settings.db if settings.db_given else None)
+    schema = settings.schema if settings.schema is not None else config.database.db_schema
+    return config.database.url, schema, config.policies
