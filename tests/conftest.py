@@ -1,9 +1,10 @@
 """Fixtures shared by the whole suite.
 
 ``store`` / ``open_store`` give one *blocking-looking* store for every combination of backend
-(SQLite file, PostgreSQL) and flavour (``SessionStore``, ``AsyncSessionStore``). The asyncio store
-is driven through :class:`BlockingPortal`, which runs each coroutine on an event loop in another
-thread, so a conformance test is written once and proves both APIs.
+(SQLite file, PostgreSQL, and the HTTP service over a SQLite file reached through the remote
+store) and flavour (``SessionStore``, ``AsyncSessionStore``). The asyncio store is driven through
+:class:`BlockingPortal`, which runs each coroutine on an event loop in another thread, so a
+conformance test is written once and proves both APIs on all three backends.
 
 PostgreSQL tests never skip: if the server cannot be reached they fail. Each test gets its own
 schema, dropped afterwards.
@@ -29,7 +30,12 @@ from aisopod_session import AsyncSessionStore, SessionStore
 PG_URL = os.environ.get("AISOPOD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 BACKENDS = ["sqlite", "postgres"]
+"""The databases (multi-process and service tests run on these)."""
+STORE_BACKENDS = [*BACKENDS, "http"]
+"""What the conformance suite runs on: the databases, and the service through the remote store."""
 FLAVOURS = ["sync", "async"]
+SERVICE_ADMIN_TOKEN = "conformance-admin-token-0123456789"
+SERVICE_CONFIG_TOKENS = [{"token": SERVICE_ADMIN_TOKEN, "role": "admin"}]
 
 
 class BlockingPortal:
@@ -102,6 +108,7 @@ class StoreFactory:
         self.location = location  # a SQLite path, or a PostgreSQL schema name
         self.url = PG_URL if backend == "postgres" else location
         self._opened: list[Any] = []
+        self._services: list[Any] = []
         self._portal: BlockingPortal | None = None
 
     def options(self, **options: Any) -> dict[str, Any]:
@@ -112,26 +119,37 @@ class StoreFactory:
 
     def __call__(self, **options: Any) -> Any:
         options = self.options(**options)
+        url = self.url
+        if self.backend == "http":
+            from aisopod_session.service import BackgroundService, ServiceConfig
+
+            # The database options configure the server's store; the client has a token.
+            service = BackgroundService.over(
+                self.location, ServiceConfig.model_validate({"tokens": SERVICE_CONFIG_TOKENS}),
+                **options)
+            self._services.append(service)
+            url, options = service.url, {"token": SERVICE_ADMIN_TOKEN}
         if self.flavour == "sync":
-            store: Any = SessionStore.open(self.url, **options)
+            store: Any = SessionStore.open(url, **options)
         else:
             if self._portal is None:
                 self._portal = BlockingPortal()
-            store = Blocking(
-                self._portal.call(AsyncSessionStore.open(self.url, **options)), self._portal
-            )
+            store = Blocking(self._portal.call(AsyncSessionStore.open(url, **options)),
+                             self._portal)
         self._opened.append(store)
         return store
 
     def close_all(self) -> None:
         for store in self._opened:
             store.close()
+        for service in self._services:
+            service.close()
         if self._portal is not None:
             self._portal.close()
 
 
-@pytest.fixture(params=[(b, f) for b in BACKENDS for f in FLAVOURS],
-                ids=[f"{b}-{f}" for b in BACKENDS for f in FLAVOURS])
+@pytest.fixture(params=[(b, f) for b in STORE_BACKENDS for f in FLAVOURS],
+                ids=[f"{b}-{f}" for b in STORE_BACKENDS for f in FLAVOURS])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Call it to open a store (again) at this test's own location; every backend x flavour."""
     backend, flavour = request.param

@@ -82,7 +82,8 @@ class Direct:
 
 
 def direct(factory: StoreFactory) -> Direct:
-    return Direct(factory.backend, factory.location)
+    # the http backend's service stores into a SQLite file at the factory's location
+    return Direct("postgres" if factory.backend == "postgres" else "sqlite", factory.location)
 
 
 def k(peer: str, *, agent: str = "bot", channel: str = "discord", account: str = "acct1",
@@ -220,7 +221,7 @@ def test_export_peer_is_everything_about_them_and_imports_into_an_empty_store(
     assert all(line.endswith("}") and "\n" not in line for line in lines)
     assert "other-" not in "".join(lines)  # nobody else's content
 
-    target_location = (str(tmp_path / "empty.db") if open_store.backend == "sqlite"
+    target_location = (str(tmp_path / "empty.db") if open_store.backend != "postgres"
                        else f"t_{uuid.uuid4().hex[:12]}")
     target = StoreFactory(open_store.backend, open_store.flavour, target_location)
     try:

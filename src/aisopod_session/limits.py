@@ -49,8 +49,5 @@ MAX_AUDIT_RECORDS = 10_000
 MAX_CURSOR_LENGTH = 1024
 """Longest list cursor accepted (the store's own are a few dozen characters)."""
 
-MAX_HTTP_HISTORY_LIMIT = 100_000
-"""Largest ``limit`` of one history read over HTTP (the library takes any, page by page)."""
-
-MAX_HTTP_OFFSET = 10_000_000
-"""Largest ``offset`` of one history read over HTTP, and the console's paging."""
+MAX_CONSOLE_OFFSET = 10_000_000
+"""Deepest the console's history pages go back (``older``); the API takes the store's bounds."""

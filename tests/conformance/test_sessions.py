@@ -16,6 +16,7 @@ from aisopod_session import (
     SessionNotFoundError,
     SessionPatch,
     SessionStatus,
+    StoreClosedError,
     StoredMessage,
 )
 
@@ -218,3 +219,16 @@ def test_reopening_the_store_shows_the_same_data(open_store: Any) -> None:
     # and it keeps working where it left off
     again.append_messages(alice, [StoredMessage.user("after reopen")])
     assert texts(again.get_history(alice, HistoryQuery(limit=1, tail=True))) == ["after reopen"]
+
+
+def test_a_closed_store_refuses_every_call(open_store: Any) -> None:
+    store = open_store()
+    agent = store.for_agent("bot")
+    agent.get_or_create(key("alice"))
+    store.close()
+    store.close()  # twice is fine
+    for call in (lambda: agent.append_messages(key("alice"), [StoredMessage.user("late")]),
+                 lambda: agent.get_or_create(key("alice")), lambda: agent.get(key("alice")),
+                 store.list_all_sessions, store.stats):
+        with pytest.raises(StoreClosedError):
+            call()

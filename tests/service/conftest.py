@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from aisopod_session.service.app import create_app
 from aisopod_session.service.config import ServiceConfig
+from aisopod_session.service.problems import PROBLEM_TYPES
 from tests.conftest import BACKENDS, PG_URL, drop_pg_schema, pg_available
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -82,7 +83,8 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert body["status"] == status
     assert isinstance(body["title"], str)
     assert body["title"]
-    assert body.get("type", "about:blank") == "about:blank"
+    kind = body.get("type", "about:blank")
+    assert kind == "about:blank" or kind in PROBLEM_TYPES, kind
     assert_no_internals(response.text)
     return body
 

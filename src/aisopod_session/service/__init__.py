@@ -2,5 +2,6 @@
 
 from aisopod_session.service.app import create_app
 from aisopod_session.service.config import ServiceConfig, load_config
+from aisopod_session.service.server import BackgroundService
 
-__all__ = ["ServiceConfig", "create_app", "load_config"]
+__all__ = ["BackgroundService", "ServiceConfig", "create_app", "load_config"]

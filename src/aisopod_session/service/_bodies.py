@@ -16,8 +16,8 @@ from pydantic import (
 
 from aisopod_session._time import RFC3339
 from aisopod_session.limits import MAX_BATCH_MESSAGES
-from aisopod_session.models import SessionStatus, SessionSummary, StoredMessage
-from aisopod_session.store import SessionPage
+from aisopod_session.models import Session, SessionSummary, StoredMessage
+from aisopod_session.results import CommitResult, SessionDetailPage, SessionPage
 
 
 def _rfc3339(value: Any) -> Any:
@@ -58,6 +58,18 @@ NewMessage = create_model(
 )
 
 
+def _message_timestamps(value: Any) -> Any:
+    """Each message's ``created_at`` text is RFC 3339 (see :func:`_rfc3339`)."""
+    if isinstance(value, list):
+        for index, message in enumerate(value):
+            if isinstance(message, dict):
+                try:
+                    _rfc3339(message.get("created_at"))
+                except ValueError as exc:
+                    raise ValueError(f"messages.{index}.created_at: {exc}") from None
+    return value
+
+
 class AppendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,14 +78,88 @@ class AppendBody(BaseModel):
     @field_validator("messages", mode="before")
     @classmethod
     def _timestamps(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            for index, message in enumerate(value):
-                if isinstance(message, dict):
-                    try:
-                        _rfc3339(message.get("created_at"))
-                    except ValueError as exc:
-                        raise ValueError(f"messages.{index}.created_at: {exc}") from None
-        return value
+        return _message_timestamps(value)
+
+
+def as_new_messages(messages: list[Any]) -> list[StoredMessage]:
+    """Request messages as StoredMessages. NewMessage validated every field the way
+    StoredMessage does, and the store checks each message again: no third pass here."""
+    return [StoredMessage.model_construct(**{name: getattr(message, name)
+                                             for name in message.model_fields_set})
+            for message in messages]
+
+
+MergeBody = dict[str, dict[str, Any]]
+
+
+class SharedMergeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="The other session's canonical key (same agent)")
+    merge: MergeBody | None = None
+
+
+class CommitBody(BaseModel):
+    """Append messages and merge metadata in one transaction (see ``agent.commit``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: Annotated[list[NewMessage], Field(max_length=MAX_BATCH_MESSAGES)] = []
+    merge: MergeBody | None = None
+    create: bool = False
+    expect_updated_at: Timestamp | None = None
+    shared: list[SharedMergeBody] = []
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _timestamps(cls, value: Any) -> Any:
+        return _message_timestamps(value)
+
+
+class SharedSessionBody(BaseModel):
+    key: str
+    session: Session | None
+
+
+class CommitResultBody(BaseModel):
+    session: Session
+    messages: list[StoredMessage]
+    applied: bool
+    shared: list[SharedSessionBody]
+
+    @classmethod
+    def of(cls, result: CommitResult) -> CommitResultBody:
+        return cls(session=result.session, messages=result.messages, applied=result.applied,
+                   shared=[SharedSessionBody(key=key.canonical(), session=session)
+                           for key, session in result.shared.items()])
+
+
+class SessionDetailPageBody(BaseModel):
+    items: list[Session]
+    next_cursor: str | None = Field(
+        description="Pass back as `cursor` for the next page; null on the last page."
+    )
+
+    @classmethod
+    def of(cls, page: SessionDetailPage) -> SessionDetailPageBody:
+        return cls.model_construct(items=list(page), next_cursor=page.next_cursor)
+
+
+class InfoBody(BaseModel):
+    """Who the token is and what the server stores into (what a client needs up front)."""
+
+    admin: bool
+    agent_id: str | None = Field(description="The one agent an agent token may use")
+    backend: str = Field(description="`sqlite` or `postgresql`")
+    durability: str
+
+
+class SchemaBody(BaseModel):
+    version: int
+
+
+class PurgedBody(BaseModel):
+    deleted: int
 
 
 class DeletedBody(BaseModel):
@@ -82,18 +168,6 @@ class DeletedBody(BaseModel):
 
 class Health(BaseModel):
     status: str
-
-
-class StatsBody(BaseModel):
-    sessions_by_status: dict[SessionStatus, int]
-    agents: int
-    messages_live: int
-    messages_compacted: int
-
-
-class ImportBody(BaseModel):
-    sessions: int
-    messages: int
 
 
 class ClearedBody(BaseModel):

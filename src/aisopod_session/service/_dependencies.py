@@ -17,10 +17,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.limits import (
     MAX_CURSOR_LENGTH,
-    MAX_HTTP_HISTORY_LIMIT,
-    MAX_HTTP_OFFSET,
     MAX_ID_LENGTH,
     MAX_PAGE_SIZE,
+    MAX_SQL_INT,
 )
 from aisopod_session.models import (
     HistoryQuery,
@@ -211,8 +210,8 @@ async def _filter(
 
 async def _history_query(
     *,
-    limit: Annotated[int | None, Query(ge=1, le=MAX_HTTP_HISTORY_LIMIT)] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_HTTP_OFFSET)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT)] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
     before: Timestamp | None = None,
     after: Timestamp | None = None,
     tail: bool = False,

@@ -11,10 +11,29 @@ from fastapi.responses import StreamingResponse
 
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.lifecycle import PurgeResult, SweepResult
-from aisopod_session.limits import MAX_AUDIT_RECORDS, MAX_IMPORT_LINE_BYTES, MAX_SQL_INT
-from aisopod_session.models import Session, StoredMessage, normalize_name_or_raise
+from aisopod_session.limits import (
+    MAX_AUDIT_RECORDS,
+    MAX_ID_LENGTH,
+    MAX_IMPORT_LINE_BYTES,
+    MAX_SQL_INT,
+    MAX_USAGE_DAYS,
+)
+from aisopod_session.models import Session, SessionStatus, StoredMessage, normalize_name_or_raise
+from aisopod_session.results import (
+    AuditRecord,
+    DailyUsage,
+    ImportResult,
+    PeerResult,
+    StoreStats,
+)
 from aisopod_session.service import problems
-from aisopod_session.service._bodies import ClearedBody, ImportBody, SessionPageBody, StatsBody
+from aisopod_session.service._bodies import (
+    ClearedBody,
+    PurgedBody,
+    SchemaBody,
+    SessionPageBody,
+    Timestamp,
+)
 from aisopod_session.service._dependencies import (
     AdminDep,
     AgentIdQuery,
@@ -25,7 +44,6 @@ from aisopod_session.service._dependencies import (
     known_query,
 )
 from aisopod_session.service._paths import DecodedPathRoute
-from aisopod_session.store import AuditRecord, PeerResult
 
 NDJSON = "application/x-ndjson"
 ADMIN_PREFIX = "/v1/admin"
@@ -34,6 +52,9 @@ IMPORT_PATH = ADMIN_PREFIX + IMPORT
 """The one route whose body is not limited as a whole: it streams, with a limit per line."""
 
 SessionId = Annotated[int, Path(ge=1, le=MAX_SQL_INT)]
+ActorQuery = Annotated[str | None, Query(
+    max_length=MAX_ID_LENGTH, description="Who the audit log records as acting (an operator, a "
+    "ticket); the token's name when not given")]
 
 admin = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=problems.ERROR_RESPONSES,
                   dependencies=[Depends(known_query)], route_class=DecodedPathRoute)
@@ -61,21 +82,45 @@ async def admin_history(store: AdminDep, session_id: SessionId,
 
 
 @admin.get("/stats", summary="Counts of sessions, agents and messages")
-async def admin_stats(store: AdminDep) -> StatsBody:
-    stats = await store.stats()
-    return StatsBody(sessions_by_status=stats.sessions_by_status, agents=stats.agents,
-                     messages_live=stats.messages_live,
-                     messages_compacted=stats.messages_compacted)
+async def admin_stats(store: AdminDep) -> StoreStats:
+    return await store.stats()
+
+
+@admin.get("/counts", summary="How many sessions there are in each status (of one agent)")
+async def admin_counts(store: AdminDep, agent_id: AgentIdQuery = None
+                       ) -> dict[SessionStatus, int]:
+    return await store.count_sessions_by_status(agent_id)
+
+
+@admin.get("/schema", summary="The schema version recorded in the database")
+async def admin_schema(store: AdminDep) -> SchemaBody:
+    return SchemaBody(version=await store.schema_version())
+
+
+@admin.get("/usage", summary="Messages and tokens per UTC day and agent")
+async def admin_usage(store: AdminDep,
+                      days: Annotated[int, Query(ge=1, le=MAX_USAGE_DAYS)] = 14,
+                      agent_id: AgentIdQuery = None, now: Timestamp | None = None
+                      ) -> list[DailyUsage]:
+    return await store.usage_by_day(days, agent_id=agent_id, now=now)
+
+
+@admin.delete("/messages/compacted",
+              summary="Delete messages compacted out of the live history (before a time)")
+async def admin_purge_compacted(store: AdminDep, older_than: Timestamp | None = None
+                                ) -> PurgedBody:
+    return PurgedBody(deleted=await store.purge_compacted(older_than))
 
 
 @admin.get("/export", summary="Every session and message as JSON Lines (streamed)",
            response_class=StreamingResponse,
            responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}})
 async def admin_export(store: AdminDep,
-                       agent_id: AgentIdQuery = None
+                       agent_id: AgentIdQuery = None,
+                       session_id: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT)] = None
                        ) -> StreamingResponse:
     agent = None if agent_id is None else normalize_name_or_raise("agent_id", agent_id)
-    exported = store.export_jsonl(agent)
+    exported = store.export_jsonl(agent, session_id=session_id)
     # The header line and the first read happen before the 200 goes out, so that a database
     # that is down (or a closed store) is a 503 problem rather than a stream cut short.
     first = [line async for line in _take(exported, 2)]
@@ -100,9 +145,8 @@ async def _take(lines: AsyncIterator[str], count: int) -> AsyncIterator[str]:
 @admin.post(IMPORT, summary="Import an export (JSON Lines body, streamed)",
             openapi_extra={"requestBody": {"required": True, "content": {
                 NDJSON: {"schema": {"type": "string"}}}}})
-async def admin_import(request: Request, store: AdminDep) -> ImportBody:
-    result = await store.import_jsonl(_lines(request.stream()))
-    return ImportBody(sessions=result.sessions, messages=result.messages)
+async def admin_import(request: Request, store: AdminDep) -> ImportResult:
+    return await store.import_jsonl(_lines(request.stream()))
 
 
 @admin.delete("/sessions", summary="Delete every session (of one agent)")
@@ -153,32 +197,34 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
 
 
 @admin.post("/sweep", summary="Apply the lifecycle policy (idle, archived)")
-async def admin_sweep(store: AdminDep, dry_run: bool = False) -> SweepResult:
-    return await store.sweep(dry_run=dry_run)
+async def admin_sweep(store: AdminDep, dry_run: bool = False, now: Timestamp | None = None
+                      ) -> SweepResult:
+    return await store.sweep(now, dry_run=dry_run)
 
 
 @admin.post("/purge", summary="Apply the retention policy (delete old compacted and archived)")
-async def admin_purge(store: AdminDep, dry_run: bool = False) -> PurgeResult:
-    return await store.purge(dry_run=dry_run)
+async def admin_purge(store: AdminDep, dry_run: bool = False, now: Timestamp | None = None
+                      ) -> PurgeResult:
+    return await store.purge(now, dry_run=dry_run)
 
 
 @admin.delete("/peers/{channel}/{peer_id}",
               summary="Erase a person's direct-conversation sessions across agents (audited)")
 async def admin_forget_peer(store: AdminDep, principal: PrincipalDep, peer: PeerDep,
-                            confirm: Annotated[bool, Query(description="must be true")] = False
-                            ) -> PeerResult:
+                            confirm: Annotated[bool, Query(description="must be true")] = False,
+                            actor: ActorQuery = None) -> PeerResult:
     if not confirm:
         raise HTTPException(400, "this erases a person's data for good: repeat with confirm=true")
-    return await store.forget_peer(*peer, actor=principal.name)
+    return await store.forget_peer(*peer, actor=principal.name if actor is None else actor)
 
 
 @admin.get("/peers/{channel}/{peer_id}/export",
            summary="Everything held about a person, as JSON Lines (audited)",
            response_class=StreamingResponse,
            responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}})
-async def admin_export_peer(store: AdminDep, principal: PrincipalDep, peer: PeerDep
-                            ) -> StreamingResponse:
-    lines = store.export_peer(*peer, actor=principal.name)
+async def admin_export_peer(store: AdminDep, principal: PrincipalDep, peer: PeerDep,
+                            actor: ActorQuery = None) -> StreamingResponse:
+    lines = store.export_peer(*peer, actor=principal.name if actor is None else actor)
     first = await anext(lines)  # validates, audits and reaches the database before the 200
 
     async def body() -> AsyncIterator[bytes]:

@@ -1,14 +1,14 @@
-"""Operations routes: liveness, readiness and Prometheus metrics."""
+"""Operations routes: liveness, readiness, Prometheus metrics, and who a token is."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from aisopod_session.models import SessionFilter
 from aisopod_session.service import problems
-from aisopod_session.service._bodies import Health
-from aisopod_session.service._dependencies import AdminDep, StoreDep
+from aisopod_session.service._bodies import Health, InfoBody
+from aisopod_session.service._dependencies import AdminDep, PrincipalDep, StoreDep, known_query
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.metrics import Metrics
 
@@ -35,3 +35,10 @@ async def metrics(request: Request, store: AdminDep) -> Response:
     await registry.refresh_sessions(store)
     body, content_type = registry.render()
     return Response(body, media_type=content_type)
+
+
+@probes.get("/v1/info", summary="Who this token is, and the store behind the service",
+            dependencies=[Depends(known_query)], responses=problems.ERROR_RESPONSES)
+async def info(principal: PrincipalDep, store: StoreDep) -> InfoBody:
+    return InfoBody(admin=principal.admin, agent_id=principal.agent_id, backend=store.backend,
+                    durability=store.durability)

@@ -7,9 +7,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from aisopod_session.compaction import CompactionRecord, CompactionStrategy
-from aisopod_session.models import Session, SessionPatch, StoredMessage
+from aisopod_session.errors import InvalidInputError
+from aisopod_session.models import Session, SessionKey, SessionPatch, StoredMessage
+from aisopod_session.results import Resolution
 from aisopod_session.service import problems
-from aisopod_session.service._bodies import AppendBody, DeletedBody, SessionPageBody
+from aisopod_session.service._bodies import (
+    AppendBody,
+    CommitBody,
+    CommitResultBody,
+    DeletedBody,
+    SessionDetailPageBody,
+    SessionPageBody,
+    Timestamp,
+    as_new_messages,
+)
 from aisopod_session.service._dependencies import (
     AgentDep,
     FilterDep,
@@ -19,7 +30,6 @@ from aisopod_session.service._dependencies import (
 )
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.metrics import Metrics
-from aisopod_session.store import Resolution
 
 SESSION_PATH = "/{channel}/{account_id}/{peer_kind}/{peer_id}"
 
@@ -61,12 +71,7 @@ async def reset_session(agent: AgentDep, key: KeyDep) -> Session:
 @agents.post(SESSION_PATH + "/messages", summary="Append messages (all or none)")
 async def append_messages(request: Request, agent: AgentDep, key: KeyDep,
                           body: AppendBody) -> list[StoredMessage]:
-    # NewMessage validated every field the way StoredMessage does, and the store checks each
-    # message again: no third pass over the content here.
-    stored = await agent.append_messages(key, [
-        StoredMessage.model_construct(**{name: getattr(message, name)
-                                         for name in message.model_fields_set})
-        for message in body.messages])
+    stored = await agent.append_messages(key, as_new_messages(body.messages))
     metrics: Metrics = request.app.state.metrics
     metrics.appended(len(body.messages))
     return stored
@@ -89,5 +94,39 @@ async def get_compaction(agent: AgentDep, key: KeyDep) -> CompactionRecord:
 
 @agents.post(SESSION_PATH + "/resolve",
              summary="The session a new message belongs to (resets it if its policy says stale)")
-async def resolve_session(agent: AgentDep, key: KeyDep) -> Resolution:
-    return await agent.resolve(key)
+async def resolve_session(agent: AgentDep, key: KeyDep, now: Timestamp | None = None
+                          ) -> Resolution:
+    return await agent.resolve(key, now)
+
+
+@agents.delete(SESSION_PATH + "/messages/newest",
+               summary="Remove the newest live message and return it (null if none)")
+async def pop_message(agent: AgentDep, key: KeyDep) -> StoredMessage | None:
+    return await agent.pop_message(key)
+
+
+@agents.post(SESSION_PATH + "/commit",
+             summary="Append and merge metadata, here and into other sessions, in one transaction")
+async def commit(agent: AgentDep, key: KeyDep, body: CommitBody) -> CommitResultBody:
+    shared = {_shared_key(entry.key): entry.merge or {} for entry in body.shared}
+    result = await agent.commit(key, as_new_messages(body.messages), body.merge,
+                                create=body.create, expect_updated_at=body.expect_updated_at,
+                                shared=shared)
+    return CommitResultBody.of(result)
+
+
+def _shared_key(canonical: str) -> SessionKey:
+    try:
+        return SessionKey.parse(canonical)
+    except InvalidInputError as exc:
+        raise InvalidInputError.for_field("shared.key", str(exc)) from None
+
+
+details = APIRouter(prefix="/v1/agents/{agent_id}/session-details", tags=["sessions"],
+                    responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)],
+                    route_class=DecodedPathRoute)
+
+
+@details.get("", summary="List this agent's sessions with their metadata, newest update first")
+async def list_detailed(agent: AgentDep, filter: FilterDep) -> SessionDetailPageBody:
+    return SessionDetailPageBody.of(await agent.list_detailed(filter))

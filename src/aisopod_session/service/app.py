@@ -25,14 +25,14 @@ from aisopod_session.service._middleware import LimitBody, add_request_metrics
 from aisopod_session.service._paths import RouteOnEncodedSlashes
 from aisopod_session.service._routes_admin import IMPORT_PATH, admin
 from aisopod_session.service._routes_probes import probes
-from aisopod_session.service._routes_sessions import agents
+from aisopod_session.service._routes_sessions import agents, details
 from aisopod_session.service.auth import TokenRegistry
 from aisopod_session.service.config import ServiceConfig
 from aisopod_session.service.maintenance import run_maintenance
 from aisopod_session.service.metrics import Metrics
 from aisopod_session.store import AsyncSessionStore
 
-__all__ = ["ServiceApp", "admin", "agents", "create_app", "probes"]
+__all__ = ["ServiceApp", "admin", "agents", "create_app", "details", "probes"]
 
 
 def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | None = None
@@ -75,6 +75,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
         app.state.store = store
     problems.install(app)
     app.include_router(agents)
+    app.include_router(details)
     app.include_router(admin)
     app.include_router(probes)
     console.install(app)

@@ -1,7 +1,9 @@
 """Errors as ``application/problem+json`` (RFC 9457), never a stack trace.
 
-Each library error maps to one status; anything unexpected becomes a bare 500 whose detail says
-nothing about the internals (the traceback goes to the server log only).
+Each library error maps to one status and one problem ``type`` (a tag URI naming the exception,
+see :data:`PROBLEM_TYPES`), so that a client (``SessionStore.open("http://…")``) raises the very
+exception the store raised; anything unexpected becomes a bare 500 whose detail says nothing about
+the internals (the traceback goes to the server log only).
 """
 
 from __future__ import annotations
@@ -44,17 +46,27 @@ class Problem(BaseModel):
     status: int
     detail: str | None = None
     errors: list[FieldProblem] = Field(default_factory=list)
+    maybe_committed: bool | None = Field(
+        default=None, description="On a database failure: whether the write may have been "
+        "committed all the same (the connection broke during COMMIT).")
 
+
+PROBLEM_TYPE_PREFIX = "tag:aisopod-session,2026:problem/"
 
 _STATUS_OF: list[tuple[type[SessionError], int, str]] = [
-    (InvalidInputError, 422, "Invalid input"),
-    (SessionNotFoundError, 404, "Not found"),
-    (AccessDeniedError, 403, "Forbidden"),
-    (ConflictError, 409, "Conflict"),
-    (StoreUnavailableError, 503, "Database unavailable"),
-    (SchemaVersionError, 503, "Database schema too new"),
-    (StoreClosedError, 503, "Shutting down"),
+    (InvalidInputError, 422, "invalid-input"),
+    (SessionNotFoundError, 404, "session-not-found"),
+    (AccessDeniedError, 403, "access-denied"),
+    (ConflictError, 409, "conflict"),
+    (StoreUnavailableError, 503, "store-unavailable"),
+    (SchemaVersionError, 503, "schema-too-new"),
+    (StoreClosedError, 503, "store-closed"),
 ]
+
+PROBLEM_TYPES: dict[str, type[SessionError]] = {
+    PROBLEM_TYPE_PREFIX + slug: kind for kind, _status, slug in _STATUS_OF
+}
+"""The problem ``type`` of each library error (a client maps it back to the exception)."""
 
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Request body too large",
@@ -62,9 +74,11 @@ _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
 
 
 def problem(status: int, detail: str | None = None, errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
-    body = Problem(title=title_of(status), status=status, detail=detail,
-                   errors=[FieldProblem(**e) for e in errors or []])
+            headers: dict[str, str] | None = None, *, kind: str = "about:blank",
+            maybe_committed: bool | None = None) -> JSONResponse:
+    body = Problem(type=kind, title=title_of(status), status=status, detail=detail,
+                   errors=[FieldProblem(**e) for e in errors or []],
+                   maybe_committed=maybe_committed)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status,
                         media_type=PROBLEM_JSON, headers=headers)
 
@@ -85,15 +99,15 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
                "message": str(e.get("msg", "invalid")).removeprefix("Value error, ")}
               for e in raw]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return problem(422, summary[:2000], errors)
+    return problem(422, summary[:2000], errors, kind=PROBLEM_TYPE_PREFIX + "invalid-input")
 
 
-def status_of(exc: SessionError) -> int:
-    """The HTTP status a library error answers with."""
-    for kind, status, _title in _STATUS_OF:
+def status_of(exc: SessionError) -> tuple[int, str]:
+    """The HTTP status and problem type a library error answers with."""
+    for kind, status, slug in _STATUS_OF:
         if isinstance(exc, kind):
-            return status
-    return 400
+            return status, PROBLEM_TYPE_PREFIX + slug
+    return 400, "about:blank"
 
 
 def title_of(status: int) -> str:
@@ -103,7 +117,9 @@ def title_of(status: int) -> str:
 async def _on_session_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SessionError)
     errors = exc.errors if isinstance(exc, InvalidInputError) else None
-    return problem(status_of(exc), str(exc)[:2000], errors)
+    maybe = exc.maybe_committed if isinstance(exc, StoreUnavailableError) else None
+    status, kind = status_of(exc)
+    return problem(status, str(exc)[:2000], errors, kind=kind, maybe_committed=maybe)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

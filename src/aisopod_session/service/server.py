@@ -1,14 +1,21 @@
-"""Running the service with uvicorn: the ``serve`` command."""
+"""Running the service with uvicorn: the ``serve`` command, and :class:`BackgroundService` (the
+service on a thread of this process, for tests and examples)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import threading
+import time
 from pathlib import Path
+from types import TracebackType
 
 import uvicorn
 
 from aisopod_session.service.app import create_app
 from aisopod_session.service.config import ServiceConfig
+from aisopod_session.store import AsyncSessionStore
 
 log = logging.getLogger("aisopod_session.service")
 
@@ -48,3 +55,66 @@ def _redact(url: str) -> str:
     import re
 
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+class BackgroundService:
+    """The service on a thread of this process, on a free loopback port: for tests and examples
+    that want a real server without a second process.
+
+    ``with BackgroundService(config) as service:`` starts it (opening ``config.database``, or
+    serving ``store`` when one is given: the caller keeps owning that one) and stops it at the
+    end; ``service.url`` is ``http://127.0.0.1:PORT``.
+    """
+
+    START_SECONDS = 30.0
+
+    def __init__(self, config: ServiceConfig | None = None, *,
+                 store: AsyncSessionStore | None = None) -> None:
+        config = config or ServiceConfig()
+        prepare_database_dir(config)
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that name it, and without
+        # it every answer waits 40 ms for the client's delayed ACK (Nagle's algorithm).
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        listener.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(
+            create_app(config, store), log_level="warning", lifespan="on", server_header=False))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [listener]},
+                                        name="aisopod-service", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.START_SECONDS
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("the service did not start (see the log above)")
+            time.sleep(0.005)
+
+    @classmethod
+    def over(cls, database: str, config: ServiceConfig | None = None,
+             **options: object) -> BackgroundService:
+        """The service over a store opened here on ``database`` with the store's ``options``
+        (durability, policies, …), closed again when the service stops."""
+        store = asyncio.run(AsyncSessionStore.open(database, **options))  # type: ignore[arg-type]
+        try:
+            service = cls(config, store=store)
+        except BaseException:
+            asyncio.run(store.close())
+            raise
+        service._owned = store
+        return service
+
+    _owned: AsyncSessionStore | None = None
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=GRACEFUL_SHUTDOWN_SECONDS)
+        if self._owned is not None:
+            asyncio.run(self._owned.close())
+            self._owned = None
+
+    def __enter__(self) -> BackgroundService:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

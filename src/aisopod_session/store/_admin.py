@@ -9,8 +9,7 @@ from typing import Any
 
 from aisopod_session import _time
 from aisopod_session._time import to_us
-from aisopod_session.errors import InvalidInputError, SessionNotFoundError
-from aisopod_session.limits import MAX_USAGE_DAYS
+from aisopod_session.errors import SessionNotFoundError
 from aisopod_session.models import Session, SessionStatus
 from aisopod_session.results import DailyUsage, StoreStats
 from aisopod_session.store import _checks
@@ -87,9 +86,7 @@ def usage_by_day(agent_id: str | None, days: Any, now: Any) -> Work[list[DailyUs
     cannot hold a message of it, and the query never walks the whole message table. (The
     recency indexes lead with the status: naming every status lets the query seek them.)
     """
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_USAGE_DAYS:
-        raise InvalidInputError.for_field("days", f"must be a whole number from 1 to "
-                                                  f"{MAX_USAGE_DAYS}")
+    days = _checks.usage_days(days)
     today = to_us(_time.utc_now() if now is None else _checks.aware(now, "now")) // DAY_US
     end = (today + 1) * DAY_US
     start = end - days * DAY_US

@@ -58,7 +58,7 @@ from aisopod_session.store import (
     _transfer,
 )
 from aisopod_session.store._engine import Durability, Engine
-from aisopod_session.store._open import open_engine
+from aisopod_session.store._open import open_engine, remote_url
 from aisopod_session.store._tx import Work
 
 T = TypeVar("T")
@@ -214,10 +214,24 @@ class AsyncSessionStore:
         pool_size: int | None = None,
         schema: str | None = None,
         policies: Policies | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
     ) -> AsyncSessionStore:
-        """Open (creating and migrating) the store at ``url``; see the README for URL forms."""
+        """Open (creating and migrating) the store at ``url``; see the README for URL forms.
+
+        An ``http://`` or ``https://`` URL opens the store of a running service instead, with
+        ``token`` (or ``$AISOPOD_TOKEN``) and ``timeout`` seconds per request; the database
+        options are then the server's own and cannot be given here.
+        """
         if policies is not None and not isinstance(policies, Policies):
             raise InvalidInputError.for_field("policies", "expected a Policies")
+        remote = remote_url(url, durability=durability, pool_size=pool_size, schema=schema,
+                            policies=policies, token=token, timeout=timeout)
+        if remote is not None:
+            # imported here: httpx is needed only for a remote store (the `client` extra)
+            from aisopod_session.store._remote_async import AsyncRemoteSessionStore
+
+            return await AsyncRemoteSessionStore.connect(remote, token=token, timeout=timeout)
         engine = await _in_thread(partial(
             open_engine, url, durability=durability, pool_size=pool_size, schema=schema))
         return cls(engine, policies)

@@ -26,12 +26,14 @@ from aisopod_session.compaction import (
 from aisopod_session.errors import AccessDeniedError, InvalidInputError
 from aisopod_session.lifecycle import LifecyclePolicy, ResetPolicy, RetentionPolicy
 from aisopod_session.limits import (
+    MAX_AUDIT_RECORDS,
     MAX_BATCH_MESSAGES,
     MAX_ID_LENGTH,
     MAX_MESSAGE_CHARS,
     MAX_METADATA_CHARS,
     MAX_SQL_INT,
     MAX_TOKEN_USAGE,
+    MAX_USAGE_DAYS,
 )
 from aisopod_session.models import (
     HistoryQuery,
@@ -317,3 +319,16 @@ def peer(channel: Any, peer_id: Any) -> tuple[str, str]:
 def actor(value: Any) -> str:
     """Who asked: a non-empty name of at most 256 characters, without control characters."""
     return normalize_peer_id_or_raise("actor", value)
+
+
+def audit_limit(value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_AUDIT_RECORDS:
+        raise InvalidInputError.for_field("limit", f"an int from 1 to {MAX_AUDIT_RECORDS}")
+    return value
+
+
+def usage_days(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_USAGE_DAYS:
+        raise InvalidInputError.for_field("days", f"must be a whole number from 1 to "
+                                                  f"{MAX_USAGE_DAYS}")
+    return value

@@ -1,4 +1,5 @@
-"""Choosing and opening a backend from a URL."""
+"""Choosing and opening a backend from a URL: a database (SQLite, PostgreSQL), or a running
+service (``http://``, ``https://``; see ``_remote_async``)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,28 @@ def open_engine(
     from aisopod_session.store._sqlite import SQLiteEngine, sqlite_path
 
     return SQLiteEngine(sqlite_path(url), durability)
+
+
+_DATABASE_DEFAULTS: dict[str, Any] = {"durability": "full", "pool_size": None, "schema": None,
+                                      "policies": None}
+
+
+def remote_url(url: Any, *, token: Any, timeout: Any, **database: Any) -> str | None:
+    """The service URL if ``url`` (or ``$AISOPOD_DATABASE_URL``) is ``http(s)://…``, else None.
+
+    A remote store's database options are the server's own, so giving one is refused; and
+    ``token`` and ``timeout`` only mean something for a remote store.
+    """
+    resolved = url if url is not None else os.environ.get(ENV_URL)
+    if not (isinstance(resolved, str) and resolved.lower().startswith(("http://", "https://"))):
+        for name, given in (("token", token), ("timeout", timeout)):
+            if given is not None:
+                raise InvalidInputError.for_field(name, "only applies to an http(s):// URL "
+                                                        "(a running service)")
+        return None
+    for name, given in database.items():
+        if given != _DATABASE_DEFAULTS[name]:
+            raise InvalidInputError.for_field(
+                name, "is the server's setting (its config file); it cannot be given to a "
+                "store opened on an http(s):// URL")
+    return resolved

@@ -9,8 +9,6 @@ from typing import Any
 
 from aisopod_session import _time
 from aisopod_session._time import from_us, to_us
-from aisopod_session.errors import InvalidInputError
-from aisopod_session.limits import MAX_AUDIT_RECORDS
 from aisopod_session.results import AuditRecord, PeerResult
 from aisopod_session.store import _checks
 from aisopod_session.store._schema import INSERT_CHUNK
@@ -78,8 +76,7 @@ def export_peer_plan(channel: Any, peer_id: Any, actor: Any) -> Plan:
 
 
 def audit_log(limit: Any) -> Work[list[AuditRecord]]:
-    if type(limit) is not int or not 1 <= limit <= MAX_AUDIT_RECORDS:
-        raise InvalidInputError.for_field("limit", f"an int from 1 to {MAX_AUDIT_RECORDS}")
+    limit = _checks.audit_limit(limit)
 
     def read(tx: Tx) -> list[AuditRecord]:
         rows = tx.all("SELECT id, at, actor, action, subject, sessions, messages FROM audit_log "

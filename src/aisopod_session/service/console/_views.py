@@ -28,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 from aisopod_session.compaction import CompactionStrategy, SlidingWindow, Summarize
 from aisopod_session.errors import InvalidInputError, SessionError, SessionNotFoundError
-from aisopod_session.limits import MAX_SQL_INT
+from aisopod_session.limits import MAX_CONSOLE_OFFSET, MAX_SQL_INT
 from aisopod_session.models import (
     HistoryQuery,
     Session,
@@ -106,7 +106,7 @@ class ConsoleRoute(DecodedPathRoute):
                     for e in exc.errors())
                 response = error_page(request, 400, detail)
             except SessionError as exc:
-                response = error_page(request, problems.status_of(exc), str(exc))
+                response = error_page(request, problems.status_of(exc)[0], str(exc))
             except HTTPException as exc:
                 response = error_page(request, exc.status_code, str(exc.detail))
             for name, value in SECURITY_HEADERS.items():
@@ -383,7 +383,7 @@ async def sessions(request: Request, sign_in: SignInDep, store: StoreDep) -> Res
 @router.get("/sessions/{session_id}")
 async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, session_id: int,
                        older: int = 0, done: str | None = None) -> Response:
-    if not 1 <= session_id <= MAX_SQL_INT or not 0 <= older <= 10_000_000:
+    if not 1 <= session_id <= MAX_SQL_INT or not 0 <= older <= MAX_CONSOLE_OFFSET:
         raise SessionNotFoundError(f"no session with id {session_id}")
     session = await _visible_session(store, sign_in, session_id)
     key = session.key

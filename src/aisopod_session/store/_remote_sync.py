@@ -1,0 +1,431 @@
+# Generated from _remote_async.py by scripts/async_to_sync.py: do not edit.
+# Edit _remote_async.py and run the script (tests/test_generated_sync.py checks they agree).
+"""The store over HTTP: :class:`RemoteSessionStore`, what ``SessionStore.open(
+"https://…", token=…)`` returns.
+
+It *is* an :class:`SessionStore` (a subclass overriding every operation), so a caller cannot
+tell it from the local store: the same methods, arguments, results and typed errors. Arguments
+are checked here exactly as the local store checks them (by building the same operation, which
+validates, before anything is sent), so bad input fails the same way without a request; what only
+the database can decide (a missing session, a conflict) comes back as problem+json and is raised
+as the exception the server's store raised (see ``_http``). httpx underneath: one pooled client
+per store, timeouts, TLS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any, cast
+
+import httpx
+
+from aisopod_session.compaction import CompactionRecord, CompactionStrategy
+from aisopod_session.errors import AccessDeniedError, StoreClosedError
+from aisopod_session.lifecycle import Policies, PurgeResult, SweepResult
+from aisopod_session.models import (
+    HistoryQuery,
+    Session,
+    SessionFilter,
+    SessionKey,
+    SessionPatch,
+    SessionStatus,
+    SessionSummary,
+    StoredMessage,
+)
+from aisopod_session.results import (
+    AuditRecord,
+    CommitResult,
+    DailyUsage,
+    ImportResult,
+    MetadataMerge,
+    Page,
+    PeerResult,
+    Resolution,
+    SessionDetailPage,
+    SessionPage,
+    StoreStats,
+)
+from aisopod_session.store import (
+    _admin,
+    _checks,
+    _commit,
+    _http,
+    _lifecycle,
+    _privacy,
+    _sessions,
+)
+from aisopod_session.store._engine import Durability
+from aisopod_session.store._sync import AgentSessions, SessionStore  # sorted as _sync
+
+Messages = list[StoredMessage]
+
+
+class _Connection:
+    """One pooled HTTP client of one service, and who its token is."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self.admin = False
+        self.agent_id: str | None = None
+        self.closed = False
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise StoreClosedError("the session store is closed")
+
+    def call(self, method: str, path: str, *, write: bool, **options: Any) -> Any:
+        self.check_open()
+        try:
+            response = self.client.request(method, path, **options)
+        except httpx.HTTPError as exc:
+            raise _http.transport_error(exc, write=write) from None
+        return _http.answer(response, write=write)
+
+    def lines(self, path: str, params: _http.Params) -> Iterator[str]:
+        """A JSON Lines answer, line by line (without line ends), as it arrives."""
+        self.check_open()
+        try:
+            with self.client.stream("GET", path, params=params) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _http.error_of(response, write=False)
+                pending = b""
+                for chunk in response.iter_bytes():
+                    lines, pending = _http.split_lines(pending, chunk)
+                    yield from lines
+                if pending:
+                    yield pending.decode("utf-8")
+        except httpx.HTTPError as exc:
+            raise _http.transport_error(exc, write=False) from None
+
+    def for_admin(self) -> None:
+        """Admin operations need an admin token: refused here, before any request."""
+        if not self.admin:
+            raise AccessDeniedError(
+                f"this store's token is agent {self.agent_id!r}'s; admin operations need an "
+                "admin token")
+
+
+class RemoteAgentSessions(AgentSessions):
+    """One agent's sessions on a running service (see :class:`AgentSessions`)."""
+
+    def __init__(self, connection: _Connection, agent_id: str) -> None:
+        # Not the local handle's __init__: there is no engine here, only the service.
+        self.agent_id = _checks.agent_id(agent_id)
+        self._policies = Policies()
+        self._http = connection
+
+    def _call(self, method: str, path: str, *, write: bool = True, **options: Any) -> Any:
+        return self._http.call(method, path, write=write, **options)
+
+    def get_or_create(self, key: SessionKey) -> Session:
+        checked = self._key(key)
+        return Session.model_validate(self._call("PUT", _http.key_path(checked)))
+
+    def get(self, key: SessionKey) -> Session:
+        checked = self._key(key)
+        return Session.model_validate(
+            self._call("GET", _http.key_path(checked), write=False))
+
+    def list(self, filter: SessionFilter | None = None) -> SessionPage:
+        checked = _checks.agent_filter(filter, self.agent_id)
+        body = self._call("GET", _http.agent_path(self.agent_id), write=False,
+                                params=_http.filter_params(checked, with_agent=False))
+        return Page([SessionSummary.model_validate(item) for item in body["items"]],
+                    body["next_cursor"])
+
+    def patch(self, key: SessionKey, patch: SessionPatch) -> Session:
+        checked = self._key(key)
+        change = _checks.model(patch, SessionPatch, "patch")
+        _sessions.patch(checked, change)  # the local checks (metadata size), nothing run
+        return Session.model_validate(self._call(
+            "PATCH", _http.key_path(checked),
+            json=change.model_dump(mode="json", exclude_unset=True)))
+
+    def delete(self, key: SessionKey) -> bool:
+        checked = self._key(key)
+        return bool((self._call("DELETE", _http.key_path(checked)))["deleted"])
+
+    def append_messages(self, key: SessionKey, messages: Messages) -> Messages:
+        checked = self._key(key)
+        new = _checks.new_messages(messages)
+        body = self._call("POST", _http.key_path(checked) + "/messages",
+                                json={"messages": [_message_body(n.message) for n in new]})
+        return [StoredMessage.model_validate(message) for message in body]
+
+    def get_history(self, key: SessionKey, query: HistoryQuery | None = None) -> Messages:
+        checked = self._key(key)
+        body = self._call("GET", _http.key_path(checked) + "/messages", write=False,
+                                params=_http.history_params(_checks.query(query)))
+        return [StoredMessage.model_validate(message) for message in body]
+
+    def reset(self, key: SessionKey) -> Session:
+        checked = self._key(key)
+        return Session.model_validate(
+            self._call("POST", _http.key_path(checked) + "/reset"))
+
+    def compact(self, key: SessionKey, strategy: CompactionStrategy) -> CompactionRecord:
+        checked = self._key(key)
+        plan = _checks.strategy(strategy)
+        return CompactionRecord.model_validate(self._call(
+            "POST", _http.key_path(checked) + "/compact", json=plan.model_dump(mode="json")))
+
+    def resolve(self, key: SessionKey, now: datetime | None = None) -> Resolution:
+        checked = self._key(key)
+        at = None if now is None else _checks.now(now)
+        return Resolution.model_validate(self._call(
+            "POST", _http.key_path(checked) + "/resolve", params=_http.params(now=at)))
+
+    def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
+        checked = self._key(key)
+        return CompactionRecord.model_validate(
+            self._call("GET", _http.key_path(checked) + "/compaction", write=False))
+
+    def pop_message(self, key: SessionKey) -> StoredMessage | None:
+        checked = self._key(key)
+        body = self._call("DELETE", _http.key_path(checked) + "/messages/newest")
+        return None if body is None else StoredMessage.model_validate(body)
+
+    def list_detailed(self, filter: SessionFilter | None = None) -> SessionDetailPage:
+        checked = _checks.agent_filter(filter, self.agent_id)
+        body = self._call("GET", _http.details_path(self.agent_id), write=False,
+                                params=_http.filter_params(checked, with_agent=False))
+        return Page([Session.model_validate(item) for item in body["items"]],
+                    body["next_cursor"])
+
+    def commit(
+        self,
+        key: SessionKey,
+        messages: Messages | None = None,
+        merge: MetadataMerge | None = None,
+        *,
+        create: bool = False,
+        expect_updated_at: datetime | None = None,
+        shared: dict[SessionKey, MetadataMerge] | None = None,
+    ) -> CommitResult:
+        checked = self._key(key)
+        others = self._shared(shared)
+        # the local checks (messages, merges, flags), nothing run
+        _commit.commit(checked, messages, merge, create=create,
+                       expect_updated_at=expect_updated_at, shared=others)
+        body = self._call("POST", _http.key_path(checked) + "/commit", json={
+            "messages": [_message_body(message) for message in messages or []],
+            "merge": merge,
+            "create": create,
+            "expect_updated_at": _http.value(expect_updated_at) if expect_updated_at else None,
+            "shared": [{"key": other.canonical(), "merge": entries}
+                       for other, entries in others.items()],
+        })
+        return CommitResult(
+            session=Session.model_validate(body["session"]),
+            messages=[StoredMessage.model_validate(message) for message in body["messages"]],
+            applied=body["applied"],
+            shared={SessionKey.parse(entry["key"]): None if entry["session"] is None
+                    else Session.model_validate(entry["session"]) for entry in body["shared"]},
+        )
+
+
+def _message_body(message: StoredMessage) -> dict[str, Any]:
+    """A new message as the service takes it (the store assigns ``id``; ``compacted`` is the
+    store's to set)."""
+    return message.model_dump(mode="json", exclude={"id", "compacted"})
+
+
+class RemoteSessionStore(SessionStore):
+    """Sessions on a running aisopod-session service (see :class:`SessionStore`)."""
+
+    def __init__(self, connection: _Connection, info: dict[str, Any]) -> None:
+        # Not the local store's __init__: the engine, its policies and durability are the
+        # server's.
+        self._http = connection
+        self.policies = Policies()
+        self._backend = f"http+{info['backend']}"
+        self._durability = cast(Durability, info["durability"])
+
+    @classmethod
+    def connect(cls, url: str, *, token: str | None = None,
+                      timeout: float | None = None) -> RemoteSessionStore:
+        """A store on the service at ``url`` (``http://`` or ``https://``), with ``token`` (or
+        ``$AISOPOD_TOKEN``); asks the service who the token is before returning."""
+        options = _http.client_options(url, _http.token_or_env(token), timeout)
+        transport = httpx.HTTPTransport(socket_options=_http.NO_DELAY)
+        connection = _Connection(httpx.Client(transport=transport, **options))
+        try:
+            info = connection.call("GET", "/v1/info", write=False)
+        except BaseException:
+            connection.client.close()
+            raise
+        connection.admin = bool(info["admin"])
+        connection.agent_id = info.get("agent_id")
+        return cls(connection, info)
+
+    @property
+    def durability(self) -> Durability:
+        return self._durability
+
+    @property
+    def backend(self) -> str:
+        """``http+sqlite`` or ``http+postgresql``: the service, and what it stores into."""
+        return self._backend
+
+    def for_agent(self, agent_id: str) -> RemoteAgentSessions:
+        agent = _checks.agent_id(agent_id)
+        if not self._http.admin and self._http.agent_id != agent:
+            raise AccessDeniedError(
+                f"this store's token is agent {self._http.agent_id!r}'s; it may not use agent "
+                f"{agent!r}")
+        return RemoteAgentSessions(self._http, agent)
+
+    def _admin_call(self, method: str, path: str, *, write: bool = False,
+                          **options: Any) -> Any:
+        self._http.for_admin()
+        return self._http.call(method, path, write=write, **options)
+
+    def list_all_sessions(self, filter: SessionFilter | None = None) -> SessionPage:
+        self._http.for_admin()
+        checked = _checks.admin_filter(filter)
+        body = self._admin_call("GET", "/v1/admin/sessions",
+                                      params=_http.filter_params(checked, with_agent=True))
+        return Page([SessionSummary.model_validate(item) for item in body["items"]],
+                    body["next_cursor"])
+
+    def get_session_by_id(self, session_id: int) -> Session:
+        self._http.for_admin()
+        checked = _checks.session_id(session_id)
+        body = self._admin_call("GET", f"/v1/admin/sessions/{checked}")
+        return Session.model_validate(body)
+
+    def get_history_by_id(
+        self, session_id: int, query: HistoryQuery | None = None
+    ) -> Messages:
+        self._http.for_admin()
+        checked = _checks.session_id(session_id)
+        body = self._admin_call("GET", f"/v1/admin/sessions/{checked}/messages",
+                                      params=_http.history_params(_checks.query(query)))
+        return [StoredMessage.model_validate(message) for message in body]
+
+    def purge_compacted(self, older_than: datetime | None = None) -> int:
+        self._http.for_admin()
+        _lifecycle.purge_compacted(older_than)  # the local checks, nothing run
+        body = self._admin_call("DELETE", "/v1/admin/messages/compacted", write=True,
+                                      params=_http.params(older_than=older_than))
+        return int(body["deleted"])
+
+    def count_sessions_by_status(
+        self, agent_id: str | None = None
+    ) -> dict[SessionStatus, int]:
+        self._http.for_admin()
+        body = self._admin_call("GET", "/v1/admin/counts",
+                                      params=_http.params(agent_id=_checks.agent_or_none(agent_id)))
+        return {SessionStatus(status): int(count) for status, count in body.items()}
+
+    def schema_version(self) -> int:
+        return int((self._admin_call("GET", "/v1/admin/schema"))["version"])
+
+    def usage_by_day(
+        self, days: int = 14, *, agent_id: str | None = None, now: datetime | None = None
+    ) -> list[DailyUsage]:
+        self._http.for_admin()
+        agent = _checks.agent_or_none(agent_id)
+        _admin.usage_by_day(agent, days, now)  # the local checks, nothing run
+        body = self._admin_call("GET", "/v1/admin/usage",
+                                      params=_http.params(days=days, agent_id=agent, now=now))
+        return [DailyUsage.model_validate(day) for day in body]
+
+    def stats(self) -> StoreStats:
+        return StoreStats.model_validate(self._admin_call("GET", "/v1/admin/stats"))
+
+    def clear_sessions(self, agent_id: str | None = None) -> int:
+        self._http.for_admin()
+        agent = _checks.agent_or_none(agent_id)
+        body = self._admin_call("DELETE", "/v1/admin/sessions", write=True,
+                                      params=_http.params(confirm=True, agent_id=agent))
+        return int(body["deleted"])
+
+    def export_jsonl(
+        self, agent_id: str | None = None, *, session_id: int | None = None
+    ) -> Iterator[str]:
+        self._http.for_admin()
+        agent = _checks.agent_or_none(agent_id)
+        checked = None if session_id is None else _checks.session_id(session_id)
+        params = _http.params(agent_id=agent, session_id=checked)
+        yield from self._http.lines("/v1/admin/export", params)
+
+    def import_jsonl(
+        self, lines: Iterable[str | bytes]
+    ) -> ImportResult:
+        self._http.for_admin()
+        body = self._http.call("POST", "/v1/admin/import", write=True,
+                                     content=_upload(lines),
+                                     headers={"Content-Type": _http.NDJSON})
+        return ImportResult.model_validate(body)
+
+    def sweep(self, now: datetime | None = None, *, dry_run: bool = False) -> SweepResult:
+        self._http.for_admin()
+        params = _http.params(dry_run=_checks.flag(dry_run, "dry_run"),
+                              now=None if now is None else _checks.now(now))
+        return SweepResult.model_validate(
+            self._admin_call("POST", "/v1/admin/sweep", write=True, params=params))
+
+    def purge(self, now: datetime | None = None, *, dry_run: bool = False) -> PurgeResult:
+        self._http.for_admin()
+        params = _http.params(dry_run=_checks.flag(dry_run, "dry_run"),
+                              now=None if now is None else _checks.now(now))
+        return PurgeResult.model_validate(
+            self._admin_call("POST", "/v1/admin/purge", write=True, params=params))
+
+    def forget_peer(self, channel: str, peer_id: str, *, actor: str = "admin") -> PeerResult:
+        self._http.for_admin()
+        person = _checks.peer(channel, peer_id)
+        params = _http.params(confirm=True, actor=_checks.actor(actor))
+        return PeerResult.model_validate(self._admin_call(
+            "DELETE", _http.peer_path(*person), write=True, params=params))
+
+    def export_peer(
+        self, channel: str, peer_id: str, *, actor: str = "admin"
+    ) -> Iterator[str]:
+        self._http.for_admin()
+        person = _checks.peer(channel, peer_id)
+        path = _http.peer_path(*person) + "/export"
+        params = _http.params(actor=_checks.actor(actor))
+        yield from self._http.lines(path, params)
+
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]:
+        self._http.for_admin()
+        _privacy.audit_log(limit)  # the local checks, nothing run
+        body = self._admin_call("GET", "/v1/admin/audit", params=_http.params(limit=limit))
+        return [AuditRecord.model_validate(record) for record in body]
+
+    def close(self) -> None:
+        self._http.closed = True
+        self._http.client.close()
+
+    def __enter__(self) -> RemoteSessionStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _upload(lines: Iterable[str | bytes]) -> Iterator[bytes]:
+    """Import lines as request-body chunks of a few hundred KiB (streamed: memory stays flat)."""
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        data = _http.line_bytes(line)
+        batch.append(data)
+        size += len(data)
+        if size >= _http.UPLOAD_CHUNK_BYTES:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
+
+
