@@ -518,11 +518,14 @@ def test_server_mode_reads_like_local_mode(live_server: LiveServer) -> None:
                     ["sessions", "history", "--json", SPACED.canonical()],
                     ["sessions", "history", "--json", "--include-compacted", "--limit", "3",
                      "--tail", ALICE.canonical()],
-                    ["db", "stats", "--json"],
+                    ["db", "stats", "--json"], ["usage", "--json"],
+                    ["usage", "--json", "--days", "1", "--agent", "bot"],
                     ["export"], ["export", "--agent", "helper"]):
         assert ok([*remote, *command]).stdout == ok([*local, *command]).stdout, command
     assert ODD_TEXT in ok([*remote, "export"]).stdout
     assert THREAD.canonical() in ok([*remote, "sessions", "list"]).stdout
+    assert json.loads(ok([*remote, "usage", "--json"]).stdout)  # the populated messages count
+    assert "messages" in ok([*remote, "usage"]).stdout
     assert "no live session" in fails([*remote, "sessions", "show",
                                        SessionKey("bot", "x", "y", "dm", "z").canonical()])
     # the server's store raises what a local store raises: the same one-line errors

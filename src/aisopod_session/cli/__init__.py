@@ -39,6 +39,7 @@ app.command("import")(_transfer.import_)
 
 db_app.command("migrate")(_maintenance.migrate)
 db_app.command("stats")(_maintenance.stats)
+app.command("usage")(_maintenance.usage)
 app.command("sweep")(_maintenance.sweep)
 app.command("purge")(_maintenance.purge)
 peers_app.command("forget")(_maintenance.forget_peer)

@@ -1,5 +1,5 @@
-"""Commands that look after a store: ``serve``, ``db migrate / stats``, ``sweep``, ``purge``,
-``peers forget`` and ``audit``."""
+"""Commands that look after a store: ``serve``, ``db migrate / stats``, ``usage``, ``sweep``,
+``purge``, ``peers forget`` and ``audit``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from aisopod_session.cli._app import (
 )
 from aisopod_session.cli._output import CliError, confirm, console, plural, print_json, when
 from aisopod_session.cli._store import cli_actor
-from aisopod_session.limits import MAX_AUDIT_RECORDS
+from aisopod_session.limits import MAX_AUDIT_RECORDS, MAX_USAGE_DAYS
 from aisopod_session.models import SessionStatus
 
 
@@ -79,6 +79,30 @@ def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     table.add_row("agents", str(found.agents))
     table.add_row("messages live", str(found.messages_live))
     table.add_row("messages compacted", str(found.messages_compacted))
+    console().print(table)
+
+
+def usage(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option(
+        min=1, max=MAX_USAGE_DAYS, help="The last this many UTC days, today included.")] = 14,
+    agent: Annotated[str | None, typer.Option(help="Only this agent.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Messages stored and their tokens per UTC day and agent (what the console charts)."""
+    with store_for(ctx) as store:
+        rows = store.usage_by_day(days, agent_id=agent)
+    if as_json:
+        print_json([row.model_dump(mode="json") for row in rows])
+        return
+    if not rows:
+        typer.echo("no messages in that window", err=True)
+        return
+    table = Table("day (UTC)", "agent", "messages", "tokens")
+    for column in table.columns[2:]:
+        column.justify = "right"
+    for row in rows:
+        table.add_row(row.day.isoformat(), Text(row.agent_id), str(row.messages), str(row.tokens))
     console().print(table)
 
 
