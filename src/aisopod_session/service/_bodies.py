@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -17,7 +17,7 @@ from pydantic import (
 from aisopod_session._time import RFC3339
 from aisopod_session.limits import MAX_BATCH_MESSAGES
 from aisopod_session.models import Session, SessionSummary, StoredMessage
-from aisopod_session.results import CommitResult, SessionDetailPage, SessionPage
+from aisopod_session.results import CommitResult, Page
 
 
 def _rfc3339(value: Any) -> Any:
@@ -34,15 +34,24 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 pattern (:data:`aisopod_session._time.RFC3339`)."""
 
 
-class SessionPageBody(BaseModel):
-    items: list[SessionSummary]
+Item = TypeVar("Item")
+
+
+class _PageBody(BaseModel, Generic[Item]):
+    """A page of a listing (the store's ``Page``) as JSON."""
+
+    items: list[Item]
     next_cursor: str | None = Field(
         description="Pass back as `cursor` for the next page; null on the last page."
     )
 
     @classmethod
-    def of(cls, page: SessionPage) -> SessionPageBody:
-        return cls.model_construct(items=list(page), next_cursor=page.next_cursor)
+    def of(cls, page: Page[Item]) -> Self:
+        return cls.model_construct(items=list(page), next_cursor=page.next_cursor)  # type: ignore[return-value]  # pydantic types model_construct as the generic base
+
+
+class SessionPageBody(_PageBody[SessionSummary]):
+    pass
 
 
 _STORE_SETS = ("id", "compacted")
@@ -134,15 +143,8 @@ class CommitResultBody(BaseModel):
                            for key, session in result.shared.items()])
 
 
-class SessionDetailPageBody(BaseModel):
-    items: list[Session]
-    next_cursor: str | None = Field(
-        description="Pass back as `cursor` for the next page; null on the last page."
-    )
-
-    @classmethod
-    def of(cls, page: SessionDetailPage) -> SessionDetailPageBody:
-        return cls.model_construct(items=list(page), next_cursor=page.next_cursor)
+class SessionDetailPageBody(_PageBody[Session]):
+    pass
 
 
 class InfoBody(BaseModel):
