@@ -28,11 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "src/aisopod_session/store"
 PAIRS = [(STORE / "_async.py", STORE / "_sync.py"),
-         (STORE / "_remote_async.py", STORE / "_remote_sync.py")]
+         (STORE / "_agent_async.py", STORE / "_agent_sync.py"),
+         (STORE / "_remote_async.py", STORE / "_remote_sync.py"),
+         (STORE / "_remote_agent_async.py", STORE / "_remote_agent_sync.py")]
 
 RENAMES = {
     "AsyncRemoteAgentSessions": "RemoteAgentSessions",
     "AsyncRemoteSessionStore": "RemoteSessionStore",
+    "_remote_agent_async": "_remote_agent_sync",
+    "_agent_async": "_agent_sync",
     "_remote_async": "_remote_sync",
     "_async": "_sync",
     "AsyncClient": "Client",

@@ -7,13 +7,16 @@ whole family in one ``except``. Each carries a message written for the person wh
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 __all__ = [
     "AccessDeniedError",
     "ConflictError",
     "InvalidInputError",
+    "RunLostError",
     "SchemaVersionError",
+    "SessionBusyError",
     "SessionError",
     "SessionNotFoundError",
     "StoreClosedError",
@@ -51,6 +54,22 @@ class InvalidInputError(SessionError, ValueError):
 
 class ConflictError(SessionError):
     """The operation collides with the current state (for example a stale version)."""
+
+
+class SessionBusyError(ConflictError):
+    """Another run holds the session (``start_run``); ``holder`` and ``expires_at`` say whose
+    and until when (the run may be renewed past it; it can be taken over after it)."""
+
+    def __init__(self, message: str, *, holder: str | None = None,
+                 expires_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class RunLostError(ConflictError):
+    """The run is no longer the session's current run (it finished, or was taken over after
+    its lease expired): nothing it asked for was stored."""
 
 
 class SchemaVersionError(SessionError):

@@ -51,3 +51,15 @@ MAX_CURSOR_LENGTH = 1024
 
 MAX_CONSOLE_OFFSET = 10_000_000
 """Deepest the console's history pages go back (``older``); the API takes the store's bounds."""
+
+MAX_RUN_TTL_SECONDS = 86_400.0
+"""Longest run lease one start or renewal takes (renew to hold a session longer)."""
+
+MAX_RUN_WAIT_SECONDS = 3_600.0
+"""Longest ``start_run`` waits for a busy session."""
+
+MAX_OWNER_LENGTH = MAX_ID_LENGTH
+"""Longest name of a run's owner."""
+
+MAX_INBOX_BATCH = 500
+"""Most inbox messages one ``inbox`` peek or ``take_inbox`` returns when given a limit."""

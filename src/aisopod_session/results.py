@@ -25,7 +25,9 @@ __all__ = [
     "MetadataMerge",
     "Page",
     "PeerResult",
+    "QueuedMessage",
     "Resolution",
+    "Run",
     "SessionDetailPage",
     "SessionPage",
     "StoreStats",
@@ -128,3 +130,30 @@ class CommitResult(Model):
     shared: dict[SessionKey, Session | None]
     """Each shared session after the commit; None for one that does not exist (and had nothing
     merged into it)."""
+
+
+class Run(Model):
+    """A session's run lease (``agent.start_run``): while it is current, no other run starts on
+    the key, and writes given ``run=`` it are fenced by it."""
+
+    key: SessionKey
+    owner: str
+    """Who holds it (a gateway replica, a worker): shown to whoever finds the session busy."""
+    fence: int
+    """Strictly increasing for every run ever started on the key, across resets and replicas."""
+    started_at: datetime
+    expires_at: datetime
+    """By the database's clock; after it, the next ``start_run`` takes the session over."""
+    ttl: float
+    """The lease's length in seconds: what ``renew_run`` extends it by unless told otherwise."""
+    stop_requested: bool = False
+    """Someone asked this run to stop (``request_stop``); seen on ``renew_run``."""
+
+
+class QueuedMessage(Model):
+    """A message waiting in a session's inbox (``agent.enqueue``) for a run to take it."""
+
+    id: int
+    """The inbox entry's id (the message gets its history id when a run takes it)."""
+    message: StoredMessage
+    enqueued_at: datetime

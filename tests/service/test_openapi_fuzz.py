@@ -45,7 +45,8 @@ def test_the_document_lists_every_route() -> None:
 
     app = create_app()
     served = {f"{method} {route.path}"
-              for router in (service.agents, service.details, service.admin, service.probes)
+              for router in (service.agents, service.details, service.runs, service.admin,
+                             service.probes)
               for route in router.routes
               if isinstance(route, APIRoute) and route.include_in_schema
               for method in route.methods}

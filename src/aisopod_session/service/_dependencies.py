@@ -14,6 +14,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from aisopod_session._time import from_us
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.limits import (
     MAX_CURSOR_LENGTH,
@@ -29,6 +30,7 @@ from aisopod_session.models import (
     SessionStatus,
     normalize_name_or_raise,
 )
+from aisopod_session.results import Run
 from aisopod_session.service._bodies import Timestamp
 from aisopod_session.service._paths import check_decoded
 from aisopod_session.service.auth import OPEN_ACCESS, Principal, TokenRegistry
@@ -177,7 +179,23 @@ async def _peer(
     return channel, peer_id
 
 
+async def _fence(
+    key: Annotated[SessionKey, Depends(_key)],
+    fence: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT, description=(
+        "A write a run makes: refused (409 run-lost) unless this run is the session's "
+        "current run"))] = None,
+    owner: Annotated[str | None, Query(max_length=MAX_ID_LENGTH,
+                                       description="The run's owner (for the error)")] = None,
+) -> Run | None:
+    if fence is None:
+        return None
+    epoch = from_us(0)
+    return Run.model_construct(key=key, owner=owner or "", fence=fence, started_at=epoch,
+                               expires_at=epoch, ttl=0.0, stop_requested=False)
+
+
 AgentDep = Annotated[AsyncAgentSessions, Depends(_agent)]
+RunDep = Annotated[Run | None, Depends(_fence)]
 KeyDep = Annotated[SessionKey, Depends(_key)]
 AdminDep = Annotated[AsyncSessionStore, Depends(_admin)]
 PeerDep = Annotated[tuple[str, str], Depends(_peer)]

@@ -26,6 +26,7 @@ from aisopod_session.service._dependencies import (
     FilterDep,
     HistoryDep,
     KeyDep,
+    RunDep,
     known_query,
 )
 from aisopod_session.service._paths import DecodedPathRoute
@@ -54,8 +55,9 @@ async def get_session(agent: AgentDep, key: KeyDep) -> Session:
 
 
 @agents.patch(SESSION_PATH, summary="Update status, token usage or metadata")
-async def patch_session(agent: AgentDep, key: KeyDep, patch: SessionPatch) -> Session:
-    return await agent.patch(key, patch)
+async def patch_session(agent: AgentDep, key: KeyDep, patch: SessionPatch, run: RunDep
+                        ) -> Session:
+    return await agent.patch(key, patch, run=run)
 
 
 @agents.delete(SESSION_PATH, summary="Delete the session and all archived generations")
@@ -70,8 +72,8 @@ async def reset_session(agent: AgentDep, key: KeyDep) -> Session:
 
 @agents.post(SESSION_PATH + "/messages", summary="Append messages (all or none)")
 async def append_messages(request: Request, agent: AgentDep, key: KeyDep,
-                          body: AppendBody) -> list[StoredMessage]:
-    stored = await agent.append_messages(key, as_new_messages(body.messages))
+                          body: AppendBody, run: RunDep) -> list[StoredMessage]:
+    stored = await agent.append_messages(key, as_new_messages(body.messages), run=run)
     metrics: Metrics = request.app.state.metrics
     metrics.appended(len(body.messages))
     return stored
@@ -83,8 +85,9 @@ async def get_history(agent: AgentDep, key: KeyDep, query: HistoryDep) -> list[S
 
 
 @agents.post(SESSION_PATH + "/compact", summary="Compact the live history")
-async def compact(agent: AgentDep, key: KeyDep, strategy: CompactionStrategy) -> CompactionRecord:
-    return await agent.compact(key, strategy)
+async def compact(agent: AgentDep, key: KeyDep, strategy: CompactionStrategy, run: RunDep
+                  ) -> CompactionRecord:
+    return await agent.compact(key, strategy, run=run)
 
 
 @agents.get(SESSION_PATH + "/compaction", summary="The session's compaction record")

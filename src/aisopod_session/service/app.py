@@ -25,6 +25,7 @@ from aisopod_session.service._middleware import LimitBody, add_request_metrics
 from aisopod_session.service._paths import RouteOnEncodedSlashes
 from aisopod_session.service._routes_admin import IMPORT_PATH, admin
 from aisopod_session.service._routes_probes import probes
+from aisopod_session.service._routes_runs import runs
 from aisopod_session.service._routes_sessions import agents, details
 from aisopod_session.service.auth import TokenRegistry
 from aisopod_session.service.config import ServiceConfig
@@ -32,7 +33,7 @@ from aisopod_session.service.maintenance import run_maintenance
 from aisopod_session.service.metrics import Metrics
 from aisopod_session.store import AsyncSessionStore
 
-__all__ = ["ServiceApp", "admin", "agents", "create_app", "details", "probes"]
+__all__ = ["ServiceApp", "admin", "agents", "create_app", "details", "probes", "runs"]
 
 
 def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | None = None
@@ -76,6 +77,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     problems.install(app)
     app.include_router(agents)
     app.include_router(details)
+    app.include_router(runs)
     app.include_router(admin)
     app.include_router(probes)
     console.install(app)

@@ -9,6 +9,8 @@ the internals (the traceback goes to the server log only).
 from __future__ import annotations
 
 import logging
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,7 +23,9 @@ from aisopod_session.errors import (
     AccessDeniedError,
     ConflictError,
     InvalidInputError,
+    RunLostError,
     SchemaVersionError,
+    SessionBusyError,
     SessionError,
     SessionNotFoundError,
     StoreClosedError,
@@ -49,11 +53,16 @@ class Problem(BaseModel):
     maybe_committed: bool | None = Field(
         default=None, description="On a database failure: whether the write may have been "
         "committed all the same (the connection broke during COMMIT).")
+    holder: str | None = Field(default=None, description="A busy session: who holds its run")
+    expires_at: datetime | None = Field(
+        default=None, description="A busy session: when its run's lease expires")
 
 
 PROBLEM_TYPE_PREFIX = "tag:aisopod-session,2026:problem/"
 
 _STATUS_OF: list[tuple[type[SessionError], int, str]] = [
+    (SessionBusyError, 409, "session-busy"),  # before ConflictError: both are conflicts
+    (RunLostError, 409, "run-lost"),
     (InvalidInputError, 422, "invalid-input"),
     (SessionNotFoundError, 404, "session-not-found"),
     (AccessDeniedError, 403, "access-denied"),
@@ -75,11 +84,10 @@ _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
 
 def problem(status: int, detail: str | None = None, errors: list[dict[str, Any]] | None = None,
             headers: dict[str, str] | None = None, *, kind: str = "about:blank",
-            maybe_committed: bool | None = None) -> JSONResponse:
+            **extensions: Any) -> JSONResponse:
     body = Problem(type=kind, title=title_of(status), status=status, detail=detail,
-                   errors=[FieldProblem(**e) for e in errors or []],
-                   maybe_committed=maybe_committed)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status,
+                   errors=[FieldProblem(**e) for e in errors or []], **extensions)
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status,
                         media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -117,9 +125,17 @@ def title_of(status: int) -> str:
 async def _on_session_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SessionError)
     errors = exc.errors if isinstance(exc, InvalidInputError) else None
-    maybe = exc.maybe_committed if isinstance(exc, StoreUnavailableError) else None
     status, kind = status_of(exc)
-    return problem(status, str(exc)[:2000], errors, kind=kind, maybe_committed=maybe)
+    extensions: dict[str, Any] = {}
+    headers = None
+    if isinstance(exc, StoreUnavailableError):
+        extensions["maybe_committed"] = exc.maybe_committed
+    if isinstance(exc, SessionBusyError):
+        extensions.update(holder=exc.holder, expires_at=exc.expires_at)
+        if exc.expires_at is not None:  # whole seconds until the lease may be taken over
+            left = (exc.expires_at - datetime.now(UTC)).total_seconds()
+            headers = {"Retry-After": str(max(1, math.ceil(left)))}
+    return problem(status, str(exc)[:2000], errors, headers, kind=kind, **extensions)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -12,14 +12,18 @@ from aisopod_session.results import (
     MetadataMerge,
     Page,
     PeerResult,
+    QueuedMessage,
     Resolution,
+    Run,
     SessionDetailPage,
     SessionPage,
     StoreStats,
 )
-from aisopod_session.store._async import AsyncAgentSessions, AsyncSessionStore
+from aisopod_session.store._agent_async import AsyncAgentSessions
+from aisopod_session.store._agent_sync import AgentSessions
+from aisopod_session.store._async import AsyncSessionStore
 from aisopod_session.store._engine import Durability
-from aisopod_session.store._sync import AgentSessions, SessionStore
+from aisopod_session.store._sync import SessionStore
 
 __all__ = [
     "AgentSessions",
@@ -33,7 +37,9 @@ __all__ = [
     "MetadataMerge",
     "Page",
     "PeerResult",
+    "QueuedMessage",
     "Resolution",
+    "Run",
     "SessionDetailPage",
     "SessionPage",
     "SessionStore",

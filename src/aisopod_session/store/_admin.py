@@ -13,6 +13,7 @@ from aisopod_session.errors import SessionNotFoundError
 from aisopod_session.models import Session, SessionStatus
 from aisopod_session.results import DailyUsage, StoreStats
 from aisopod_session.store import _checks
+from aisopod_session.store._fence import forget_runs
 from aisopod_session.store._migrations import MIGRATIONS_TABLE
 from aisopod_session.store._schema import SESSION_COLUMNS, session_from_row
 from aisopod_session.store._tx import OneStatement, Tx, Work
@@ -45,8 +46,10 @@ def clear(agent_id: str | None) -> Work[int]:
 
     def write(tx: Tx) -> int:
         if agent_id is None:
+            forget_runs(tx)
             tx.run("DELETE FROM messages")
             return tx.run("DELETE FROM sessions")
+        forget_runs(tx, "agent_id = ?", (agent_id,))
         return tx.run("DELETE FROM sessions WHERE agent_id = ?", (agent_id,))
 
     return Work(write=write)

@@ -17,6 +17,7 @@ from aisopod_session.store._schema import (
     create_live,
     live_session,
     lock_order,
+    locked_or_created,
     not_found,
     session_from_row,
 )
@@ -36,15 +37,6 @@ def _merged_metadata(current: dict[str, Any], merge: MetadataMerge, key: Session
             )
         metadata[name] = {**existing, **entries}
     return _checks.metadata_text(metadata)
-
-
-def _locked(tx: Tx, key: SessionKey, *, create: bool) -> Session | None:
-    """The live session of ``key``, its row locked; created first when ``create``."""
-    session = live_session(tx, key, lock=True)
-    if session is None and create:
-        create_live(tx, key)
-        session = live_session(tx, key, lock=True)
-    return session
 
 
 def _update_metadata(tx: Tx, session: Session, metadata: str) -> Session:
@@ -72,7 +64,7 @@ def _lock_for_commit(
                 raise not_found(key)
             current[one] = found
         elif shared_merge[one]:
-            current[one] = _locked(tx, one, create=True)
+            current[one] = locked_or_created(tx, one)
         else:
             current[one] = live_session(tx, one)
     return current

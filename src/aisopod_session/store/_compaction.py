@@ -17,7 +17,9 @@ from aisopod_session.compaction import (
     plan_compaction,
 )
 from aisopod_session.models import Role, SessionKey
+from aisopod_session.results import Run
 from aisopod_session.store import _checks
+from aisopod_session.store._fence import check_fence
 from aisopod_session.store._messages import message_row
 from aisopod_session.store._schema import (
     COMPACTION_COLUMNS,
@@ -35,10 +37,11 @@ from aisopod_session.store._schema import (
 from aisopod_session.store._tx import OneStatement, Tx, Work
 
 
-def compact(key: SessionKey, strategy: Any) -> Work[CompactionRecord]:
+def compact(key: SessionKey, strategy: Any, run: Run | None = None) -> Work[CompactionRecord]:
     checked = _checks.strategy(strategy)
 
     def write(tx: Tx) -> CompactionRecord:
+        check_fence(tx, run)
         session = live_session(tx, key, lock=True)
         if session is None:
             raise not_found(key)

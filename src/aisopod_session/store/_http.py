@@ -20,7 +20,9 @@ from aisopod_session.errors import (
     AccessDeniedError,
     ConflictError,
     InvalidInputError,
+    RunLostError,
     SchemaVersionError,
+    SessionBusyError,
     SessionError,
     SessionNotFoundError,
     StoreClosedError,
@@ -39,6 +41,8 @@ UPLOAD_CHUNK_BYTES = 256 * 1024
 
 _PROBLEM_TYPE_PREFIX = "tag:aisopod-session,2026:problem/"
 _ERRORS: dict[str, type[SessionError]] = {
+    "session-busy": SessionBusyError,
+    "run-lost": RunLostError,
     "invalid-input": InvalidInputError,
     "session-not-found": SessionNotFoundError,
     "access-denied": AccessDeniedError,
@@ -181,6 +185,11 @@ def error_of(response: httpx.Response, *, write: bool) -> SessionError:
              if isinstance(kind, str) and kind.startswith(_PROBLEM_TYPE_PREFIX) else None)
     if error is None:
         error = _BY_STATUS.get(response.status_code)
+    if error is SessionBusyError:
+        expires = problem.get("expires_at")
+        holder = problem.get("holder")
+        return SessionBusyError(message, holder=holder if isinstance(holder, str) else None,
+                                expires_at=_aware(expires))
     if error is InvalidInputError:
         errors = problem.get("errors")
         return InvalidInputError(message, errors if isinstance(errors, list) else None)
@@ -194,6 +203,16 @@ def error_of(response: httpx.Response, *, write: bool) -> SessionError:
                        f"{response.status_code}: {message}")
         return StoreUnavailableError(message, maybe_committed=committed)
     return error(message)
+
+
+def _aware(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return found if found.utcoffset() is not None else None
 
 
 def transport_error(exc: httpx.HTTPError, *, write: bool) -> StoreUnavailableError:

@@ -12,8 +12,10 @@ from aisopod_session._time import to_us
 from aisopod_session.errors import InvalidInputError, SessionNotFoundError
 from aisopod_session.limits import MAX_TOKEN_USAGE
 from aisopod_session.models import HistoryQuery, SessionKey, StoredMessage
+from aisopod_session.results import Run
 from aisopod_session.store import _checks
 from aisopod_session.store._checks import NewMessage
+from aisopod_session.store._fence import check_fence
 from aisopod_session.store._schema import (
     LIVE_KEY_WHERE,
     MESSAGE_COLUMNS,
@@ -67,11 +69,14 @@ def stored_by_external_id(tx: Tx, session_id: int,
     return {str(message.external_id): message for message in map(message_from_row, rows)}
 
 
-def append_messages(key: SessionKey, messages: Any) -> Work[list[StoredMessage]]:
+def append_messages(key: SessionKey, messages: Any,
+                    run: Run | None = None) -> Work[list[StoredMessage]]:
+    """Append atomically (de-duplicated on ``external_id``); with ``run``, fenced by it."""
     prepared = _checks.new_messages(messages)
     with_ids = [p for p in prepared if p.message.external_id is not None]
 
     def write(tx: Tx) -> list[StoredMessage]:
+        check_fence(tx, run)
         if not prepared:
             live_id(tx, key)
             return []

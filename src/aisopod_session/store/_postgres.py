@@ -42,7 +42,9 @@ _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class PostgresEngine(Engine):
-    dialect = Dialect("postgres", "%s", " FOR UPDATE", "ALL")
+    dialect = Dialect("postgres", "%s", " FOR UPDATE", "ALL",
+                      "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+                      "SELECT nextval('run_fences')")
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from aisopod_session import _time
 from aisopod_session._time import from_us, to_us
 from aisopod_session.results import AuditRecord, PeerResult
 from aisopod_session.store import _checks
+from aisopod_session.store._fence import forget_runs
 from aisopod_session.store._schema import INSERT_CHUNK
 from aisopod_session.store._transfer import Plan, export_plan, sessions_where
 from aisopod_session.store._tx import Tx, Work
@@ -50,6 +51,7 @@ def forget_peer(channel: Any, peer_id: Any, actor: Any) -> Work[PeerResult]:
             marks = ", ".join("?" for _ in chunk)
             messages += tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", chunk)
             tx.run(f"DELETE FROM sessions WHERE id IN ({marks})", chunk)
+        forget_runs(tx, PEER_WHERE, params)
         _audit(tx, who, "forget_peer", subject(tx, *params), len(ids), messages)
         return PeerResult(sessions=len(ids), messages=messages)
 

@@ -21,222 +21,43 @@ from typing import Any, cast
 
 import httpx
 
-from aisopod_session.compaction import CompactionRecord, CompactionStrategy
-from aisopod_session.errors import AccessDeniedError, StoreClosedError
+from aisopod_session.errors import AccessDeniedError
 from aisopod_session.lifecycle import Policies, PurgeResult, SweepResult
 from aisopod_session.models import (
     HistoryQuery,
     Session,
     SessionFilter,
-    SessionKey,
-    SessionPatch,
     SessionStatus,
     SessionSummary,
     StoredMessage,
 )
 from aisopod_session.results import (
     AuditRecord,
-    CommitResult,
     DailyUsage,
     ImportResult,
-    MetadataMerge,
     Page,
     PeerResult,
-    Resolution,
-    SessionDetailPage,
     SessionPage,
     StoreStats,
 )
 from aisopod_session.store import (
     _admin,
     _checks,
-    _commit,
     _http,
     _lifecycle,
     _privacy,
-    _sessions,
 )
 from aisopod_session.store._engine import Durability
-from aisopod_session.store._sync import AgentSessions, SessionStore  # sorted as _sync
+from aisopod_session.store._remote_agent_sync import Connection, RemoteAgentSessions
+from aisopod_session.store._sync import SessionStore  # sorted as _sync
 
 Messages = list[StoredMessage]
-
-
-class _Connection:
-    """One pooled HTTP client of one service, and who its token is."""
-
-    def __init__(self, client: httpx.Client) -> None:
-        self.client = client
-        self.admin = False
-        self.agent_id: str | None = None
-        self.closed = False
-
-    def check_open(self) -> None:
-        if self.closed:
-            raise StoreClosedError("the session store is closed")
-
-    def call(self, method: str, path: str, *, write: bool, **options: Any) -> Any:
-        self.check_open()
-        try:
-            response = self.client.request(method, path, **options)
-        except httpx.HTTPError as exc:
-            raise _http.transport_error(exc, write=write) from None
-        return _http.answer(response, write=write)
-
-    def lines(self, path: str, params: _http.Params) -> Iterator[str]:
-        """A JSON Lines answer, line by line (without line ends), as it arrives."""
-        self.check_open()
-        try:
-            with self.client.stream("GET", path, params=params) as response:
-                if not response.is_success:
-                    response.read()
-                    raise _http.error_of(response, write=False)
-                pending = b""
-                for chunk in response.iter_bytes():
-                    lines, pending = _http.split_lines(pending, chunk)
-                    yield from lines
-                if pending:
-                    yield pending.decode("utf-8")
-        except httpx.HTTPError as exc:
-            raise _http.transport_error(exc, write=False) from None
-
-    def for_admin(self) -> None:
-        """Admin operations need an admin token: refused here, before any request."""
-        if not self.admin:
-            raise AccessDeniedError(
-                f"this store's token is agent {self.agent_id!r}'s; admin operations need an "
-                "admin token")
-
-
-class RemoteAgentSessions(AgentSessions):
-    """One agent's sessions on a running service (see :class:`AgentSessions`)."""
-
-    def __init__(self, connection: _Connection, agent_id: str) -> None:
-        # Not the local handle's __init__: there is no engine here, only the service.
-        self.agent_id = _checks.agent_id(agent_id)
-        self._policies = Policies()
-        self._http = connection
-
-    def _call(self, method: str, path: str, *, write: bool = True, **options: Any) -> Any:
-        return self._http.call(method, path, write=write, **options)
-
-    def get_or_create(self, key: SessionKey) -> Session:
-        checked = self._key(key)
-        return Session.model_validate(self._call("PUT", _http.key_path(checked)))
-
-    def get(self, key: SessionKey) -> Session:
-        checked = self._key(key)
-        return Session.model_validate(
-            self._call("GET", _http.key_path(checked), write=False))
-
-    def list(self, filter: SessionFilter | None = None) -> SessionPage:
-        checked = _checks.agent_filter(filter, self.agent_id)
-        body = self._call("GET", _http.agent_path(self.agent_id), write=False,
-                                params=_http.filter_params(checked, with_agent=False))
-        return Page([SessionSummary.model_validate(item) for item in body["items"]],
-                    body["next_cursor"])
-
-    def patch(self, key: SessionKey, patch: SessionPatch) -> Session:
-        checked = self._key(key)
-        change = _checks.model(patch, SessionPatch, "patch")
-        _sessions.patch(checked, change)  # the local checks (metadata size), nothing run
-        return Session.model_validate(self._call(
-            "PATCH", _http.key_path(checked),
-            json=change.model_dump(mode="json", exclude_unset=True)))
-
-    def delete(self, key: SessionKey) -> bool:
-        checked = self._key(key)
-        return bool((self._call("DELETE", _http.key_path(checked)))["deleted"])
-
-    def append_messages(self, key: SessionKey, messages: Messages) -> Messages:
-        checked = self._key(key)
-        new = _checks.new_messages(messages)
-        body = self._call("POST", _http.key_path(checked) + "/messages",
-                                json={"messages": [_message_body(n.message) for n in new]})
-        return [StoredMessage.model_validate(message) for message in body]
-
-    def get_history(self, key: SessionKey, query: HistoryQuery | None = None) -> Messages:
-        checked = self._key(key)
-        body = self._call("GET", _http.key_path(checked) + "/messages", write=False,
-                                params=_http.history_params(_checks.query(query)))
-        return [StoredMessage.model_validate(message) for message in body]
-
-    def reset(self, key: SessionKey) -> Session:
-        checked = self._key(key)
-        return Session.model_validate(
-            self._call("POST", _http.key_path(checked) + "/reset"))
-
-    def compact(self, key: SessionKey, strategy: CompactionStrategy) -> CompactionRecord:
-        checked = self._key(key)
-        plan = _checks.strategy(strategy)
-        return CompactionRecord.model_validate(self._call(
-            "POST", _http.key_path(checked) + "/compact", json=plan.model_dump(mode="json")))
-
-    def resolve(self, key: SessionKey, now: datetime | None = None) -> Resolution:
-        checked = self._key(key)
-        at = None if now is None else _checks.now(now)
-        return Resolution.model_validate(self._call(
-            "POST", _http.key_path(checked) + "/resolve", params=_http.params(now=at)))
-
-    def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
-        checked = self._key(key)
-        return CompactionRecord.model_validate(
-            self._call("GET", _http.key_path(checked) + "/compaction", write=False))
-
-    def pop_message(self, key: SessionKey) -> StoredMessage | None:
-        checked = self._key(key)
-        body = self._call("DELETE", _http.key_path(checked) + "/messages/newest")
-        return None if body is None else StoredMessage.model_validate(body)
-
-    def list_detailed(self, filter: SessionFilter | None = None) -> SessionDetailPage:
-        checked = _checks.agent_filter(filter, self.agent_id)
-        body = self._call("GET", _http.details_path(self.agent_id), write=False,
-                                params=_http.filter_params(checked, with_agent=False))
-        return Page([Session.model_validate(item) for item in body["items"]],
-                    body["next_cursor"])
-
-    def commit(
-        self,
-        key: SessionKey,
-        messages: Messages | None = None,
-        merge: MetadataMerge | None = None,
-        *,
-        create: bool = False,
-        expect_updated_at: datetime | None = None,
-        shared: dict[SessionKey, MetadataMerge] | None = None,
-    ) -> CommitResult:
-        checked = self._key(key)
-        others = self._shared(shared)
-        # the local checks (messages, merges, flags), nothing run
-        _commit.commit(checked, messages, merge, create=create,
-                       expect_updated_at=expect_updated_at, shared=others)
-        body = self._call("POST", _http.key_path(checked) + "/commit", json={
-            "messages": [_message_body(message) for message in messages or []],
-            "merge": merge,
-            "create": create,
-            "expect_updated_at": _http.value(expect_updated_at) if expect_updated_at else None,
-            "shared": [{"key": other.canonical(), "merge": entries}
-                       for other, entries in others.items()],
-        })
-        return CommitResult(
-            session=Session.model_validate(body["session"]),
-            messages=[StoredMessage.model_validate(message) for message in body["messages"]],
-            applied=body["applied"],
-            shared={SessionKey.parse(entry["key"]): None if entry["session"] is None
-                    else Session.model_validate(entry["session"]) for entry in body["shared"]},
-        )
-
-
-def _message_body(message: StoredMessage) -> dict[str, Any]:
-    """A new message as the service takes it (the store assigns ``id``; ``compacted`` is the
-    store's to set)."""
-    return message.model_dump(mode="json", exclude={"id", "compacted"})
 
 
 class RemoteSessionStore(SessionStore):
     """Sessions on a running aisopod-session service (see :class:`SessionStore`)."""
 
-    def __init__(self, connection: _Connection, info: dict[str, Any]) -> None:
+    def __init__(self, connection: Connection, info: dict[str, Any]) -> None:
         # Not the local store's __init__: the engine, its policies and durability are the
         # server's.
         self._http = connection
@@ -251,7 +72,7 @@ class RemoteSessionStore(SessionStore):
         ``$AISOPOD_TOKEN``); asks the service who the token is before returning."""
         options = _http.client_options(url, _http.token_or_env(token), timeout)
         transport = httpx.HTTPTransport(socket_options=_http.NO_DELAY)
-        connection = _Connection(httpx.Client(transport=transport, **options))
+        connection = Connection(httpx.Client(transport=transport, **options))
         try:
             info = connection.call("GET", "/v1/info", write=False)
         except BaseException:

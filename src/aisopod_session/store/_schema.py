@@ -28,6 +28,7 @@ from aisopod_session.models import (
     SessionSummary,
     StoredMessage,
 )
+from aisopod_session.results import QueuedMessage
 from aisopod_session.store._tx import LockKey, Tx
 
 INSERT_CHUNK = 500
@@ -262,6 +263,41 @@ def insert_messages(tx: Tx, session_id: int, rows: Sequence[MessageRow], *,
     return [ids_by_seq[r.seq] for r in rows] if returning else []
 
 
+# --- runs and the inbox -----------------------------------------------------------------------
+
+RUN_COLUMNS = "fence, owner, started_at, expires_at, ttl, stop_requested"
+INBOX_COLUMNS = (
+    "id, role, content, tool_calls, created_at, token_count, external_id, enqueued_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A key's row of ``runs``: the newest fence, and the run holding it while ``owner`` is
+    set."""
+
+    fence: int
+    owner: str | None
+    started_at: int | None
+    expires_at: int | None
+    ttl: int | None
+    stop_requested: bool
+
+
+def run_row(row: Sequence[Any] | None) -> RunRow | None:
+    """A row of :data:`RUN_COLUMNS`."""
+    if row is None:
+        return None
+    return RunRow(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def queued_from_row(row: Sequence[Any]) -> QueuedMessage:
+    """A row of :data:`INBOX_COLUMNS`."""
+    message = message_from_row((None, *row[1:7], 0))
+    return QueuedMessage.model_construct(id=int(row[0]), message=message,
+                                         enqueued_at=from_us(row[7]))
+
+
 # --- the list cursor -------------------------------------------------------------------------
 
 
@@ -349,6 +385,17 @@ def create_live(tx: Tx, key: SessionKey, *, at: int | None = None,
     if existing is None:  # pragma: no cover - the conflicting row is live
         raise AssertionError(f"insert of {key} conflicted but no live session exists")
     return existing, False
+
+
+def locked_or_created(tx: Tx, key: SessionKey) -> Session:
+    """The live session of ``key``, created when missing, its row locked either way."""
+    session = live_session(tx, key, lock=True)
+    if session is None:
+        create_live(tx, key)
+        session = live_session(tx, key, lock=True)
+    if session is None:  # pragma: no cover - created just above, in this transaction
+        raise not_found(key)
+    return session
 
 
 def archive_live(tx: Tx, key: SessionKey, *, at: int | None = None,

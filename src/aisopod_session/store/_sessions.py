@@ -13,8 +13,9 @@ from aisopod_session._time import to_us
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.limits import MAX_TOKEN_USAGE
 from aisopod_session.models import Session, SessionFilter, SessionKey, SessionPatch, SessionStatus
-from aisopod_session.results import Page, SessionDetailPage, SessionPage
+from aisopod_session.results import Page, Run, SessionDetailPage, SessionPage
 from aisopod_session.store import _checks
+from aisopod_session.store._fence import check_fence, forget_runs
 from aisopod_session.store._schema import (
     KEY_WHERE,
     LIVE_KEY_WHERE,
@@ -126,7 +127,7 @@ def list_detailed(filter: SessionFilter) -> Work[SessionDetailPage]:
     return Work(read=read)
 
 
-def patch(key: SessionKey, change: Any) -> Work[Session]:
+def patch(key: SessionKey, change: Any, run: Run | None = None) -> Work[Session]:
     change = _checks.model(change, SessionPatch, "patch")
     if change.replace_metadata:
         replacement = {k: v for k, v in (change.metadata or {}).items() if v is not None}
@@ -135,6 +136,7 @@ def patch(key: SessionKey, change: Any) -> Work[Session]:
         replacement_text = None
 
     def write(tx: Tx) -> Session:
+        check_fence(tx, run)
         current = live_session(tx, key, lock=True)
         if current is None:
             raise not_found(key)
@@ -175,6 +177,7 @@ def patch(key: SessionKey, change: Any) -> Work[Session]:
 
 def delete(key: SessionKey) -> Work[bool]:
     def write(tx: Tx) -> bool:
+        forget_runs(tx, KEY_WHERE, key_params(key))
         return tx.run(f"DELETE FROM sessions WHERE {KEY_WHERE}", key_params(key)) > 0
 
     return Work(write=write, lock_key=lock_order(key))

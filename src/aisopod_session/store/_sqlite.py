@@ -47,7 +47,10 @@ def sqlite_path(url: str) -> str:
 
 
 class SQLiteEngine(Engine):
-    dialect = Dialect("sqlite", "?", "", "-1")
+    # julianday('now'): SQLite 3.40 has no sub-second unixepoch(); milliseconds are kept
+    dialect = Dialect("sqlite", "?", "", "-1",
+                      "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER) * 1000",
+                      "UPDATE run_fences SET value = value + 1 WHERE id = 1 RETURNING value")
 
     def __init__(self, path: str, durability: Durability) -> None:
         self.path = path

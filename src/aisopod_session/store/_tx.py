@@ -32,10 +32,16 @@ class Cursor(Protocol):
 class Dialect:
     """The few differences between the SQL the backends accept."""
 
-    def __init__(self, name: str, placeholder: str, for_update: str, unlimited: str) -> None:
+    def __init__(self, name: str, placeholder: str, for_update: str, unlimited: str,
+                 now_us: str, next_fence: str) -> None:
         self.name = name
         self.for_update = for_update
         self.unlimited = unlimited  # a LIMIT that means "no limit" (needed before OFFSET)
+        self.now_us = now_us
+        """The database's clock, in stored microseconds: run leases expire by it, never by a
+        comparison of the replicas' clocks."""
+        self.next_fence = next_fence
+        """A statement answering the next run fence (one counter for every key)."""
         self._placeholder = placeholder
         self._translated: dict[str, str] = {}
 

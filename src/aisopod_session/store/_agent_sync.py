@@ -1,0 +1,232 @@
+# Generated from _agent_async.py by scripts/async_to_sync.py: do not edit.
+# Edit _agent_async.py and run the script (tests/test_generated_sync.py checks they agree).
+"""The agent handle of the local store: :class:`AgentSessions` (one agent's sessions), and
+:func:`run_work`, how the facades run an operation's Work on the engine.
+
+The source of ``_agent_sync.py``, like ``_sync.py`` is of ``_sync.py`` (see the markers there).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, TypeVar
+
+from aisopod_session.compaction import CompactionRecord, CompactionStrategy
+from aisopod_session.errors import InvalidInputError, SessionBusyError
+from aisopod_session.lifecycle import Policies
+from aisopod_session.models import (
+    HistoryQuery,
+    Session,
+    SessionFilter,
+    SessionKey,
+    SessionPatch,
+    StoredMessage,
+)
+from aisopod_session.results import (
+    CommitResult,
+    MetadataMerge,
+    QueuedMessage,
+    Resolution,
+    Run,
+    SessionDetailPage,
+    SessionPage,
+)
+from aisopod_session.store import (
+    _checks,
+    _commit,
+    _compaction,
+    _lifecycle,
+    _messages,
+    _runs,
+    _sessions,
+)
+from aisopod_session.store._engine import Engine
+from aisopod_session.store._tx import Work
+
+T = TypeVar("T")
+
+# Named outside the classes, where ``list`` is the builtin and not the method.
+Messages = list[StoredMessage]
+Queued = list[QueuedMessage]
+
+
+def run_work(engine: Engine, work: Work[T]) -> T:
+    if work.read is not None:
+        found = engine.read(work.read)
+        if found is not None or work.write is None:
+            return found  # type: ignore[return-value]  # a read alone never returns None
+    assert work.write is not None
+    return engine.write(work.write, work.lock_key)
+
+
+class AgentSessions:
+    """One agent's sessions. Keys of any other agent raise AccessDeniedError untouched."""
+
+    def __init__(self, engine: Engine, agent_id: str, policies: Policies | None = None) -> None:
+        self._engine = engine
+        self.agent_id = _checks.agent_id(agent_id)
+        self._policies = policies or Policies()
+
+    def _key(self, key: SessionKey) -> SessionKey:
+        return _checks.owned_key(key, self.agent_id)
+
+    def get_or_create(self, key: SessionKey) -> Session:
+        """The live session of ``key``, created if there is none (one per key, race-free)."""
+        return run_work(self._engine, _sessions.get_or_create(self._key(key)))
+
+    def get(self, key: SessionKey) -> Session:
+        """The live session of ``key``; SessionNotFoundError if there is none."""
+        return run_work(self._engine, _sessions.get(self._key(key)))
+
+    def list(self, filter: SessionFilter | None = None) -> SessionPage:
+        """This agent's sessions, most recently updated first, one page at a time."""
+        checked = _checks.agent_filter(filter, self.agent_id)
+        return run_work(self._engine, _sessions.list_sessions(checked))
+
+    def patch(self, key: SessionKey, patch: SessionPatch, *, run: Run | None = None
+                    ) -> Session:
+        """Change status, tokens (set or atomic add) and metadata (merge; None removes); with
+        ``run``, only while it is the session's current run (RunLostError otherwise)."""
+        return run_work(self._engine,
+                          _sessions.patch(self._key(key), patch, self._run_of(key, run)))
+
+    def delete(self, key: SessionKey) -> bool:
+        """Delete the live session and every archived generation of ``key``, messages included."""
+        return run_work(self._engine, _sessions.delete(self._key(key)))
+
+    def append_messages(self, key: SessionKey, messages: Messages, *,
+                              run: Run | None = None) -> Messages:
+        """Append atomically; a message whose ``external_id`` is already stored is not stored
+        again (the stored one is returned in its place). With ``run``, only while it is the
+        session's current run: RunLostError (nothing stored) once it was taken over."""
+        checked = self._key(key)
+        return run_work(self._engine, _messages.append_messages(
+            checked, messages, self._run_of(key, run)))
+
+    def get_history(self, key: SessionKey, query: HistoryQuery | None = None) -> Messages:
+        """The live history in append order (``HistoryQuery`` pages, tails and filters it)."""
+        return run_work(self._engine, _messages.get_history(self._key(key), query))
+
+    def reset(self, key: SessionKey) -> Session:
+        """Archive the live session (history kept) and start a fresh one under the same key."""
+        return run_work(self._engine, _sessions.reset(self._key(key)))
+
+    def compact(self, key: SessionKey, strategy: CompactionStrategy, *,
+                      run: Run | None = None) -> CompactionRecord:
+        """Compact the live history (nothing is deleted: see the README); with ``run``, fenced
+        by it like an append."""
+        return run_work(self._engine, _compaction.compact(
+            self._key(key), strategy, self._run_of(key, run)))
+
+    def resolve(self, key: SessionKey, now: datetime | None = None) -> Resolution:
+        """The session a new message to ``key`` belongs to: like get_or_create, but a session
+        that the key's reset policy finds stale is archived and a fresh one started."""
+        checked = self._key(key)
+        policy = self._policies.reset.for_key(checked.agent_id, checked.channel)
+        return run_work(self._engine, _lifecycle.resolve(checked, policy, now))
+
+    def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
+        """The live session's compaction state."""
+        return run_work(self._engine, _compaction.get_compaction_record(self._key(key)))
+
+    # Runs: one active run per session, fenced writes, the inbox (see _runs).
+
+    def start_run(self, key: SessionKey, owner: str, *, ttl: float = 60.0,
+                        wait: float = 0.0) -> Run:
+        """Take the session's run lease for ``ttl`` seconds (the live session is created if
+        missing). While another run holds it, try again for up to ``wait`` seconds, then raise
+        SessionBusyError (holder, expires_at); an expired lease is taken over."""
+        work = _runs.start_run(self._key(key), owner, ttl)
+        deadline = time.monotonic() + _runs.wait(wait)
+        while True:
+            try:
+                return run_work(self._engine, work)
+            except SessionBusyError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(left, _runs.POLL_SECONDS))
+
+    def renew_run(self, run: Run, *, ttl: float | None = None) -> Run:
+        """Extend the lease by ``ttl`` seconds (the run's own by default), from now; the result
+        says whether a stop was requested. RunLostError once the run is not current."""
+        checked = _runs.checked_run(run, self.agent_id)
+        return run_work(self._engine, _runs.renew_run(checked, ttl))
+
+    def finish_run(self, run: Run) -> int:
+        """End the run (again: nothing changes); how many inbox messages wait, for the next
+        run. RunLostError if the run was taken over (its later writes were refused)."""
+        return run_work(self._engine, _runs.finish_run(_runs.checked_run(run, self.agent_id)))
+
+    def current_run(self, key: SessionKey) -> Run | None:
+        """The run holding the session now (its lease may have expired), or None."""
+        return run_work(self._engine, _runs.current_run(self._key(key)))
+
+    def request_stop(self, key: SessionKey) -> bool:
+        """Ask the current run to stop (it sees ``stop_requested`` on its next renewal);
+        False when no run is active."""
+        return run_work(self._engine, _runs.request_stop(self._key(key)))
+
+    def enqueue(self, key: SessionKey, messages: Messages) -> Queued:
+        """Keep incoming messages for a run to take (the live session is created if missing);
+        de-duplicated by ``external_id`` like appends."""
+        return run_work(self._engine, _runs.enqueue(self._key(key), messages))
+
+    def inbox(self, key: SessionKey, *, limit: int | None = None) -> Queued:
+        """The messages waiting, oldest first (nothing is taken)."""
+        return run_work(self._engine, _runs.inbox(self._key(key), limit))
+
+    def take_inbox(self, run: Run, *, limit: int | None = None) -> Messages:
+        """Move the oldest waiting messages (``limit``, or all) into the history under the
+        run's fence, atomically; returns them as stored."""
+        checked = _runs.checked_run(run, self.agent_id)
+        return run_work(self._engine, _runs.take_inbox(checked, limit))
+
+    def _run_of(self, key: SessionKey, run: Run | None) -> Run | None:
+        """A fencing run: this agent's, and of the key written to."""
+        if run is None:
+            return None
+        checked = _runs.checked_run(run, self.agent_id)
+        if checked.key != self._key(key):
+            raise InvalidInputError.for_field("run", f"is a run of {checked.key}, not of {key}")
+        return checked
+
+    # Operations added for the framework integrations (aisopod_session.integrations).
+
+    def pop_message(self, key: SessionKey) -> StoredMessage | None:
+        """Remove the newest live message and return it (None if the history is empty): the
+        inverse of appending it (counters go down, its ``external_id`` is free again)."""
+        return run_work(self._engine, _messages.pop_message(self._key(key)))
+
+    def list_detailed(self, filter: SessionFilter | None = None) -> SessionDetailPage:
+        """Like :meth:`list`, with whole sessions (metadata included), one page at a time."""
+        checked = _checks.agent_filter(filter, self.agent_id)
+        return run_work(self._engine, _sessions.list_detailed(checked))
+
+    def commit(
+        self,
+        key: SessionKey,
+        messages: Messages | None = None,
+        merge: MetadataMerge | None = None,
+        *,
+        create: bool = False,
+        expect_updated_at: datetime | None = None,
+        shared: dict[SessionKey, MetadataMerge] | None = None,
+    ) -> CommitResult:
+        """Append ``messages`` and merge metadata into this session and ``shared`` sessions of
+        this agent in one transaction; ``create`` starts the session (it must not exist) and
+        ``expect_updated_at`` makes it a compare-and-set. See ``_commit.commit``."""
+        return run_work(self._engine, _commit.commit(
+            self._key(key), messages, merge, create=create,
+            expect_updated_at=expect_updated_at, shared=self._shared(shared),
+        ))
+
+    def _shared(self, shared: dict[SessionKey, MetadataMerge] | None) -> dict[SessionKey, Any]:
+        if shared is None:
+            return {}
+        if not isinstance(shared, dict):
+            raise InvalidInputError.for_field(
+                "shared", f"expected a dict of keys to merges, got {type(shared).__name__}"
+            )
+        return {self._key(other): merge for other, merge in shared.items()}

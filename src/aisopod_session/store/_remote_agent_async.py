@@ -1,0 +1,287 @@
+"""The agent handle of the store over HTTP (:class:`AsyncRemoteAgentSessions`), and the one
+pooled connection a remote store and its handles share; see ``_remote_async``."""
+
+from __future__ import annotations
+
+# async-only
+# The source of _remote_agent_sync.py (scripts/async_to_sync.py; the markers: see _async.py).
+import asyncio
+
+# end async-only
+import time
+from collections.abc import AsyncIterator  # sync: from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from aisopod_session.compaction import CompactionRecord, CompactionStrategy
+from aisopod_session.errors import AccessDeniedError, SessionBusyError, StoreClosedError
+from aisopod_session.lifecycle import Policies
+from aisopod_session.models import (
+    HistoryQuery,
+    Session,
+    SessionFilter,
+    SessionKey,
+    SessionPatch,
+    SessionSummary,
+    StoredMessage,
+)
+from aisopod_session.results import (
+    CommitResult,
+    MetadataMerge,
+    Page,
+    QueuedMessage,
+    Resolution,
+    Run,
+    SessionDetailPage,
+    SessionPage,
+)
+from aisopod_session.store import _checks, _commit, _http, _runs, _sessions
+from aisopod_session.store._agent_async import AsyncAgentSessions
+
+Messages = list[StoredMessage]
+Queued = list[QueuedMessage]
+
+
+class Connection:
+    """One pooled HTTP client of one service, and who its token is."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.admin = False
+        self.agent_id: str | None = None
+        self.closed = False
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise StoreClosedError("the session store is closed")
+
+    async def call(self, method: str, path: str, *, write: bool, **options: Any) -> Any:
+        self.check_open()
+        try:
+            response = await self.client.request(method, path, **options)
+        except httpx.HTTPError as exc:
+            raise _http.transport_error(exc, write=write) from None
+        return _http.answer(response, write=write)
+
+    async def lines(self, path: str, params: _http.Params) -> AsyncIterator[str]:
+        """A JSON Lines answer, line by line (without line ends), as it arrives."""
+        self.check_open()
+        try:
+            async with self.client.stream("GET", path, params=params) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise _http.error_of(response, write=False)
+                pending = b""
+                async for chunk in response.aiter_bytes():
+                    lines, pending = _http.split_lines(pending, chunk)
+                    for line in lines:  # sync: yield from lines
+                        yield line  # async-only
+                if pending:
+                    yield pending.decode("utf-8")
+        except httpx.HTTPError as exc:
+            raise _http.transport_error(exc, write=False) from None
+
+    def for_admin(self) -> None:
+        """Admin operations need an admin token: refused here, before any request."""
+        if not self.admin:
+            raise AccessDeniedError(
+                f"this store's token is agent {self.agent_id!r}'s; admin operations need an "
+                "admin token")
+
+
+class AsyncRemoteAgentSessions(AsyncAgentSessions):
+    """One agent's sessions on a running service (see :class:`AsyncAgentSessions`)."""
+
+    def __init__(self, connection: Connection, agent_id: str) -> None:
+        # Not the local handle's __init__: there is no engine here, only the service.
+        self.agent_id = _checks.agent_id(agent_id)
+        self._policies = Policies()
+        self._http = connection
+
+    async def _call(self, method: str, path: str, *, write: bool = True, **options: Any) -> Any:
+        return await self._http.call(method, path, write=write, **options)
+
+    async def get_or_create(self, key: SessionKey) -> Session:
+        checked = self._key(key)
+        return Session.model_validate(await self._call("PUT", _http.key_path(checked)))
+
+    async def get(self, key: SessionKey) -> Session:
+        checked = self._key(key)
+        return Session.model_validate(
+            await self._call("GET", _http.key_path(checked), write=False))
+
+    async def list(self, filter: SessionFilter | None = None) -> SessionPage:
+        checked = _checks.agent_filter(filter, self.agent_id)
+        body = await self._call("GET", _http.agent_path(self.agent_id), write=False,
+                                params=_http.filter_params(checked, with_agent=False))
+        return Page([SessionSummary.model_validate(item) for item in body["items"]],
+                    body["next_cursor"])
+
+    async def patch(self, key: SessionKey, patch: SessionPatch, *, run: Run | None = None
+                    ) -> Session:
+        checked = self._key(key)
+        change = _checks.model(patch, SessionPatch, "patch")
+        _sessions.patch(checked, change)  # the local checks (metadata size), nothing run
+        return Session.model_validate(await self._call(
+            "PATCH", _http.key_path(checked), params=_fence(self._run_of(key, run)),
+            json=change.model_dump(mode="json", exclude_unset=True)))
+
+    async def delete(self, key: SessionKey) -> bool:
+        checked = self._key(key)
+        return bool((await self._call("DELETE", _http.key_path(checked)))["deleted"])
+
+    async def append_messages(self, key: SessionKey, messages: Messages, *,
+                              run: Run | None = None) -> Messages:
+        checked = self._key(key)
+        new = _checks.new_messages(messages)
+        body = await self._call("POST", _http.key_path(checked) + "/messages",
+                                params=_fence(self._run_of(key, run)),
+                                json={"messages": [_message_body(n.message) for n in new]})
+        return [StoredMessage.model_validate(message) for message in body]
+
+    async def get_history(self, key: SessionKey, query: HistoryQuery | None = None) -> Messages:
+        checked = self._key(key)
+        body = await self._call("GET", _http.key_path(checked) + "/messages", write=False,
+                                params=_http.history_params(_checks.query(query)))
+        return [StoredMessage.model_validate(message) for message in body]
+
+    async def reset(self, key: SessionKey) -> Session:
+        checked = self._key(key)
+        return Session.model_validate(
+            await self._call("POST", _http.key_path(checked) + "/reset"))
+
+    async def compact(self, key: SessionKey, strategy: CompactionStrategy, *,
+                      run: Run | None = None) -> CompactionRecord:
+        checked = self._key(key)
+        plan = _checks.strategy(strategy)
+        return CompactionRecord.model_validate(await self._call(
+            "POST", _http.key_path(checked) + "/compact", params=_fence(self._run_of(key, run)),
+            json=plan.model_dump(mode="json")))
+
+    # Runs (see _runs): the same checks first, then the service's run routes.
+
+    async def start_run(self, key: SessionKey, owner: str, *, ttl: float = 60.0,
+                        wait: float = 0.0) -> Run:
+        checked = self._key(key)
+        _runs.start_run(checked, owner, ttl)  # the local checks, nothing run
+        deadline = time.monotonic() + _runs.wait(wait)
+        params = _http.params(owner=_runs.owner(owner), ttl=float(ttl))
+        while True:
+            try:
+                return Run.model_validate(
+                    await self._call("POST", _http.key_path(checked) + "/runs", params=params))
+            except SessionBusyError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(left, _runs.POLL_SECONDS))  # sync: time.sleep(min(left, _runs.POLL_SECONDS))
+
+    async def renew_run(self, run: Run, *, ttl: float | None = None) -> Run:
+        checked = _runs.checked_run(run, self.agent_id)
+        _runs.renew_run(checked, ttl)  # the local checks, nothing run
+        return Run.model_validate(await self._call(
+            "POST", _http.key_path(checked.key) + "/runs/renew",
+            json={"run": checked.model_dump(mode="json"), "ttl": ttl}))
+
+    async def finish_run(self, run: Run) -> int:
+        checked = _runs.checked_run(run, self.agent_id)
+        body = await self._call("POST", _http.key_path(checked.key) + "/runs/finish",
+                                json=checked.model_dump(mode="json"))
+        return int(body["waiting"])
+
+    async def current_run(self, key: SessionKey) -> Run | None:
+        checked = self._key(key)
+        body = await self._call("GET", _http.key_path(checked) + "/runs/current", write=False)
+        return None if body is None else Run.model_validate(body)
+
+    async def request_stop(self, key: SessionKey) -> bool:
+        checked = self._key(key)
+        return bool((await self._call("POST", _http.key_path(checked) + "/runs/stop"))["stopped"])
+
+    async def enqueue(self, key: SessionKey, messages: Messages) -> Queued:
+        checked = self._key(key)
+        new = _checks.new_messages(messages)
+        body = await self._call("POST", _http.key_path(checked) + "/inbox",
+                                json={"messages": [_message_body(n.message) for n in new]})
+        return [QueuedMessage.model_validate(queued) for queued in body]
+
+    async def inbox(self, key: SessionKey, *, limit: int | None = None) -> Queued:
+        checked = self._key(key)
+        _runs.inbox(checked, limit)  # the local checks, nothing run
+        body = await self._call("GET", _http.key_path(checked) + "/inbox", write=False,
+                                params=_http.params(limit=limit))
+        return [QueuedMessage.model_validate(queued) for queued in body]
+
+    async def take_inbox(self, run: Run, *, limit: int | None = None) -> Messages:
+        checked = _runs.checked_run(run, self.agent_id)
+        _runs.take_inbox(checked, limit)  # the local checks, nothing run
+        body = await self._call("POST", _http.key_path(checked.key) + "/inbox/take",
+                                json={"run": checked.model_dump(mode="json"), "limit": limit})
+        return [StoredMessage.model_validate(message) for message in body]
+
+    async def resolve(self, key: SessionKey, now: datetime | None = None) -> Resolution:
+        checked = self._key(key)
+        at = None if now is None else _checks.now(now)
+        return Resolution.model_validate(await self._call(
+            "POST", _http.key_path(checked) + "/resolve", params=_http.params(now=at)))
+
+    async def get_compaction_record(self, key: SessionKey) -> CompactionRecord:
+        checked = self._key(key)
+        return CompactionRecord.model_validate(
+            await self._call("GET", _http.key_path(checked) + "/compaction", write=False))
+
+    async def pop_message(self, key: SessionKey) -> StoredMessage | None:
+        checked = self._key(key)
+        body = await self._call("DELETE", _http.key_path(checked) + "/messages/newest")
+        return None if body is None else StoredMessage.model_validate(body)
+
+    async def list_detailed(self, filter: SessionFilter | None = None) -> SessionDetailPage:
+        checked = _checks.agent_filter(filter, self.agent_id)
+        body = await self._call("GET", _http.details_path(self.agent_id), write=False,
+                                params=_http.filter_params(checked, with_agent=False))
+        return Page([Session.model_validate(item) for item in body["items"]],
+                    body["next_cursor"])
+
+    async def commit(
+        self,
+        key: SessionKey,
+        messages: Messages | None = None,
+        merge: MetadataMerge | None = None,
+        *,
+        create: bool = False,
+        expect_updated_at: datetime | None = None,
+        shared: dict[SessionKey, MetadataMerge] | None = None,
+    ) -> CommitResult:
+        checked = self._key(key)
+        others = self._shared(shared)
+        # the local checks (messages, merges, flags), nothing run
+        _commit.commit(checked, messages, merge, create=create,
+                       expect_updated_at=expect_updated_at, shared=others)
+        body = await self._call("POST", _http.key_path(checked) + "/commit", json={
+            "messages": [_message_body(message) for message in messages or []],
+            "merge": merge,
+            "create": create,
+            "expect_updated_at": _http.value(expect_updated_at) if expect_updated_at else None,
+            "shared": [{"key": other.canonical(), "merge": entries}
+                       for other, entries in others.items()],
+        })
+        return CommitResult(
+            session=Session.model_validate(body["session"]),
+            messages=[StoredMessage.model_validate(message) for message in body["messages"]],
+            applied=body["applied"],
+            shared={SessionKey.parse(entry["key"]): None if entry["session"] is None
+                    else Session.model_validate(entry["session"]) for entry in body["shared"]},
+        )
+
+
+def _fence(run: Run | None) -> _http.Params:
+    """The query of a write a run makes (the service fences it with the run's fence)."""
+    return [] if run is None else _http.params(fence=run.fence, owner=run.owner)
+
+
+def _message_body(message: StoredMessage) -> dict[str, Any]:
+    """A new message as the service takes it (the store assigns ``id``; ``compacted`` is the
+    store's to set)."""
+    return message.model_dump(mode="json", exclude={"id", "compacted"})

@@ -1,0 +1,42 @@
+-- Runs: at most one active run per session key, across every process and replica. One row per
+-- key (not per session), so that a run's fence keeps increasing across resets and archived
+-- generations. A run is active while owner is set; an active run whose expires_at has passed
+-- (by the database's clock) may be taken over by the next start_run.
+CREATE TABLE runs (
+    agent_id       TEXT    NOT NULL,
+    channel        TEXT    NOT NULL,
+    account_id     TEXT    NOT NULL,
+    peer_kind      TEXT    NOT NULL,
+    peer_id        TEXT    NOT NULL,
+    -- the fence of the newest run started on this key: from one counter for every key
+    -- (run_fences), so that a fence is never handed out twice, not even after a delete
+    fence          INTEGER NOT NULL CHECK (fence >= 1),
+    owner          TEXT,
+    started_at     INTEGER,
+    expires_at     INTEGER,
+    ttl            INTEGER,
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (agent_id, channel, account_id, peer_kind, peer_id)
+);
+
+-- Messages that arrived while a run was active, waiting to be taken into the history by a run.
+CREATE TABLE inbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id  INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    role        TEXT    NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
+    content     TEXT    NOT NULL,
+    tool_calls  TEXT,
+    created_at  INTEGER NOT NULL,
+    token_count INTEGER,
+    external_id TEXT,
+    enqueued_at INTEGER NOT NULL
+);
+CREATE INDEX inbox_session ON inbox (session_id, id);
+CREATE UNIQUE INDEX inbox_external_id ON inbox (session_id, external_id)
+    WHERE external_id IS NOT NULL;
+
+CREATE TABLE run_fences (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT INTO run_fences (id, value) VALUES (1, 0);
