@@ -628,3 +628,22 @@ def test_commands_call_the_store_directly() -> None:
     # the error handler, the operator's error, the global options: nothing that holds a store
     assert sorted(name for found in classes.values() for name in found) == [
         "CliError", "Settings", "_Cli"]
+
+
+def test_sessions_show_has_the_run_and_stop_asks_it_to_stop(
+        db: tuple[list[str], str, dict[str, Any]]) -> None:
+    args, url, options = db
+    assert "no run is active" in ok([*args, "sessions", "stop", ALICE.canonical()]).stderr
+    with open_store(url, options) as store:
+        bot = store.for_agent(ALICE.agent_id)
+        run = bot.start_run(ALICE, "replica-7", ttl=600)
+        bot.enqueue(ALICE, [StoredMessage.user("waiting")])
+    shown = json.loads(ok([*args, "sessions", "show", "--json", ALICE.canonical()]).stdout)
+    assert shown["run"]["owner"] == "replica-7" and shown["run"]["fence"] == run.fence
+    assert shown["inbox"] == 1
+    assert "replica-7" in ok([*args, "sessions", "show", ALICE.canonical()]).stdout
+    assert "asked the run" in ok([*args, "sessions", "stop", ALICE.canonical()]).stdout
+    with open_store(url, options) as store:
+        assert store.for_agent(ALICE.agent_id).renew_run(run).stop_requested is True
+    assert "no live session" in fails(
+        [*args, "sessions", "stop", SessionKey("bot", "x", "y", "dm", "z").canonical()])

@@ -148,6 +148,8 @@ class Run(Model):
     """The lease's length in seconds: what ``renew_run`` extends it by unless told otherwise."""
     stop_requested: bool = False
     """Someone asked this run to stop (``request_stop``); seen on ``renew_run``."""
+    took_over: bool = False
+    """This start took the session over from a run whose lease had expired."""
 
 
 class QueuedMessage(Model):

@@ -67,7 +67,7 @@ def test_an_expired_lease_is_taken_over_and_its_holder_is_fenced_out(store: Any)
     time.sleep(SHORT + 0.1)
     assert bot.current_run(key("alice")) == paused  # expired, but nobody took it over yet
     successor = bot.start_run(key("alice"), "successor")
-    assert successor.fence > paused.fence
+    assert successor.fence > paused.fence and successor.took_over and not paused.took_over
     bot.append_messages(key("alice"), [StoredMessage.assistant("successor's")], run=successor)
     for late in (lambda: bot.append_messages(key("alice"), [StoredMessage.user("late")],
                                              run=paused),

@@ -31,6 +31,7 @@ sessions_app.command("history")(_sessions.history)
 sessions_app.command("delete")(_sessions.delete)
 sessions_app.command("reset")(_sessions.reset_session)
 sessions_app.command("clear")(_sessions.clear)
+sessions_app.command("stop")(_sessions.stop)
 app.command("reset")(_sessions.reset_all)
 app.command("compact")(_sessions.compact)
 

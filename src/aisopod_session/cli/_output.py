@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aisopod_session.models import Session, SessionSummary, StoredMessage
+from aisopod_session.results import Run
 
 CONTENT_CHARS = 2000
 """Longest content a table shows of a message (or a summary); the rest is cut off with ``…``."""
@@ -93,8 +94,9 @@ def session_table(page: Iterable[SessionSummary]) -> Table:
     return table
 
 
-def session_details(session: Session) -> Table:
-    """One session, one field a row."""
+def session_details(session: Session, run: Run | None = None,
+                    waiting: int | None = None) -> Table:
+    """One session, one field a row (with its run and inbox, when they were read)."""
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -113,6 +115,12 @@ def session_details(session: Session) -> Table:
     if session.last_compaction_summary is not None:
         rows.append(("summary", content(session.last_compaction_summary)))
     rows.append(("metadata", json.dumps(session.metadata, ensure_ascii=False)))
+    if run is not None:
+        stop = ", stop requested" if run.stop_requested else ""
+        rows.append(("run", f"{run.fence} held by {run.owner} since {when(run.started_at)}, "
+                            f"lease until {when(run.expires_at)}{stop}"))
+    if waiting:
+        rows.append(("inbox", f"{waiting} waiting"))
     for name, value in rows:
         table.add_row(name, Text(value))
     return table

@@ -81,15 +81,39 @@ def list_sessions(
 
 
 def show(ctx: typer.Context, key: RefArg, as_json: JsonOpt = False) -> None:
-    """One session: the live one of a key, or any generation by id."""
+    """One session: the live one of a key (with its run and inbox), or any generation by id."""
     ref = parse_ref(key)
+    run, waiting = None, None
     with store_for(ctx) as store:
-        session = (store.get_session_by_id(ref) if isinstance(ref, int)
-                   else store.for_agent(ref.agent_id).get(ref))
+        if isinstance(ref, int):
+            session = store.get_session_by_id(ref)
+        else:
+            agent = store.for_agent(ref.agent_id)
+            session = agent.get(ref)
+            run, waiting = agent.current_run(ref), len(agent.inbox(ref))
     if as_json:
-        print_json(session.model_dump(mode="json"))
+        shown = session.model_dump(mode="json")
+        if not isinstance(ref, int):
+            shown["run"] = None if run is None else run.model_dump(mode="json")
+            shown["inbox"] = waiting
+        print_json(shown)
     else:
-        console().print(session_details(session))
+        console().print(session_details(session, run, waiting))
+
+
+def stop(ctx: typer.Context, key: KeyArg, as_json: JsonOpt = False) -> None:
+    """Ask the session's current run to stop (its holder sees it on its next renewal)."""
+    parsed = parse_key(key)
+    with store_for(ctx) as store:
+        agent = store.for_agent(parsed.agent_id)
+        agent.get(parsed)  # a missing session is an error, not "no run"
+        asked = agent.request_stop(parsed)
+    if as_json:
+        print_json({"stop_requested": asked})
+    elif asked:
+        typer.echo(f"asked the run on {parsed} to stop")
+    else:
+        typer.echo(f"no run is active on {parsed}", err=True)
 
 
 def history(

@@ -8,13 +8,19 @@ a run makes (append, patch, compact on the session routes) is fenced by ``?fence
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from aisopod_session.errors import InvalidInputError
-from aisopod_session.limits import MAX_INBOX_BATCH, MAX_OWNER_LENGTH, MAX_RUN_TTL_SECONDS
+from aisopod_session.errors import InvalidInputError, SessionBusyError
+from aisopod_session.limits import (
+    MAX_INBOX_BATCH,
+    MAX_OWNER_LENGTH,
+    MAX_RUN_TTL_SECONDS,
+    MAX_RUN_WAIT_SECONDS,
+)
 from aisopod_session.models import SessionKey, StoredMessage
 from aisopod_session.results import QueuedMessage, Run
 from aisopod_session.service import problems
@@ -22,6 +28,7 @@ from aisopod_session.service._bodies import AppendBody, as_new_messages
 from aisopod_session.service._dependencies import AgentDep, KeyDep, known_query
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service._routes_sessions import SESSION_PATH
+from aisopod_session.service.metrics import Metrics
 
 runs = APIRouter(prefix="/v1/agents/{agent_id}/sessions" + SESSION_PATH, tags=["runs"],
                  responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)],
@@ -60,10 +67,21 @@ def _of(key: SessionKey, run: Run) -> Run:
 
 
 @runs.post("/runs", summary="Start a run: take the session's run lease (409 while busy)")
-async def start_run(agent: AgentDep, key: KeyDep,
+async def start_run(request: Request, agent: AgentDep, key: KeyDep,
                     owner: Annotated[str, Query(min_length=1, max_length=MAX_OWNER_LENGTH)],
-                    ttl: TtlQuery = 60.0) -> Run:
-    return await agent.start_run(key, owner, ttl=ttl)
+                    ttl: TtlQuery = 60.0,
+                    wait: Annotated[float, Query(ge=0, le=MAX_RUN_WAIT_SECONDS, description=(
+                        "Seconds to wait for a busy session before answering 409"))] = 0.0,
+                    ) -> Run:
+    metrics: Metrics = request.app.state.metrics
+    started = time.monotonic()
+    try:
+        run = await agent.start_run(key, owner, ttl=ttl, wait=wait)
+    except SessionBusyError:
+        metrics.run_busy(time.monotonic() - started)
+        raise
+    metrics.run_started(time.monotonic() - started, took_over=run.took_over)
+    return run
 
 
 @runs.get("/runs/current", summary="The run holding the session now (null if none)")

@@ -24,6 +24,18 @@ class Metrics:
         self._appended = Counter(
             "aisopod_messages_appended", "Messages appended through the API", registry=self.registry
         )
+        self._runs_started = Counter(
+            "aisopod_runs_started", "Runs started through the API", registry=self.registry)
+        self._run_takeovers = Counter(
+            "aisopod_run_takeovers", "Runs started by taking over an expired lease",
+            registry=self.registry)
+        self._run_busy = Counter(
+            "aisopod_run_busy_refusals", "Run starts refused: the session was busy",
+            registry=self.registry)
+        self._run_wait = Histogram(
+            "aisopod_run_start_wait_seconds", "Time a run start waited for the session",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self._sessions = Gauge(
             "aisopod_sessions", "Sessions by status", ["status"], registry=self.registry
         )
@@ -34,6 +46,16 @@ class Metrics:
 
     def appended(self, count: int) -> None:
         self._appended.inc(count)
+
+    def run_started(self, seconds_waited: float, *, took_over: bool) -> None:
+        self._runs_started.inc()
+        self._run_wait.observe(seconds_waited)
+        if took_over:
+            self._run_takeovers.inc()
+
+    def run_busy(self, seconds_waited: float) -> None:
+        self._run_busy.inc()
+        self._run_wait.observe(seconds_waited)
 
     async def refresh_sessions(self, store: AsyncSessionStore) -> None:
         counts = await store.count_sessions_by_status()

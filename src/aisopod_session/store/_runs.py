@@ -90,7 +90,7 @@ def _as_run(key: SessionKey, row: RunRow) -> Run:
     return Run.model_construct(
         key=key, owner=row.owner, fence=row.fence, started_at=_time.from_us(row.started_at),
         expires_at=_time.from_us(row.expires_at), ttl=(row.ttl or 0) / _US,
-        stop_requested=row.stop_requested)
+        stop_requested=row.stop_requested, took_over=row.took_over)
 
 
 def start_run(key: SessionKey, who: Any, lease: Any) -> Work[Run]:
@@ -109,15 +109,17 @@ def start_run(key: SessionKey, who: Any, lease: Any) -> Work[Run]:
                 f"until {_time.from_us(state.expires_at).isoformat()}",
                 holder=state.owner, expires_at=_time.from_us(state.expires_at))
         fence = int(tx.one(tx.dialect.next_fence)[0])
-        values = (fence, holder, now, now + length, length)
+        took_over = state is not None and state.owner is not None
+        values = (fence, holder, now, now + length, length, int(took_over))
         if state is None:
             tx.run("INSERT INTO runs (agent_id, channel, account_id, peer_kind, peer_id, fence, "
-                   "owner, started_at, expires_at, ttl, stop_requested) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)", (*key_params(key), *values))
+                   "owner, started_at, expires_at, ttl, took_over, stop_requested) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)", (*key_params(key), *values))
         else:
             tx.run("UPDATE runs SET fence = ?, owner = ?, started_at = ?, expires_at = ?, "
-                   f"ttl = ?, stop_requested = 0 WHERE {KEY_WHERE}", (*values, *key_params(key)))
-        return _as_run(key, RunRow(fence, holder, now, now + length, length, False))
+                   f"ttl = ?, took_over = ?, stop_requested = 0 WHERE {KEY_WHERE}",
+                   (*values, *key_params(key)))
+        return _as_run(key, RunRow(fence, holder, now, now + length, length, False, took_over))
 
     return Work(write=write, lock_key=lock_order(key))
 
@@ -132,7 +134,7 @@ def renew_run(run: Run, lease: Any) -> Work[Run]:
         tx.run(f"UPDATE runs SET expires_at = ?, ttl = ? WHERE {KEY_WHERE}",
                (expires, extend, *key_params(run.key)))
         return _as_run(run.key, RunRow(state.fence, state.owner, state.started_at,
-                                       expires, extend, state.stop_requested))
+                                       expires, extend, state.stop_requested, state.took_over))
 
     return Work(write=write, lock_key=lock_order(run.key))
 

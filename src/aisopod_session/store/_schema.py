@@ -265,7 +265,7 @@ def insert_messages(tx: Tx, session_id: int, rows: Sequence[MessageRow], *,
 
 # --- runs and the inbox -----------------------------------------------------------------------
 
-RUN_COLUMNS = "fence, owner, started_at, expires_at, ttl, stop_requested"
+RUN_COLUMNS = "fence, owner, started_at, expires_at, ttl, stop_requested, took_over"
 INBOX_COLUMNS = (
     "id, role, content, tool_calls, created_at, token_count, external_id, enqueued_at"
 )
@@ -282,13 +282,14 @@ class RunRow:
     expires_at: int | None
     ttl: int | None
     stop_requested: bool
+    took_over: bool = False
 
 
 def run_row(row: Sequence[Any] | None) -> RunRow | None:
     """A row of :data:`RUN_COLUMNS`."""
     if row is None:
         return None
-    return RunRow(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]))
+    return RunRow(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]))
 
 
 def queued_from_row(row: Sequence[Any]) -> QueuedMessage:

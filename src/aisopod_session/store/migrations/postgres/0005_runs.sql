@@ -16,6 +16,8 @@ CREATE TABLE runs (
     expires_at     BIGINT,
     ttl            BIGINT,
     stop_requested INTEGER NOT NULL DEFAULT 0,
+    -- the run took the session over from one whose lease had expired
+    took_over      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (agent_id, channel, account_id, peer_kind, peer_id)
 );
 
