@@ -1,0 +1,400 @@
+"""Runs: how fast start_run + finish_run go, and how soon a waiting start_run takes over a lease.
+
+    .venv/bin/python -m benchmarks.runs [--budget 1.5] [--keys 100] [--handovers 50]
+
+1. Throughput: one writer thread, start_run then finish_run, over one key and round-robin over
+   ``--keys`` keys, on SQLite (durability "full" and "normal") and PostgreSQL ("full" and
+   "normal"), each against raw statements doing the same work on this benchmark's own small
+   tables in the same database: a start is one transaction that locks the session row (FOR
+   UPDATE on PostgreSQL; BEGIN IMMEDIATE on SQLite), reads the database's clock, takes the next
+   fence from a counter and upserts the key's runs row; a finish is one transaction updating the
+   runs row. Each is committed on its own.
+2. Hand-over: two store handles in one process, a holder thread and a waiter thread. The holder
+   starts a run; the waiter calls ``start_run(wait=5)`` on the same key and polls; after a random
+   hold (so the waiter's poll phase is random) the holder finishes and notes ``time.monotonic()``
+   right after ``finish_run`` returns; the waiter notes it right after its ``start_run`` returns.
+   The difference, over ``--handovers`` hand-overs, is reported as median and p90 (also from just
+   before ``finish_run`` was called), next to an uncontended start_run's latency: a waiter that
+   polls every POLL_SECONDS should take over about POLL_SECONDS / 2 plus one start after a finish.
+
+PostgreSQL runs in a fresh schema (dropped afterwards); SQLite in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from aisopod_session import SessionKey, SessionStore
+from aisopod_session.store._engine import Durability
+from aisopod_session.store._runs import POLL_SECONDS
+
+from .common import ACCOUNT, AGENT, CHANNEL, percentile
+
+URL = "postgresql://postgres@127.0.0.1:5432/test"
+TTL = 30.0
+DURABILITIES: tuple[Durability, ...] = ("full", "normal")
+WARMUP = 20
+ROUNDS = 3
+
+Step = Callable[[int], object]
+
+# --- raw statements --------------------------------------------------------------------------
+# The key is the store's five columns, the session row found by them (status <> 'archived'),
+# the runs row keyed by them: the same lookups a store start does, on tables of our own.
+
+RAW_KEY = "agent_id = ? AND channel = ? AND account_id = ? AND peer_kind = ? AND peer_id = ?"
+RAW_TABLES = (
+    "CREATE TABLE bench_sessions (id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL, "
+    "channel TEXT NOT NULL, account_id TEXT NOT NULL, peer_kind TEXT NOT NULL, "
+    "peer_id TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'active')",
+    "CREATE UNIQUE INDEX bench_sessions_key ON bench_sessions "
+    "(agent_id, channel, account_id, peer_kind, peer_id) WHERE status <> 'archived'",
+    "CREATE TABLE bench_runs (agent_id TEXT NOT NULL, channel TEXT NOT NULL, "
+    "account_id TEXT NOT NULL, peer_kind TEXT NOT NULL, peer_id TEXT NOT NULL, "
+    "fence BIGINT NOT NULL, owner TEXT, started_at BIGINT, expires_at BIGINT, ttl BIGINT, "
+    "stop_requested INTEGER NOT NULL DEFAULT 0, "
+    "PRIMARY KEY (agent_id, channel, account_id, peer_kind, peer_id))",
+)
+RAW_SESSION = "INSERT INTO bench_sessions (agent_id, channel, account_id, peer_kind, peer_id) " \
+              "VALUES (?, ?, ?, ?, ?)"
+RAW_LOCK = f"SELECT id FROM bench_sessions WHERE {RAW_KEY} AND status <> 'archived'"
+RAW_UPSERT = (
+    "INSERT INTO bench_runs (agent_id, channel, account_id, peer_kind, peer_id, fence, owner, "
+    "started_at, expires_at, ttl, stop_requested) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) "
+    "ON CONFLICT (agent_id, channel, account_id, peer_kind, peer_id) DO UPDATE SET "
+    "fence = excluded.fence, owner = excluded.owner, started_at = excluded.started_at, "
+    "expires_at = excluded.expires_at, ttl = excluded.ttl, stop_requested = 0 "
+    "WHERE bench_runs.owner IS NULL OR bench_runs.expires_at <= excluded.started_at"
+)
+RAW_FINISH = ("UPDATE bench_runs SET owner = NULL, started_at = NULL, expires_at = NULL, "
+              f"ttl = NULL, stop_requested = 0 WHERE {RAW_KEY} AND fence = ?")
+SQLITE_NOW = "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER) * 1000"
+SQLITE_FENCE = "UPDATE bench_fences SET value = value + 1 WHERE id = 1 RETURNING value"
+PG_NOW = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
+PG_FENCE = "SELECT nextval('bench_fences')"  # the store's fences come from a sequence too
+
+
+def _keys(count: int) -> list[SessionKey]:
+    return [SessionKey(AGENT, CHANNEL, ACCOUNT, "dm", f"user{i}") for i in range(count)]
+
+
+def _params(key: SessionKey) -> tuple[str, str, str, str, str]:
+    return (key.agent_id, key.channel, key.account_id, key.peer_kind.value, key.peer_id)
+
+
+class RawSQLite:
+    """One connection, WAL, the durability's synchronous level: start and finish by hand."""
+
+    def __init__(self, path: str, durability: str, keys: list[SessionKey]) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = " + ("FULL" if durability == "full" else "NORMAL"))
+        self.conn.execute("BEGIN")
+        for statement in RAW_TABLES:
+            self.conn.execute(statement.replace("BIGINT", "INTEGER"))
+        self.conn.execute("CREATE TABLE bench_fences (id INTEGER PRIMARY KEY, value INTEGER)")
+        self.conn.execute("INSERT INTO bench_fences VALUES (1, 0)")
+        self.conn.executemany(RAW_SESSION, [_params(k) for k in keys])
+        self.conn.execute("COMMIT")
+
+    def start(self, key: SessionKey) -> int:
+        params = _params(key)
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(RAW_LOCK, params).fetchone()
+        now = int(self.conn.execute(SQLITE_NOW).fetchone()[0])
+        fence = int(self.conn.execute(SQLITE_FENCE).fetchone()[0])
+        length = int(TTL * 1_000_000)
+        self.conn.execute(RAW_UPSERT, (*params, fence, "raw", now, now + length, length))
+        self.conn.execute("COMMIT")
+        return fence
+
+    def finish(self, key: SessionKey, fence: int) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(RAW_FINISH, (*_params(key), fence))
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class RawPostgres:
+    """One autocommit connection in the benchmark's schema: explicit BEGIN / COMMIT, like the
+    store's writes, so each statement is one round trip."""
+
+    def __init__(self, schema: str, durability: str, keys: list[SessionKey]) -> None:
+        self.conn = psycopg.connect(URL, autocommit=True)
+        self.conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        if durability == "normal":
+            self.conn.execute("SET synchronous_commit TO off")  # what the store's "normal" sets
+        self.conn.execute("BEGIN")
+        for statement in RAW_TABLES:
+            self.conn.execute(statement.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY"))
+        self.conn.execute("CREATE SEQUENCE bench_fences")
+        with self.conn.cursor() as cursor:
+            cursor.executemany(_pg(RAW_SESSION), [_params(k) for k in keys])
+        self.conn.execute("COMMIT")
+        self.cursor = self.conn.cursor()
+
+    def start(self, key: SessionKey) -> int:
+        params = _params(key)
+        cur = self.cursor
+        cur.execute("BEGIN")
+        cur.execute(_pg(RAW_LOCK + " FOR UPDATE"), params)
+        cur.fetchone()
+        now = int(_one(cur.execute(PG_NOW)))
+        fence = int(_one(cur.execute(PG_FENCE)))
+        length = int(TTL * 1_000_000)
+        cur.execute(_pg(RAW_UPSERT), (*params, fence, "raw", now, now + length, length))
+        cur.execute("COMMIT")
+        return fence
+
+    def finish(self, key: SessionKey, fence: int) -> None:
+        cur = self.cursor
+        cur.execute("BEGIN")
+        cur.execute(_pg(RAW_FINISH), (*_params(key), fence))
+        cur.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _pg(statement: str) -> str:
+    return statement.replace("?", "%s")
+
+
+def _one(cursor: psycopg.Cursor[Any]) -> Any:
+    row = cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+# --- the databases -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _sqlite_file() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="aisopod-runs-") as tmp:
+        yield str(Path(tmp) / "runs.db")
+
+
+@contextmanager
+def _pg_schema() -> Iterator[str]:
+    schema = f"bench_runs_{uuid.uuid4().hex[:10]}"
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(schema)))
+
+
+def _open(backend: str, where: str, durability: Durability) -> SessionStore:
+    if backend == "sqlite":
+        return SessionStore.open(where, durability=durability)
+    return SessionStore.open(URL, schema=where, pool_size=4, durability=durability)
+
+
+# --- 1. throughput -----------------------------------------------------------------------------
+
+
+def _pairs_per_second(step: Step, seconds: float, start: int) -> tuple[float, int]:
+    """Calls of ``step`` per second for ``seconds``; and the next index to use."""
+    started = time.perf_counter()
+    deadline = started + seconds
+    done = 0
+    while True:
+        step(start + done)
+        done += 1
+        if time.perf_counter() > deadline:
+            break
+    return done / (time.perf_counter() - started), start + done
+
+
+def _alternating(steps: dict[str, Step], budget: float) -> dict[str, float]:
+    """Each step's rate, the median of ROUNDS rounds that take turns (so that drifting machine
+    load falls on every variant alike)."""
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    index = dict.fromkeys(steps, 0)
+    for step in steps.values():
+        for i in range(WARMUP):
+            step(i)
+    for _ in range(ROUNDS):
+        for name, step in steps.items():
+            rate, index[name] = _pairs_per_second(step, budget / ROUNDS, index[name])
+            rates[name].append(rate)
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def throughput(backend: str, durability: Durability, key_count: int,
+               budget: float) -> dict[str, float]:
+    """start+finish pairs per second: the store and raw statements, one key and many keys."""
+    keys = _keys(key_count)
+    result: dict[str, float] = {}
+    context = _sqlite_file() if backend == "sqlite" else _pg_schema()
+    with context as where:
+        store = _open(backend, where, durability)
+        raw: RawSQLite | RawPostgres = (RawSQLite(where, durability, keys) if backend == "sqlite"
+                                        else RawPostgres(where, durability, keys))
+        try:
+            agent = store.for_agent(AGENT)
+            for key in keys:  # the sessions and runs rows exist before timing, for both
+                agent.finish_run(agent.start_run(key, "setup", ttl=TTL))
+                raw.finish(key, raw.start(key))
+            for label, count in (("1 key", 1), (f"{key_count} keys", key_count)):
+
+                def store_step(i: int, count: int = count) -> None:
+                    agent.finish_run(agent.start_run(keys[i % count], "bench", ttl=TTL))
+
+                def raw_step(i: int, count: int = count) -> None:
+                    key = keys[i % count]
+                    raw.finish(key, raw.start(key))
+
+                rates = _alternating({"store": store_step, "raw": raw_step}, budget)
+                result[f"store {label}"] = rates["store"]
+                result[f"raw {label}"] = rates["raw"]
+        finally:
+            raw.close()
+            store.close()
+    return result
+
+
+# --- 2. hand-over ------------------------------------------------------------------------------
+
+
+def handover(backend: str, count: int) -> dict[str, float]:
+    """Median and p90 (ms) of waiter acquired - holder finished, over ``count`` hand-overs."""
+    key = _keys(1)[0]
+    context = _sqlite_file() if backend == "sqlite" else _pg_schema()
+    with context as where:
+        holder_store = _open(backend, where, "full")
+        waiter_store = _open(backend, where, "full")
+        try:
+            return _handovers(holder_store, waiter_store, key, count)
+        finally:
+            waiter_store.close()
+            holder_store.close()
+
+
+def _handovers(holder_store: SessionStore, waiter_store: SessionStore, key: SessionKey,
+               count: int) -> dict[str, float]:
+    holder = holder_store.for_agent(AGENT)
+    waiter = waiter_store.for_agent(AGENT)
+    # An uncontended start's latency on the waiter's handle: what a take-over costs at least.
+    uncontended = []
+    for i in range(WARMUP + 30):
+        t0 = time.monotonic()
+        run = waiter.start_run(key, "probe", ttl=TTL)
+        if i >= WARMUP:
+            uncontended.append(time.monotonic() - t0)
+        waiter.finish_run(run)
+    holder.finish_run(holder.start_run(key, "warm", ttl=TTL))
+
+    go = threading.Event()
+    done = threading.Event()
+    acquired: list[float] = []
+    failures: list[str] = []
+
+    def wait_for_it() -> None:
+        for _ in range(count):
+            go.wait()
+            go.clear()
+            try:
+                run = waiter.start_run(key, "waiter", ttl=TTL, wait=5)
+                acquired.append(time.monotonic())
+                waiter.finish_run(run)
+            except Exception as exc:  # reported, not hidden: a missed hand-over is a finding
+                acquired.append(float("nan"))
+                failures.append(f"{type(exc).__name__}: {exc}")
+            done.set()
+
+    thread = threading.Thread(target=wait_for_it, name="waiter", daemon=True)
+    thread.start()
+    rng = random.Random(6)
+    before: list[float] = []
+    after: list[float] = []
+    for _ in range(count):
+        run = holder.start_run(key, "holder", ttl=TTL)
+        go.set()
+        # Long enough for the waiter to be polling, at a random phase of its poll interval.
+        time.sleep(rng.uniform(3 * POLL_SECONDS, 6 * POLL_SECONDS))
+        before.append(time.monotonic())
+        holder.finish_run(run)
+        after.append(time.monotonic())
+        if not done.wait(10):
+            raise RuntimeError("the waiter never took the lease")
+        done.clear()
+    thread.join(10)
+    since_return = sorted((a - t) * 1000 for a, t in zip(acquired, after, strict=True)
+                          if not math.isnan(a))
+    since_call = sorted((a - t) * 1000 for a, t in zip(acquired, before, strict=True)
+                        if not math.isnan(a))
+    finish = sorted((t - b) * 1000 for b, t in zip(before, after, strict=True))
+    return {
+        "n": len(since_return), "failures": len(failures),
+        "p50": statistics.median(since_return), "p90": percentile(since_return, 0.90),
+        "min": since_return[0], "max": since_return[-1],
+        "early": sum(1 for v in since_return if v < 0),
+        "p50_call": statistics.median(since_call), "p90_call": percentile(since_call, 0.90),
+        "finish_p50": statistics.median(finish),
+        "start_p50": statistics.median(uncontended) * 1000,
+        "start_p90": percentile(sorted(uncontended), 0.90) * 1000,
+    }
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.runs")
+    parser.add_argument("--budget", type=float, default=1.5,
+                        help="seconds per throughput cell, in ROUNDS turns (default 1.5)")
+    parser.add_argument("--keys", type=int, default=100, help="keys for the many-keys cells")
+    parser.add_argument("--handovers", type=int, default=50)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgres"]
+    load = os.getloadavg()
+    print(f"sqlite {sqlite3.sqlite_version}; {os.cpu_count()} CPUs; load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; POLL_SECONDS {POLL_SECONDS * 1000:.0f} ms")
+    print(f"\n1. start_run + finish_run pairs/s, one writer thread ({args.budget:g} s per cell; "
+          f"median of {ROUNDS} alternating rounds; ratio store / raw)")
+    for backend in backends:
+        for durability in DURABILITIES:
+            r = throughput(backend, durability, args.keys, args.budget)
+            cells = []
+            for label in ("1 key", f"{args.keys} keys"):
+                store, raw = r[f"store {label}"], r[f"raw {label}"]
+                cells.append(f"{label}: store {store:,.0f} raw {raw:,.0f} ({store / raw:.2f}x)")
+            print(f"  {backend:8} {durability:6}  " + ";  ".join(cells), flush=True)
+    print(f"\n2. hand-over, {args.handovers} times: waiter's start_run(wait=5) returned - "
+          "holder's finish_run returned (ms)")
+    for backend in backends:
+        h = handover(backend, args.handovers)
+        print(f"  {backend:8} median {h['p50']:.1f}  p90 {h['p90']:.1f}  "
+              f"(min {h['min']:.2f} max {h['max']:.1f}; from before finish_run: median "
+              f"{h['p50_call']:.1f} p90 {h['p90_call']:.1f}; finish_run {h['finish_p50']:.1f}; "
+              f"uncontended start_run median {h['start_p50']:.1f} p90 {h['start_p90']:.1f}; "
+              f"n={h['n']}, before finish_run returned {h['early']}, failed {h['failures']})",
+              flush=True)
+    load = os.getloadavg()
+    print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
