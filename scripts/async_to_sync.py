@@ -52,6 +52,7 @@ RENAMES = {
     "__aexit__": "__exit__",
     "read_async": "read",
     "write_async": "write",
+    "wait_async": "wait",
     "asyncio API": "blocking API",
     "The asyncio store": "The blocking store",
     "so the event loop never": "so the calling thread never",

@@ -6,10 +6,6 @@ The source of ``_agent_sync.py``, like ``_async.py`` is of ``_sync.py`` (see the
 
 from __future__ import annotations
 
-# async-only
-import asyncio
-
-# end async-only
 import time
 from datetime import datetime
 from typing import Any, TypeVar
@@ -44,7 +40,9 @@ from aisopod_session.store import (
     _sessions,
 )
 from aisopod_session.store._engine import Engine
+from aisopod_session.store._schema import lock_order
 from aisopod_session.store._tx import Work
+from aisopod_session.store._wakeups import key_name
 
 T = TypeVar("T")
 
@@ -139,16 +137,20 @@ class AsyncAgentSessions:
         """Take the session's run lease for ``ttl`` seconds (the live session is created if
         missing). While another run holds it, try again for up to ``wait`` seconds, then raise
         SessionBusyError (holder, expires_at); an expired lease is taken over."""
-        work = _runs.start_run(self._key(key), owner, ttl)
+        checked = self._key(key)
+        work = _runs.start_run(checked, owner, ttl)
         deadline = time.monotonic() + _runs.wait(wait)
         while True:
             try:
                 return await run_work(self._engine, work)
-            except SessionBusyError:
+            except SessionBusyError as busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
-                await asyncio.sleep(min(left, _runs.POLL_SECONDS))  # sync: time.sleep(min(left, _runs.POLL_SECONDS))
+                # until woken by the run's end (here, or elsewhere on PostgreSQL), its lease's
+                # expiry, or the next poll
+                pause = min(left, _runs.until_expiry(busy), self._engine.dialect.run_poll_seconds)
+                await self._engine.run_ends.wait_async(lock_order(checked), pause)
 
     async def renew_run(self, run: Run, *, ttl: float | None = None) -> Run:
         """Extend the lease by ``ttl`` seconds (the run's own by default), from now; the result
@@ -159,7 +161,10 @@ class AsyncAgentSessions:
     async def finish_run(self, run: Run) -> int:
         """End the run (again: nothing changes); how many inbox messages wait, for the next
         run. RunLostError if the run was taken over (its later writes were refused)."""
-        return await run_work(self._engine, _runs.finish_run(_runs.checked_run(run, self.agent_id)))
+        checked = _runs.checked_run(run, self.agent_id)
+        waiting = await run_work(self._engine, _runs.finish_run(checked))
+        self._engine.run_ends.ended(key_name(lock_order(checked.key)))  # this process's waiters
+        return waiting
 
     async def current_run(self, key: SessionKey) -> Run | None:
         """The run holding the session now (its lease may have expired), or None."""

@@ -42,7 +42,9 @@ from aisopod_session.store import (
     _sessions,
 )
 from aisopod_session.store._engine import Engine
+from aisopod_session.store._schema import lock_order
 from aisopod_session.store._tx import Work
+from aisopod_session.store._wakeups import key_name
 
 T = TypeVar("T")
 
@@ -137,16 +139,20 @@ class AgentSessions:
         """Take the session's run lease for ``ttl`` seconds (the live session is created if
         missing). While another run holds it, try again for up to ``wait`` seconds, then raise
         SessionBusyError (holder, expires_at); an expired lease is taken over."""
-        work = _runs.start_run(self._key(key), owner, ttl)
+        checked = self._key(key)
+        work = _runs.start_run(checked, owner, ttl)
         deadline = time.monotonic() + _runs.wait(wait)
         while True:
             try:
                 return run_work(self._engine, work)
-            except SessionBusyError:
+            except SessionBusyError as busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
-                time.sleep(min(left, _runs.POLL_SECONDS))
+                # until woken by the run's end (here, or elsewhere on PostgreSQL), its lease's
+                # expiry, or the next poll
+                pause = min(left, _runs.until_expiry(busy), self._engine.dialect.run_poll_seconds)
+                self._engine.run_ends.wait(lock_order(checked), pause)
 
     def renew_run(self, run: Run, *, ttl: float | None = None) -> Run:
         """Extend the lease by ``ttl`` seconds (the run's own by default), from now; the result
@@ -157,7 +163,10 @@ class AgentSessions:
     def finish_run(self, run: Run) -> int:
         """End the run (again: nothing changes); how many inbox messages wait, for the next
         run. RunLostError if the run was taken over (its later writes were refused)."""
-        return run_work(self._engine, _runs.finish_run(_runs.checked_run(run, self.agent_id)))
+        checked = _runs.checked_run(run, self.agent_id)
+        waiting = run_work(self._engine, _runs.finish_run(checked))
+        self._engine.run_ends.ended(key_name(lock_order(checked.key)))  # this process's waiters
+        return waiting
 
     def current_run(self, key: SessionKey) -> Run | None:
         """The run holding the session now (its lease may have expired), or None."""

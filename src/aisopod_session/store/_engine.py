@@ -23,6 +23,7 @@ from typing import Literal, TypeVar, cast
 from aisopod_session.errors import SessionError, StoreClosedError, StoreUnavailableError
 from aisopod_session.store._group_commit import GroupCommitter, Job
 from aisopod_session.store._tx import Dialect, LockKey, OneStatement, Tx
+from aisopod_session.store._wakeups import RunEnds
 
 T = TypeVar("T")
 
@@ -88,6 +89,7 @@ class Engine(ABC):
         self._read_lock = threading.Lock()
         self._read_state = threading.Condition(self._read_lock)
         self.retry = RetryPolicy()
+        self.run_ends = RunEnds()
 
     # --- what a backend provides ----------------------------------------------------------
 

@@ -14,6 +14,8 @@ since running it again could store it twice. Reads are retried the same way.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -22,6 +24,7 @@ from aisopod_session.errors import InvalidInputError, StoreUnavailableError
 from aisopod_session.store._engine import Durability, Engine, Failure
 from aisopod_session.store._migrations import migrate_postgres
 from aisopod_session.store._tx import Dialect, Tx
+from aisopod_session.store._wakeups import CHANNEL
 
 try:
     import psycopg
@@ -44,7 +47,11 @@ _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 class PostgresEngine(Engine):
     dialect = Dialect("postgres", "%s", " FOR UPDATE", "ALL",
                       "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
-                      "SELECT nextval('run_fences')")
+                      "SELECT nextval('run_fences')",
+                      # delivered when the finishing transaction commits
+                      f"SELECT pg_notify('{CHANNEL}', current_schema() || ' ' || %s)",
+                      # woken by the notification; the poll is the safety net
+                      run_poll_seconds=0.25)
 
     def __init__(
         self,
@@ -81,6 +88,9 @@ class PostgresEngine(Engine):
             open=True,
         )
         super().__init__(read_threads=size)
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
+        self.run_ends.on_first_wait = self._listen_for_run_ends
 
     def describe(self) -> str:
         return f"PostgreSQL {self._safe_url} (schema {self.schema})"
@@ -129,8 +139,32 @@ class PostgresEngine(Engine):
             return Failure.FATAL
         return Failure.JOB
 
+    def _listen_for_run_ends(self) -> None:
+        """Start (once) the connection that turns other processes' run ends into wake-ups."""
+        with self._listener_lock:
+            if self._listener is not None or self.closed:
+                return
+            self._listener = threading.Thread(target=self._listen, name="aisopod-run-ends",
+                                              daemon=True)
+            self._listener.start()
+
+    def _listen(self) -> None:
+        prefix = self.schema + " "
+        while not self.closed:
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self.closed:
+                        for note in conn.notifies(timeout=1.0):
+                            if note.payload.startswith(prefix):
+                                self.run_ends.ended(note.payload[len(prefix):])
+            except psycopg.Error:  # the server restarts: waiters poll meanwhile
+                time.sleep(1.0)
+
     def _close_connections(self) -> None:
         self._pool.close()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
 
     def drop_schema(self) -> None:
         """Remove the schema and everything in it (used by tests and ``db`` tooling)."""

@@ -39,9 +39,10 @@ from aisopod_session.store._schema import (
     queued_from_row,
 )
 from aisopod_session.store._tx import OneStatement, Tx, Work
+from aisopod_session.store._wakeups import key_name
 
-POLL_SECONDS = 0.02
-"""How often a waiting ``start_run`` tries again (the lease is taken within this of its end)."""
+MIN_PAUSE_SECONDS = 0.005
+"""The shortest pause of a waiting ``start_run`` between two tries."""
 
 _US = 1_000_000
 
@@ -70,6 +71,15 @@ def ttl(value: Any) -> float:
 
 def wait(value: Any) -> float:
     return seconds(value, "wait", low=0.0, high=MAX_RUN_WAIT_SECONDS, low_included=True)
+
+
+def until_expiry(busy: SessionBusyError) -> float:
+    """Seconds until the busy session's lease expires (by this machine's clock: only a hint of
+    when to look again; the database's clock decides)."""
+    if busy.expires_at is None:
+        return MIN_PAUSE_SECONDS
+    left = (busy.expires_at - _time.utc_now()).total_seconds()
+    return max(MIN_PAUSE_SECONDS, left + MIN_PAUSE_SECONDS)
 
 
 def checked_run(value: Any, agent_id: str) -> Run:
@@ -157,6 +167,8 @@ def finish_run(run: Run) -> Work[int]:
         if state.owner is not None:
             tx.run("UPDATE runs SET owner = NULL, started_at = NULL, expires_at = NULL, "
                    f"ttl = NULL, stop_requested = 0 WHERE {KEY_WHERE}", key_params(run.key))
+            if tx.dialect.notify_run_end is not None:
+                tx.one(tx.dialect.notify_run_end, (key_name(lock_order(run.key)),))
         return _waiting(tx, run.key)
 
     return Work(write=write, lock_key=lock_order(run.key))

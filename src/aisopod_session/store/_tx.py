@@ -33,7 +33,8 @@ class Dialect:
     """The few differences between the SQL the backends accept."""
 
     def __init__(self, name: str, placeholder: str, for_update: str, unlimited: str,
-                 now_us: str, next_fence: str) -> None:
+                 now_us: str, next_fence: str, notify_run_end: str | None = None,
+                 run_poll_seconds: float = 0.02) -> None:
         self.name = name
         self.for_update = for_update
         self.unlimited = unlimited  # a LIMIT that means "no limit" (needed before OFFSET)
@@ -42,6 +43,11 @@ class Dialect:
         comparison of the replicas' clocks."""
         self.next_fence = next_fence
         """A statement answering the next run fence (one counter for every key)."""
+        self.notify_run_end = notify_run_end
+        """A statement telling other processes that a key's run ended (its one parameter: the
+        key's name, see ``_wakeups``); None where only this process can be told."""
+        self.run_poll_seconds = run_poll_seconds
+        """How often a waiting start_run looks again without being woken."""
         self._placeholder = placeholder
         self._translated: dict[str, str] = {}
 
