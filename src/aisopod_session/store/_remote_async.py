@@ -92,7 +92,7 @@ class AsyncRemoteSessionStore(AsyncSessionStore):
 
     @property
     def backend(self) -> str:
-        """``http+sqlite`` or ``http+postgresql``: the service, and what it stores into."""
+        """``http+sqlite`` or ``http+postgres``: the service, and what it stores into."""
         return self._backend
 
     def for_agent(self, agent_id: str) -> AsyncRemoteAgentSessions:
