@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from aisopod_session import SessionFilter, SessionStatus
+from aisopod_session import SessionFilter, SessionStatus, StoredMessage
 from aisopod_session.service.app import create_app
 
 from .conftest import (
@@ -395,3 +395,18 @@ def test_each_agent_token_sees_its_own_side(client: TestClient, seeded: dict[str
     assert "erin" in listing and "long-talker" not in listing
     assert "secret of other" in page(client, f"/console/sessions/{seeded['other']}")
     assert page(client, f"/console/sessions/{seeded['long']}", 404)
+
+
+def test_a_session_page_shows_its_run_and_inbox(client: TestClient, database: Path,
+                                                seeded: dict[str, int]) -> None:
+    sign_in(client, ADMIN_TOKEN)
+    url = f"/console/sessions/{seeded['long']}"
+    assert "<dt>Run</dt><dd class=\"wrap\">none</dd>" in page(client, url)
+    with store_at(database) as store:
+        bot = store.for_agent("bot")
+        run = bot.start_run(key("long-talker"), "<b>replica</b>", ttl=600)
+        bot.enqueue(key("long-talker"), [StoredMessage.user("waiting 1"),
+                                         StoredMessage.user("waiting 2")])
+    shown = page(client, url)
+    assert f"#{run.fence} held by &lt;b&gt;replica&lt;/b&gt;" in shown  # escaped
+    assert "2 waiting" in shown

@@ -396,12 +396,16 @@ async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, se
     has_older = len(history) > TRANSCRIPT_PAGE
     messages: list[StoredMessage] = list(history)[1:] if has_older else list(history)
     here = f"sessions/{session_id}"
+    live = session.status is not SessionStatus.ARCHIVED
+    agent = store.for_agent(key.agent_id)
+    run = await agent.current_run(key) if live else None
+    waiting = len(await agent.inbox(key)) if live else 0
     return render(
         request, "session.html", sign_in=sign_in, session=session, generations=generations,
         messages=messages, done=done if done in DONE_NOTES else None, done_notes=DONE_NOTES,
         older_url=_url(here, older=older + TRANSCRIPT_PAGE) if has_older else None,
         newer_url=_url(here, older=max(0, older - TRANSCRIPT_PAGE) or None) if older else None,
-        first_shown=older, live=session.status is not SessionStatus.ARCHIVED,
+        first_shown=older, live=live, run=run, waiting=waiting,
         person_url=_url("people", channel=key.channel, peer_id=key.peer_id)
         if sign_in.principal.admin and key.peer_kind.value == "dm" else None,
     )
