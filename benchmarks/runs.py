@@ -9,13 +9,15 @@
    UPDATE on PostgreSQL; BEGIN IMMEDIATE on SQLite), reads the database's clock, takes the next
    fence from a counter and upserts the key's runs row; a finish is one transaction updating the
    runs row. Each is committed on its own.
-2. Hand-over: two store handles in one process, a holder thread and a waiter thread. The holder
-   starts a run; the waiter calls ``start_run(wait=5)`` on the same key and polls; after a random
-   hold (so the waiter's poll phase is random) the holder finishes and notes ``time.monotonic()``
-   right after ``finish_run`` returns; the waiter notes it right after its ``start_run`` returns.
-   The difference, over ``--handovers`` hand-overs, is reported as median and p90 (also from just
-   before ``finish_run`` was called), next to an uncontended start_run's latency: a waiter that
-   polls every POLL_SECONDS should take over about POLL_SECONDS / 2 plus one start after a finish.
+2. Hand-over: the holder starts a run; a waiter calls ``start_run(wait=5)`` on the same key;
+   after a random hold the holder finishes and notes the clock right after ``finish_run``
+   returns, the waiter right after its ``start_run`` returns. The waiter is another thread on the
+   holder's store handle (woken in-process), another thread with a handle of its own (on
+   PostgreSQL woken by LISTEN/NOTIFY; on SQLite only its poll finds the lease free) or another
+   process (``time.time()`` as the shared clock). Median and p90 of the difference over
+   ``--handovers`` hand-overs (also from just before ``finish_run`` was called), next to an
+   uncontended start_run's latency: a waiter that only polls should take over about half its
+   poll interval plus one start after a finish; a woken one, about one start.
 
 PostgreSQL runs in a fresh schema (dropped afterwards); SQLite in a temporary directory.
 """
@@ -23,8 +25,9 @@ PostgreSQL runs in a fresh schema (dropped afterwards); SQLite in a temporary di
 from __future__ import annotations
 
 import argparse
-import math
+import multiprocessing
 import os
+import queue
 import random
 import sqlite3
 import statistics
@@ -40,9 +43,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from aisopod_session import SessionKey, SessionStore
+from aisopod_session import AgentSessions, SessionKey, SessionStore
 from aisopod_session.store._engine import Durability
-from aisopod_session.store._runs import POLL_SECONDS
+from aisopod_session.store._postgres import PostgresEngine
+from aisopod_session.store._sqlite import SQLiteEngine
 
 from .common import ACCOUNT, AGENT, CHANNEL, percentile
 
@@ -276,75 +280,161 @@ def throughput(backend: str, durability: Durability, key_count: int,
 
 # --- 2. hand-over ------------------------------------------------------------------------------
 
+MODES = ("one handle", "two handles", "two processes")
+"""Where the waiter is: another thread on the holder's own store handle (woken in-process by the
+finish); another thread with a second handle (an engine of its own: like another process, but
+sharing the holder's clock and GIL); another process (its own interpreter; time.time())."""
+HOLD = (0.04, 0.10)
+"""Seconds a holder keeps its run, at random: the waiter is waiting by then, at a random phase
+of its poll interval."""
+HANDOVER_WARMUP = 3  # hand-overs not counted (the PostgreSQL listener starts on the first wait)
 
-def handover(backend: str, count: int) -> dict[str, float]:
-    """Median and p90 (ms) of waiter acquired - holder finished, over ``count`` hand-overs."""
-    key = _keys(1)[0]
-    context = _sqlite_file() if backend == "sqlite" else _pg_schema()
-    with context as where:
-        holder_store = _open(backend, where, "full")
-        waiter_store = _open(backend, where, "full")
-        try:
-            return _handovers(holder_store, waiter_store, key, count)
-        finally:
-            waiter_store.close()
-            holder_store.close()
+Outcome = tuple[float, str | None]  # when the waiter's start_run returned, or nan and the error
 
 
-def _handovers(holder_store: SessionStore, waiter_store: SessionStore, key: SessionKey,
-               count: int) -> dict[str, float]:
-    holder = holder_store.for_agent(AGENT)
-    waiter = waiter_store.for_agent(AGENT)
-    # An uncontended start's latency on the waiter's handle: what a take-over costs at least.
-    uncontended = []
-    for i in range(WARMUP + 30):
-        t0 = time.monotonic()
-        run = waiter.start_run(key, "probe", ttl=TTL)
-        if i >= WARMUP:
-            uncontended.append(time.monotonic() - t0)
-        waiter.finish_run(run)
-    holder.finish_run(holder.start_run(key, "warm", ttl=TTL))
+def _take(agent: AgentSessions, key: SessionKey, clock: Callable[[], float]) -> Outcome:
+    try:
+        run = agent.start_run(key, "waiter", ttl=TTL, wait=5)
+    except Exception as exc:  # reported, not hidden: a missed hand-over is a finding
+        return float("nan"), f"{type(exc).__name__}: {exc}"
+    acquired = clock()
+    agent.finish_run(run)
+    return acquired, None
 
-    go = threading.Event()
-    done = threading.Event()
-    acquired: list[float] = []
-    failures: list[str] = []
 
-    def wait_for_it() -> None:
-        for _ in range(count):
+class _ThreadWaiter:
+    def __init__(self, agent: AgentSessions, key: SessionKey) -> None:
+        self._agent, self._key = agent, key
+        self._go = threading.Event()
+        self._stop = False
+        self._results: queue.Queue[Outcome] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="waiter", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.wait()
+            self._go.clear()  # the holder sets it again only after this result
+            if self._stop:
+                return
+            self._results.put(_take(self._agent, self._key, time.monotonic))
+
+    def go(self) -> None:
+        self._go.set()
+
+    def result(self) -> Outcome:
+        return self._results.get(timeout=10)
+
+    def close(self) -> None:
+        self._stop = True
+        self._go.set()
+        self._thread.join(10)
+
+
+def _waiter_process(backend: str, where: str, peer_id: str, go: Any, stop: Any,
+                    results: Any) -> None:
+    key = SessionKey(AGENT, CHANNEL, ACCOUNT, "dm", peer_id)
+    with _open(backend, where, "full") as store:
+        agent = store.for_agent(AGENT)
+        agent.current_run(key)  # connected before the first hand-over
+        results.put((0.0, None))
+        while True:
             go.wait()
             go.clear()
-            try:
-                run = waiter.start_run(key, "waiter", ttl=TTL, wait=5)
-                acquired.append(time.monotonic())
-                waiter.finish_run(run)
-            except Exception as exc:  # reported, not hidden: a missed hand-over is a finding
-                acquired.append(float("nan"))
-                failures.append(f"{type(exc).__name__}: {exc}")
-            done.set()
+            if stop.is_set():
+                return
+            results.put(_take(agent, key, time.time))
 
-    thread = threading.Thread(target=wait_for_it, name="waiter", daemon=True)
-    thread.start()
+
+class _ProcessWaiter:
+    def __init__(self, backend: str, where: str, key: SessionKey) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._go, self._stop = context.Event(), context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(target=_waiter_process, args=(
+            backend, where, key.peer_id, self._go, self._stop, self._results), daemon=True)
+        self._process.start()
+        self._results.get(timeout=60)  # ready
+
+    def go(self) -> None:
+        self._go.set()
+
+    def result(self) -> Outcome:
+        outcome: Outcome = self._results.get(timeout=10)
+        return outcome
+
+    def close(self) -> None:
+        self._stop.set()
+        self._go.set()
+        self._process.join(10)
+
+
+Waiter = _ThreadWaiter | _ProcessWaiter
+
+
+def handover(backend: str, count: int) -> dict[str, dict[str, float]]:
+    """Per mode, median and p90 (ms) of waiter acquired - holder finished, over ``count``
+    hand-overs on one key; and an uncontended start_run's latency ("uncontended")."""
+    key = _keys(1)[0]
+    results: dict[str, dict[str, float]] = {}
+    context = _sqlite_file() if backend == "sqlite" else _pg_schema()
+    with context as where, _open(backend, where, "full") as holder_store:
+        holder = holder_store.for_agent(AGENT)
+        uncontended = []
+        for i in range(WARMUP + 30):
+            t0 = time.monotonic()
+            run = holder.start_run(key, "probe", ttl=TTL)
+            if i >= WARMUP:
+                uncontended.append((time.monotonic() - t0) * 1000)
+            holder.finish_run(run)
+        uncontended.sort()
+        results["uncontended"] = {"p50": statistics.median(uncontended),
+                                  "p90": percentile(uncontended, 0.90)}
+        for mode in MODES:
+            if mode == "one handle":
+                results[mode] = _handovers(holder, _ThreadWaiter(holder, key), key, count,
+                                           time.monotonic)
+            elif mode == "two handles":
+                with _open(backend, where, "full") as other:
+                    results[mode] = _handovers(holder, _ThreadWaiter(other.for_agent(AGENT),
+                                                                     key),
+                                               key, count, time.monotonic)
+            else:
+                results[mode] = _handovers(holder, _ProcessWaiter(backend, where, key), key,
+                                           count, time.time)
+    return results
+
+
+def _handovers(holder: AgentSessions, waiter: Waiter, key: SessionKey, count: int,
+               clock: Callable[[], float]) -> dict[str, float]:
     rng = random.Random(6)
-    before: list[float] = []
-    after: list[float] = []
-    for _ in range(count):
-        run = holder.start_run(key, "holder", ttl=TTL)
-        go.set()
-        # Long enough for the waiter to be polling, at a random phase of its poll interval.
-        time.sleep(rng.uniform(3 * POLL_SECONDS, 6 * POLL_SECONDS))
-        before.append(time.monotonic())
-        holder.finish_run(run)
-        after.append(time.monotonic())
-        if not done.wait(10):
-            raise RuntimeError("the waiter never took the lease")
-        done.clear()
-    thread.join(10)
-    since_return = sorted((a - t) * 1000 for a, t in zip(acquired, after, strict=True)
-                          if not math.isnan(a))
-    since_call = sorted((a - t) * 1000 for a, t in zip(acquired, before, strict=True)
-                        if not math.isnan(a))
-    finish = sorted((t - b) * 1000 for b, t in zip(before, after, strict=True))
+    since_return: list[float] = []
+    since_call: list[float] = []
+    finish: list[float] = []
+    failures: list[str] = []
+    try:
+        for i in range(HANDOVER_WARMUP + count):
+            run = holder.start_run(key, "holder", ttl=TTL)
+            waiter.go()
+            time.sleep(rng.uniform(*HOLD))
+            before = clock()
+            holder.finish_run(run)
+            after = clock()
+            acquired, error = waiter.result()
+            if i < HANDOVER_WARMUP:
+                continue
+            if error is not None:
+                failures.append(error)
+                continue
+            since_return.append((acquired - after) * 1000)
+            since_call.append((acquired - before) * 1000)
+            finish.append((after - before) * 1000)
+    finally:
+        waiter.close()
+    if failures:
+        print(f"    {len(failures)} hand-overs failed, the first: {failures[0]}")
+    since_return.sort()
+    since_call.sort()
     return {
         "n": len(since_return), "failures": len(failures),
         "p50": statistics.median(since_return), "p90": percentile(since_return, 0.90),
@@ -352,9 +442,14 @@ def _handovers(holder_store: SessionStore, waiter_store: SessionStore, key: Sess
         "early": sum(1 for v in since_return if v < 0),
         "p50_call": statistics.median(since_call), "p90_call": percentile(since_call, 0.90),
         "finish_p50": statistics.median(finish),
-        "start_p50": statistics.median(uncontended) * 1000,
-        "start_p90": percentile(sorted(uncontended), 0.90) * 1000,
     }
+
+
+def _poll_ms(backend: str) -> str:
+    """The poll interval of a waiting start_run (an internal of the engine: "?" if renamed)."""
+    engine = SQLiteEngine if backend == "sqlite" else PostgresEngine
+    poll = getattr(engine.dialect, "run_poll_seconds", None)
+    return "?" if poll is None else f"{poll * 1000:g} ms"
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -371,7 +466,7 @@ def main() -> None:
     backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgres"]
     load = os.getloadavg()
     print(f"sqlite {sqlite3.sqlite_version}; {os.cpu_count()} CPUs; load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; POLL_SECONDS {POLL_SECONDS * 1000:.0f} ms")
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"\n1. start_run + finish_run pairs/s, one writer thread ({args.budget:g} s per cell; "
           f"median of {ROUNDS} alternating rounds; ratio store / raw)")
     for backend in backends:
@@ -382,16 +477,21 @@ def main() -> None:
                 store, raw = r[f"store {label}"], r[f"raw {label}"]
                 cells.append(f"{label}: store {store:,.0f} raw {raw:,.0f} ({store / raw:.2f}x)")
             print(f"  {backend:8} {durability:6}  " + ";  ".join(cells), flush=True)
-    print(f"\n2. hand-over, {args.handovers} times: waiter's start_run(wait=5) returned - "
-          "holder's finish_run returned (ms)")
+    print(f"\n2. hand-over, {args.handovers} times per row: waiter's start_run(wait=5) "
+          "returned - holder's finish_run returned (ms)")
     for backend in backends:
         h = handover(backend, args.handovers)
-        print(f"  {backend:8} median {h['p50']:.1f}  p90 {h['p90']:.1f}  "
-              f"(min {h['min']:.2f} max {h['max']:.1f}; from before finish_run: median "
-              f"{h['p50_call']:.1f} p90 {h['p90_call']:.1f}; finish_run {h['finish_p50']:.1f}; "
-              f"uncontended start_run median {h['start_p50']:.1f} p90 {h['start_p90']:.1f}; "
-              f"n={h['n']}, before finish_run returned {h['early']}, failed {h['failures']})",
-              flush=True)
+        free = h["uncontended"]
+        print(f"  {backend} (poll {_poll_ms(backend)}; uncontended start_run median "
+              f"{free['p50']:.1f} p90 {free['p90']:.1f}; hold {HOLD[0] * 1000:.0f}-"
+              f"{HOLD[1] * 1000:.0f} ms)", flush=True)
+        for mode in MODES:
+            m = h[mode]
+            print(f"    {mode:13} median {m['p50']:5.1f}  p90 {m['p90']:5.1f}  "
+                  f"(min {m['min']:.2f} max {m['max']:.1f}; from before finish_run: median "
+                  f"{m['p50_call']:.1f} p90 {m['p90_call']:.1f}; finish_run {m['finish_p50']:.1f};"
+                  f" n={m['n']}, before finish_run returned {m['early']}, "
+                  f"failed {m['failures']})", flush=True)
     load = os.getloadavg()
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
