@@ -220,3 +220,9 @@ def test_an_unusable_url_is_invalid_input(url: str) -> None:
     with pytest.raises(InvalidInputError) as refused:
         SessionStore.open(url, token=ADMIN_TOKEN)
     assert refused.value.errors[0]["field"] == "url"
+
+
+def test_a_token_that_is_not_ascii_is_invalid_input(service: BackgroundService) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        SessionStore.open(service.url, token="tök-0123456789")
+    assert refused.value.errors[0]["field"] == "token"

@@ -15,7 +15,6 @@ from aisopod_session import (
     Run,
     RunLostError,
     SessionBusyError,
-    SessionNotFoundError,
     SessionPatch,
     SlidingWindow,
     StoredMessage,
@@ -147,14 +146,29 @@ def test_deleting_a_session_ends_its_run(store: Any) -> None:
     bot.enqueue(key("alice"), [StoredMessage.user("queued")])
     assert bot.delete(key("alice"))
     assert bot.current_run(key("alice")) is None
-    with pytest.raises((RunLostError, SessionNotFoundError)):
+    with pytest.raises(RunLostError):
         bot.append_messages(key("alice"), [StoredMessage.user("late")], run=run)
+    with pytest.raises(RunLostError):
+        bot.finish_run(run)
     fresh = bot.start_run(key("alice"), "w")
     assert fresh.fence > run.fence
     assert bot.inbox(key("alice")) == []
 
 
-BAD_TTLS: list[Any] = [0, -1, float("nan"), "60", None, True, 10**9]
+def test_the_inbox_outlives_resets_and_archiving(store: Any) -> None:
+    bot = store.for_agent("bot")
+    bot.enqueue(key("alice"), [StoredMessage.user("before the reset", external_id="m1")])
+    bot.reset(key("alice"))
+    assert [q.message.content for q in bot.inbox(key("alice"))] == ["before the reset"]
+    run = bot.start_run(key("alice"), "w")
+    bot.patch(key("alice"), SessionPatch(status="archived"))  # no live session now
+    assert bot.finish_run(run) == 1  # the lease is given back all the same
+    again = bot.start_run(key("alice"), "w")  # a fresh live session
+    assert texts(bot.take_inbox(again)) == ["before the reset"]
+    assert bot.enqueue(key("alice"), [StoredMessage.user("x", external_id="m1")]) == []
+
+
+BAD_TTLS: list[Any] = [0, -1, 1e-7, float("nan"), "60", None, True, 10**9]
 
 
 def test_bad_run_input_is_refused_with_typed_errors(store: Any) -> None:

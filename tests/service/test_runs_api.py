@@ -58,3 +58,11 @@ async def test_runs_of_another_agent_are_forbidden(api: Api) -> None:
     bad = await api.post(session_path(peer="alice", suffix="/runs"),
                          params={"owner": "w", "ttl": "-1"})
     assert_problem(bad, 422)
+
+
+async def test_a_commit_naming_a_shared_session_twice_is_refused(api: Api) -> None:
+    await api.put_session(peer="alice")
+    body = {"shared": [{"key": "agent:bot:discord:acct:dm:u2", "merge": {"a": {"x": 1}}},
+                       {"key": "agent:BOT:discord:acct:dm:u2", "merge": {"a": {"y": 2}}}]}
+    answer = await api.post(session_path(peer="alice", suffix="/commit"), json=body)
+    assert assert_problem(answer, 422)["errors"][0]["field"] == "shared"

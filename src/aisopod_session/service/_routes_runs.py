@@ -8,7 +8,6 @@ a run makes (append, patch, compact on the session routes) is fenced by ``?fence
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,7 +18,6 @@ from aisopod_session.limits import (
     MAX_INBOX_BATCH,
     MAX_OWNER_LENGTH,
     MAX_RUN_TTL_SECONDS,
-    MAX_RUN_WAIT_SECONDS,
 )
 from aisopod_session.models import SessionKey, StoredMessage
 from aisopod_session.results import QueuedMessage, Run
@@ -69,18 +67,17 @@ def _of(key: SessionKey, run: Run) -> Run:
 @runs.post("/runs", summary="Start a run: take the session's run lease (409 while busy)")
 async def start_run(request: Request, agent: AgentDep, key: KeyDep,
                     owner: Annotated[str, Query(min_length=1, max_length=MAX_OWNER_LENGTH)],
-                    ttl: TtlQuery = 60.0,
-                    wait: Annotated[float, Query(ge=0, le=MAX_RUN_WAIT_SECONDS, description=(
-                        "Seconds to wait for a busy session before answering 409"))] = 0.0,
-                    ) -> Run:
+                    ttl: TtlQuery = 60.0) -> Run:
+    # Never waits here: a request held open for a busy session would take the lease for a
+    # client that gave up (a proxy's timeout) and hold it for nobody. A client that waits asks
+    # again (the remote store does, until the lease expires or is given back).
     metrics: Metrics = request.app.state.metrics
-    started = time.monotonic()
     try:
-        run = await agent.start_run(key, owner, ttl=ttl, wait=wait)
+        run = await agent.start_run(key, owner, ttl=ttl)
     except SessionBusyError:
-        metrics.run_busy(time.monotonic() - started)
+        metrics.run_busy(key.canonical(), owner)
         raise
-    metrics.run_started(time.monotonic() - started, took_over=run.took_over)
+    metrics.run_started(key.canonical(), owner, took_over=run.took_over)
     return run
 
 

@@ -16,6 +16,7 @@ from aisopod_session.service._bodies import (
     CommitBody,
     CommitResultBody,
     DeletedBody,
+    MergeBody,
     SessionDetailPageBody,
     SessionPageBody,
     Timestamp,
@@ -111,7 +112,12 @@ async def pop_message(agent: AgentDep, key: KeyDep) -> StoredMessage | None:
 @agents.post(SESSION_PATH + "/commit",
              summary="Append and merge metadata, here and into other sessions, in one transaction")
 async def commit(agent: AgentDep, key: KeyDep, body: CommitBody) -> CommitResultBody:
-    shared = {_shared_key(entry.key): entry.merge or {} for entry in body.shared}
+    shared: dict[SessionKey, MergeBody] = {}
+    for entry in body.shared:
+        other = _shared_key(entry.key)
+        if other in shared:
+            raise InvalidInputError.for_field("shared", f"{other} is given twice")
+        shared[other] = entry.merge or {}
     result = await agent.commit(key, as_new_messages(body.messages), body.merge,
                                 create=body.create, expect_updated_at=body.expect_updated_at,
                                 shared=shared)

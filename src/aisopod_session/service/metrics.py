@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from aisopod_session.models import SessionStatus
 from aisopod_session.store import AsyncSessionStore
+
+MAX_WAITERS_TRACKED = 10_000
+"""Refused run starts remembered for the wait histogram (the oldest are forgotten)."""
 
 
 class Metrics:
@@ -32,8 +39,13 @@ class Metrics:
         self._run_busy = Counter(
             "aisopod_run_busy_refusals", "Run starts refused: the session was busy",
             registry=self.registry)
+        # who was refused a busy session, and since when: a start that follows ends a wait
+        self._refused: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
         self._run_wait = Histogram(
-            "aisopod_run_start_wait_seconds", "Time a run start waited for the session",
+            "aisopod_run_start_wait_seconds",
+            "Time from a run start's first refusal (session busy) to the start, per key and "
+            "owner (0 when it was not refused)",
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self._sessions = Gauge(
@@ -47,15 +59,21 @@ class Metrics:
     def appended(self, count: int) -> None:
         self._appended.inc(count)
 
-    def run_started(self, seconds_waited: float, *, took_over: bool) -> None:
+    def run_started(self, key: str, owner: str, *, took_over: bool) -> None:
+        """A run started; its wait is the time since this owner was first refused this key."""
         self._runs_started.inc()
-        self._run_wait.observe(seconds_waited)
+        with self._lock:
+            refused = self._refused.pop((key, owner), None)
+        self._run_wait.observe(0.0 if refused is None else time.monotonic() - refused)
         if took_over:
             self._run_takeovers.inc()
 
-    def run_busy(self, seconds_waited: float) -> None:
+    def run_busy(self, key: str, owner: str) -> None:
         self._run_busy.inc()
-        self._run_wait.observe(seconds_waited)
+        with self._lock:
+            self._refused.setdefault((key, owner), time.monotonic())
+            while len(self._refused) > MAX_WAITERS_TRACKED:  # the oldest gave up, probably
+                self._refused.popitem(last=False)
 
     async def refresh_sessions(self, store: AsyncSessionStore) -> None:
         counts = await store.count_sessions_by_status()

@@ -46,11 +46,13 @@ def clear(agent_id: str | None) -> Work[int]:
 
     def write(tx: Tx) -> int:
         if agent_id is None:
-            forget_runs(tx)
             tx.run("DELETE FROM messages")
-            return tx.run("DELETE FROM sessions")
+            deleted = tx.run("DELETE FROM sessions")
+            forget_runs(tx)
+            return deleted
+        deleted = tx.run("DELETE FROM sessions WHERE agent_id = ?", (agent_id,))
         forget_runs(tx, "agent_id = ?", (agent_id,))
-        return tx.run("DELETE FROM sessions WHERE agent_id = ?", (agent_id,))
+        return deleted
 
     return Work(write=write)
 

@@ -12,11 +12,12 @@ from aisopod_session.models import SessionKey
 from aisopod_session.results import Run
 from aisopod_session.store._schema import (
     KEY_WHERE,
+    LIVE_KEY_WHERE,
     RUN_COLUMNS,
     RunRow,
     key_params,
-    live_id,
     run_row,
+    twice,
 )
 from aisopod_session.store._tx import Tx
 
@@ -38,19 +39,29 @@ def lost(run: Run, current: RunRow | None) -> RunLostError:
                         f"session's current run: {why}")
 
 
-def current(tx: Tx, run: Run) -> RunRow:
-    """The key's run row, locked, if ``run`` is still its current run; RunLostError if not."""
-    live_id(tx, run.key, lock=True)  # the session's row first: the order every write locks in
+_LIVE_ID_LOCKED = f"SELECT id FROM sessions WHERE {LIVE_KEY_WHERE}"
+
+
+def current(tx: Tx, run: Run, *, finished_too: bool = False) -> RunRow:
+    """The key's run row, locked, if ``run`` is still its current run (or, ``finished_too``,
+    its newest, finished or not); RunLostError if not. The run row decides, whether or not the
+    key still has a live session."""
+    # the live session's row first (if there is one): the order every write of a key locks in
+    twice(tx, _LIVE_ID_LOCKED + tx.dialect.for_update, key_params(run.key))
     state = run_state(tx, run.key, lock=True)
-    if state is None or state.fence != run.fence or state.owner is None:
+    if (state is None or state.fence != run.fence
+            or (state.owner is None and not finished_too)):
         raise lost(run, state)
     return state
 
 
-def forget_runs(tx: Tx, where: str = "1 = 1", params: tuple[str, ...] = ()) -> None:
-    """Drop the run state of the keys ``where`` selects, with their sessions. Fences come from
-    one counter for every key, so a fence is not handed out again after this."""
+def forget_runs(tx: Tx, where: str = "1 = 1", params: tuple[str, ...] = ()) -> int:
+    """Drop the run state and the inbox of the keys ``where`` selects, with their sessions (call
+    it after deleting those, so that locks are taken in the usual order). Fences come from one
+    counter for every key, so a fence is not handed out again after this. Returns how many inbox
+    messages were dropped."""
     tx.run(f"DELETE FROM runs WHERE {where}", params)
+    return tx.run(f"DELETE FROM inbox WHERE {where}", params)
 
 
 def check_fence(tx: Tx, run: Run | None) -> None:

@@ -61,7 +61,10 @@ def token_or_env(token: str | None) -> str | None:
     if token is not None and not isinstance(token, str):
         raise InvalidInputError.for_field("token", f"expected a string, got "
                                                    f"{type(token).__name__}")
-    return token if token is not None else os.environ.get(TOKEN_ENV) or None
+    found = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    if found is not None and (not found.isascii() or not found.isprintable()):
+        raise InvalidInputError.for_field("token", "must be printable ASCII (a bearer token)")
+    return found
 
 
 NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]

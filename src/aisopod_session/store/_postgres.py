@@ -13,6 +13,7 @@ since running it again could store it twice. Reads are retried the same way.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -25,6 +26,8 @@ from aisopod_session.store._engine import Durability, Engine, Failure
 from aisopod_session.store._migrations import migrate_postgres
 from aisopod_session.store._tx import Dialect, Tx
 from aisopod_session.store._wakeups import CHANNEL
+
+log = logging.getLogger("aisopod_session.store")
 
 try:
     import psycopg
@@ -158,7 +161,8 @@ class PostgresEngine(Engine):
                         for note in conn.notifies(timeout=1.0):
                             if note.payload.startswith(prefix):
                                 self.run_ends.ended(note.payload[len(prefix):])
-            except psycopg.Error:  # the server restarts: waiters poll meanwhile
+            except Exception:  # the server restarts, or worse: waiters poll meanwhile
+                log.warning("listening for run ends failed; retrying", exc_info=True)
                 time.sleep(1.0)
 
     def _close_connections(self) -> None:

@@ -51,7 +51,7 @@ def forget_peer(channel: Any, peer_id: Any, actor: Any) -> Work[PeerResult]:
             marks = ", ".join("?" for _ in chunk)
             messages += tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", chunk)
             tx.run(f"DELETE FROM sessions WHERE id IN ({marks})", chunk)
-        forget_runs(tx, PEER_WHERE, params)
+        messages += forget_runs(tx, PEER_WHERE, params)  # and what waited in their inbox
         _audit(tx, who, "forget_peer", subject(tx, *params), len(ids), messages)
         return PeerResult(sessions=len(ids), messages=messages)
 

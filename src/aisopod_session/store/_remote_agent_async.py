@@ -5,8 +5,10 @@ from __future__ import annotations
 
 # async-only
 # The source of _remote_agent_sync.py (scripts/async_to_sync.py; the markers: see _async.py).
+import asyncio
 
 # end async-only
+import time
 from collections.abc import AsyncIterator  # sync: from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import httpx
 
 from aisopod_session.compaction import CompactionRecord, CompactionStrategy
-from aisopod_session.errors import AccessDeniedError, StoreClosedError
+from aisopod_session.errors import AccessDeniedError, SessionBusyError, StoreClosedError
 from aisopod_session.lifecycle import Policies
 from aisopod_session.models import (
     HistoryQuery,
@@ -39,6 +41,8 @@ from aisopod_session.store import _checks, _commit, _http, _runs, _sessions
 from aisopod_session.store._agent_async import AsyncAgentSessions
 
 Messages = list[StoredMessage]
+REMOTE_POLL_SECONDS = 0.05
+"""How often a remote start_run waiting for a busy session asks again (it is not woken)."""
 Queued = list[QueuedMessage]
 
 
@@ -164,14 +168,17 @@ class AsyncRemoteAgentSessions(AsyncAgentSessions):
                         wait: float = 0.0) -> Run:
         checked = self._key(key)
         _runs.start_run(checked, owner, ttl)  # the local checks, nothing run
-        patience = _runs.wait(wait)
-        # The service waits (its metrics see the wait); the answer may take that much longer.
-        timeout = self._http.client.timeout
-        return Run.model_validate(await self._call(
-            "POST", _http.key_path(checked) + "/runs",
-            params=_http.params(owner=_runs.owner(owner), ttl=float(ttl), wait=patience),
-            timeout=httpx.Timeout(None if timeout.read is None else timeout.read + patience,
-                                  connect=timeout.connect)))
+        deadline = time.monotonic() + _runs.wait(wait)
+        params = _http.params(owner=_runs.owner(owner), ttl=float(ttl))
+        while True:  # the service never waits: ask again (see service/_routes_runs.py)
+            try:
+                return Run.model_validate(
+                    await self._call("POST", _http.key_path(checked) + "/runs", params=params))
+            except SessionBusyError as busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(left, _runs.until_expiry(busy), REMOTE_POLL_SECONDS))  # sync: time.sleep(min(left, _runs.until_expiry(busy), REMOTE_POLL_SECONDS))
 
     async def renew_run(self, run: Run, *, ttl: float | None = None) -> Run:
         checked = _runs.checked_run(run, self.agent_id)

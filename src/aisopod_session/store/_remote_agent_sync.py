@@ -5,6 +5,7 @@ pooled connection a remote store and its handles share; see ``_remote_sync``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 
 from aisopod_session.compaction import CompactionRecord, CompactionStrategy
-from aisopod_session.errors import AccessDeniedError, StoreClosedError
+from aisopod_session.errors import AccessDeniedError, SessionBusyError, StoreClosedError
 from aisopod_session.lifecycle import Policies
 from aisopod_session.models import (
     HistoryQuery,
@@ -37,6 +38,8 @@ from aisopod_session.store import _checks, _commit, _http, _runs, _sessions
 from aisopod_session.store._agent_sync import AgentSessions
 
 Messages = list[StoredMessage]
+REMOTE_POLL_SECONDS = 0.05
+"""How often a remote start_run waiting for a busy session asks again (it is not woken)."""
 Queued = list[QueuedMessage]
 
 
@@ -161,14 +164,17 @@ class RemoteAgentSessions(AgentSessions):
                         wait: float = 0.0) -> Run:
         checked = self._key(key)
         _runs.start_run(checked, owner, ttl)  # the local checks, nothing run
-        patience = _runs.wait(wait)
-        # The service waits (its metrics see the wait); the answer may take that much longer.
-        timeout = self._http.client.timeout
-        return Run.model_validate(self._call(
-            "POST", _http.key_path(checked) + "/runs",
-            params=_http.params(owner=_runs.owner(owner), ttl=float(ttl), wait=patience),
-            timeout=httpx.Timeout(None if timeout.read is None else timeout.read + patience,
-                                  connect=timeout.connect)))
+        deadline = time.monotonic() + _runs.wait(wait)
+        params = _http.params(owner=_runs.owner(owner), ttl=float(ttl))
+        while True:  # the service never waits: ask again (see service/_routes_runs.py)
+            try:
+                return Run.model_validate(
+                    self._call("POST", _http.key_path(checked) + "/runs", params=params))
+            except SessionBusyError as busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(left, _runs.until_expiry(busy), REMOTE_POLL_SECONDS))
 
     def renew_run(self, run: Run, *, ttl: float | None = None) -> Run:
         checked = _runs.checked_run(run, self.agent_id)

@@ -16,6 +16,7 @@ from typing import Any
 from aisopod_session import _time
 from aisopod_session.errors import InvalidInputError, SessionBusyError
 from aisopod_session.limits import (
+    MAX_BATCH_MESSAGES,
     MAX_INBOX_BATCH,
     MAX_OWNER_LENGTH,
     MAX_RUN_TTL_SECONDS,
@@ -24,16 +25,18 @@ from aisopod_session.limits import (
 from aisopod_session.models import SessionKey, StoredMessage, normalize_peer_id_or_raise
 from aisopod_session.results import QueuedMessage, Run
 from aisopod_session.store import _checks
-from aisopod_session.store._fence import current, lost, run_state
-from aisopod_session.store._messages import append_messages, message_row
+from aisopod_session.store._fence import current, run_state
+from aisopod_session.store._messages import (
+    append_messages,
+    message_row,
+    stored_by_external_id,
+)
 from aisopod_session.store._schema import (
     INBOX_COLUMNS,
     INSERT_CHUNK,
     KEY_WHERE,
-    LIVE_KEY_WHERE,
     RunRow,
     key_params,
-    live_id,
     lock_order,
     locked_or_created,
     queued_from_row,
@@ -65,8 +68,13 @@ def seconds(value: Any, field: str, *, low: float, high: float, low_included: bo
     return float(value)
 
 
+MIN_RUN_TTL_SECONDS = 0.001
+"""The shortest lease: the database's clock counts in milliseconds on SQLite."""
+
+
 def ttl(value: Any) -> float:
-    return seconds(value, "ttl", low=0.0, high=MAX_RUN_TTL_SECONDS, low_included=False)
+    return seconds(value, "ttl", low=MIN_RUN_TTL_SECONDS, high=MAX_RUN_TTL_SECONDS,
+                   low_included=True)
 
 
 def wait(value: Any) -> float:
@@ -139,7 +147,8 @@ def renew_run(run: Run, lease: Any) -> Work[Run]:
 
     def write(tx: Tx) -> Run:
         state = current(tx, run)
-        extend = length if length is not None else (state.ttl or round(run.ttl * _US))
+        # the lease's own length, as stored (never the caller's copy of the run)
+        extend = length if length is not None else (state.ttl or round(MIN_RUN_TTL_SECONDS * _US))
         expires = _now(tx) + extend
         tx.run(f"UPDATE runs SET expires_at = ?, ttl = ? WHERE {KEY_WHERE}",
                (expires, extend, *key_params(run.key)))
@@ -150,8 +159,7 @@ def renew_run(run: Run, lease: Any) -> Work[Run]:
 
 
 def _waiting(tx: Tx, key: SessionKey) -> int:
-    return int(tx.one(f"SELECT count(*) FROM inbox WHERE session_id = "
-                      f"(SELECT id FROM sessions WHERE {LIVE_KEY_WHERE})", key_params(key))[0])
+    return int(tx.one(f"SELECT count(*) FROM inbox WHERE {KEY_WHERE}", key_params(key))[0])
 
 
 def finish_run(run: Run) -> Work[int]:
@@ -160,10 +168,7 @@ def finish_run(run: Run) -> Work[int]:
     wrote after losing the lease was refused) and changes nothing of the newer run."""
 
     def write(tx: Tx) -> int:
-        live_id(tx, run.key, lock=True)
-        state = run_state(tx, run.key, lock=True)
-        if state is None or state.fence != run.fence:
-            raise lost(run, state)
+        state = current(tx, run, finished_too=True)
         if state.owner is not None:
             tx.run("UPDATE runs SET owner = NULL, started_at = NULL, expires_at = NULL, "
                    f"ttl = NULL, stop_requested = 0 WHERE {KEY_WHERE}", key_params(run.key))
@@ -194,12 +199,14 @@ def request_stop(key: SessionKey) -> Work[bool]:
 
 
 # --- the inbox -----------------------------------------------------------------------------------
+#
+# Kept by key, not by session: a reset, a resolve or an archived session strands nothing.
 
 
 def enqueue(key: SessionKey, messages: Any) -> Work[list[QueuedMessage]]:
     """Keep incoming messages for a run to take, in order; one whose ``external_id`` is already
-    waiting is returned as it waits, one already in the history is not queued again (and not
-    returned: a run has taken it)."""
+    waiting is returned as it waits, one already in the live history is not queued again (and
+    not returned: a run has taken it)."""
     new = _checks.new_messages(messages)
 
     def write(tx: Tx) -> list[QueuedMessage]:
@@ -209,13 +216,11 @@ def enqueue(key: SessionKey, messages: Any) -> Work[list[QueuedMessage]]:
         taken: set[str] = set()
         if ids:
             marks = ", ".join("?" for _ in ids)
-            for row in tx.all(f"SELECT {INBOX_COLUMNS} FROM inbox WHERE session_id = ? "
-                              f"AND external_id IN ({marks})", (session.id, *ids)):
+            for row in tx.all(f"SELECT {INBOX_COLUMNS} FROM inbox WHERE {KEY_WHERE} "
+                              f"AND external_id IN ({marks})", (*key_params(key), *ids)):
                 queued = queued_from_row(row)
                 waiting[str(queued.message.external_id)] = queued
-            taken = {str(r[0]) for r in tx.all(
-                f"SELECT external_id FROM messages WHERE session_id = ? AND external_id IN "
-                f"({marks})", (session.id, *ids))}
+            taken = set(stored_by_external_id(tx, session.id, ids))
         now = _now(tx)
         result = []
         for item in new:
@@ -227,10 +232,10 @@ def enqueue(key: SessionKey, messages: Any) -> Work[list[QueuedMessage]]:
                 continue
             row = message_row(0, item)
             inserted = tx.one(
-                "INSERT INTO inbox (session_id, role, content, tool_calls, created_at, "
-                "token_count, external_id, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                f"RETURNING {INBOX_COLUMNS}",
-                (session.id, row.role, row.content, row.tool_calls, row.created_at,
+                "INSERT INTO inbox (agent_id, channel, account_id, peer_kind, peer_id, role, "
+                "content, tool_calls, created_at, token_count, external_id, enqueued_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {INBOX_COLUMNS}",
+                (*key_params(key), row.role, row.content, row.tool_calls, row.created_at,
                  row.token_count, row.external_id, now))
             queued = queued_from_row(inserted)
             result.append(queued)
@@ -241,15 +246,19 @@ def enqueue(key: SessionKey, messages: Any) -> Work[list[QueuedMessage]]:
     return Work(write=write, lock_key=lock_order(key))
 
 
+def _oldest(key: SessionKey, count: int) -> tuple[str, tuple[Any, ...]]:
+    return (f"SELECT {INBOX_COLUMNS} FROM inbox WHERE {KEY_WHERE} ORDER BY id LIMIT ?",
+            (*key_params(key), count))
+
+
 def inbox(key: SessionKey, limit: Any) -> Work[list[QueuedMessage]]:
-    """The messages waiting, oldest first (the live session's; none if there is no session)."""
-    count = _inbox_limit(limit)
-    sql = (f"SELECT {INBOX_COLUMNS} FROM inbox WHERE session_id = "
-           f"(SELECT id FROM sessions WHERE {LIVE_KEY_WHERE}) ORDER BY id")
-    params: tuple[Any, ...] = key_params(key)
-    if count is not None:
-        sql += " LIMIT ?"
-        params = (*params, count)
+    """The messages waiting for the key, oldest first (at most ``limit``, or all)."""
+    checked = _inbox_limit(limit)
+    if checked is None:
+        sql, params = (f"SELECT {INBOX_COLUMNS} FROM inbox WHERE {KEY_WHERE} ORDER BY id",
+                       key_params(key))
+    else:
+        sql, params = _oldest(key, checked)
 
     def read(tx: Tx) -> list[QueuedMessage]:
         return [queued_from_row(row) for row in tx.all(sql, params)]
@@ -266,20 +275,15 @@ def _inbox_limit(value: Any) -> int | None:
 
 
 def take_inbox(run: Run, limit: Any) -> Work[list[StoredMessage]]:
-    """Move the oldest waiting messages (``limit`` of them, or all) into the history under the
-    run's fence, in one transaction; returns them as stored. Taken messages leave the inbox in
-    the same commit that stores them: none is lost or taken twice, whenever the run dies."""
-    count = _inbox_limit(limit)
+    """Move the oldest waiting messages (``limit`` of them, or as many as one append takes) into
+    the live history under the run's fence, in one transaction; returns them as stored. Taken
+    messages leave the inbox in the same commit that stores them: none is lost or taken twice,
+    whenever the run dies."""
+    count = _inbox_limit(limit) or MAX_BATCH_MESSAGES
 
     def write(tx: Tx) -> list[StoredMessage]:
         current(tx, run)
-        session_id = live_id(tx, run.key)
-        sql = f"SELECT {INBOX_COLUMNS} FROM inbox WHERE session_id = ? ORDER BY id"
-        params: tuple[Any, ...] = (session_id,)
-        if count is not None:
-            sql += " LIMIT ?"
-            params = (*params, count)
-        taken = [queued_from_row(row) for row in tx.all(sql, params)]
+        taken = [queued_from_row(row) for row in tx.all(*_oldest(run.key, count))]
         if not taken:
             return []
         append = append_messages(run.key, [queued.message for queued in taken]).write

@@ -269,6 +269,7 @@ RUN_COLUMNS = "fence, owner, started_at, expires_at, ttl, stop_requested, took_o
 INBOX_COLUMNS = (
     "id, role, content, tool_calls, created_at, token_count, external_id, enqueued_at"
 )
+"""Of the ``inbox`` table (whose key columns are those of :data:`KEY_WHERE`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,8 +177,9 @@ def patch(key: SessionKey, change: Any, run: Run | None = None) -> Work[Session]
 
 def delete(key: SessionKey) -> Work[bool]:
     def write(tx: Tx) -> bool:
+        deleted = tx.run(f"DELETE FROM sessions WHERE {KEY_WHERE}", key_params(key)) > 0
         forget_runs(tx, KEY_WHERE, key_params(key))
-        return tx.run(f"DELETE FROM sessions WHERE {KEY_WHERE}", key_params(key)) > 0
+        return deleted
 
     return Work(write=write, lock_key=lock_order(key))
 

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 
 from aisopod_session.store._tx import LockKey
 
@@ -38,7 +39,8 @@ class RunEnds:
         with self._lock:
             wakers = self._waiting.pop(name, [])
         for wake in wakers:
-            wake()
+            with suppress(RuntimeError):  # the waiter's event loop is closed: nobody waits
+                wake()
 
     def _add(self, name: str, wake: Callable[[], None]) -> None:
         if self.on_first_wait is not None:

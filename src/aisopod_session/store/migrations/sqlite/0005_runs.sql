@@ -21,10 +21,15 @@ CREATE TABLE runs (
     PRIMARY KEY (agent_id, channel, account_id, peer_kind, peer_id)
 );
 
--- Messages that arrived while a run was active, waiting to be taken into the history by a run.
+-- Messages that arrived for a key while a run was active, waiting for a run to take them into
+-- the history. Kept by key, not by session: a reset or an archived session does not strand them.
 CREATE TABLE inbox (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id  INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    agent_id    TEXT    NOT NULL,
+    channel     TEXT    NOT NULL,
+    account_id  TEXT    NOT NULL,
+    peer_kind   TEXT    NOT NULL,
+    peer_id     TEXT    NOT NULL,
     role        TEXT    NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
     content     TEXT    NOT NULL,
     tool_calls  TEXT,
@@ -33,8 +38,9 @@ CREATE TABLE inbox (
     external_id TEXT,
     enqueued_at INTEGER NOT NULL
 );
-CREATE INDEX inbox_session ON inbox (session_id, id);
-CREATE UNIQUE INDEX inbox_external_id ON inbox (session_id, external_id)
+CREATE INDEX inbox_key ON inbox (agent_id, channel, account_id, peer_kind, peer_id, id);
+CREATE UNIQUE INDEX inbox_external_id
+    ON inbox (agent_id, channel, account_id, peer_kind, peer_id, external_id)
     WHERE external_id IS NOT NULL;
 
 CREATE TABLE run_fences (
