@@ -77,10 +77,11 @@ class DailyUsage(Model):
 
 
 class ImportResult(Model):
-    """How many sessions and messages an import stored."""
+    """How many sessions, messages and waiting (inbox) messages an import stored."""
 
     sessions: int = 0
     messages: int = 0
+    queued: int = 0
 
 
 class Resolution(Model):

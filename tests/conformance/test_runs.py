@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from aisopod_session import (
 )
 
 from ._support import key
+from .test_lifecycle import lines_of
 
 SHORT = 0.2  # seconds: a lease that expires during the test
 
@@ -166,6 +168,29 @@ def test_the_inbox_outlives_resets_and_archiving(store: Any) -> None:
     again = bot.start_run(key("alice"), "w")  # a fresh live session
     assert texts(bot.take_inbox(again)) == ["before the reset"]
     assert bot.enqueue(key("alice"), [StoredMessage.user("x", external_id="m1")]) == []
+
+
+def test_waiting_messages_are_exported_erased_and_imported(open_store: Any) -> None:
+    store = open_store()
+    bot = store.for_agent("bot")
+    dm = key("P-1", channel="telegram")
+    bot.enqueue(dm, [StoredMessage.user("my address is 1 Main St", external_id="t1")])
+    everything = [json.loads(line) for line in lines_of(store, store.export_jsonl())]
+    queued = [r for r in everything if r["kind"] == "queued"]
+    assert [(r["content"], r["external_id"]) for r in queued] == [
+        ("my address is 1 Main St", "t1")]
+    theirs = "".join(lines_of(store, store.export_peer("telegram", "P-1", actor="dpo")))
+    assert "1 Main St" in theirs
+    bot.delete(dm)
+    assert bot.inbox(dm) == []
+    result = store.import_jsonl([json.dumps(r) for r in everything])
+    assert result.queued == 1
+    assert [q.message.content for q in bot.inbox(dm)] == ["my address is 1 Main St"]
+    erased = store.forget_peer("telegram", "P-1", actor="dpo")
+    assert erased.messages == 1  # the waiting message counts as theirs
+    assert bot.inbox(dm) == []
+    assert [(r.action, r.messages) for r in store.audit_log()][:2] == [
+        ("forget_peer", 1), ("export_peer", 1)]
 
 
 BAD_TTLS: list[Any] = [0, -1, 1e-7, float("nan"), "60", None, True, 10**9]

@@ -79,8 +79,9 @@ def import_(
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:
+        waiting = f", {plural(result.queued, 'waiting message')}" if result.queued else ""
         typer.echo(f"imported {plural(result.sessions, 'session')}, "
-                   f"{plural(result.messages, 'message')}")
+                   f"{plural(result.messages, 'message')}{waiting}")
 
 
 def export_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg,

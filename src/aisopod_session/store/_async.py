@@ -182,10 +182,12 @@ class AsyncSessionStore:
     async def export_jsonl(
         self, agent_id: str | None = None, *, session_id: int | None = None
     ) -> AsyncIterator[str]:
-        """Every session (all generations) and message as JSON Lines, streamed (admin); or
-        only the session ``session_id``."""
-        pages = _transfer.agent_sessions(_checks.agent_or_none(agent_id), session_id)
-        async for line in self._lines(_transfer.export_plan(pages)):  # sync: yield from self._lines(_transfer.export_plan(pages))
+        """Every session (all generations), message and waiting inbox message as JSON Lines,
+        streamed (admin); or only the session ``session_id`` (without the key's inbox)."""
+        agent = _checks.agent_or_none(agent_id)
+        plan = _transfer.export_plan(_transfer.agent_sessions(agent, session_id),
+                                     _transfer.agent_inbox(agent, session_id))
+        async for line in self._lines(plan):  # sync: yield from self._lines(plan)
             yield line  # async-only
 
     async def import_jsonl(

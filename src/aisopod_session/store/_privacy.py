@@ -13,7 +13,7 @@ from aisopod_session.results import AuditRecord, PeerResult
 from aisopod_session.store import _checks
 from aisopod_session.store._fence import forget_runs
 from aisopod_session.store._schema import INSERT_CHUNK
-from aisopod_session.store._transfer import Plan, export_plan, sessions_where
+from aisopod_session.store._transfer import Plan, export_plan, queued_where, sessions_where
 from aisopod_session.store._tx import Tx, Work
 
 PEER_WHERE = "channel = ? AND peer_id = ? AND peer_kind = 'dm'"
@@ -64,7 +64,9 @@ def _audit_export(params: tuple[str, str], who: str) -> Work[None]:
             f"SELECT count(*), coalesce(sum(m), 0) FROM (SELECT (SELECT count(*) FROM messages "
             f"WHERE session_id = s.id) AS m FROM sessions s WHERE {PEER_WHERE}) AS mine",
             params)
-        _audit(tx, who, "export_peer", subject(tx, *params), int(row[0]), int(row[1]))
+        waiting = int(tx.one(f"SELECT count(*) FROM inbox WHERE {PEER_WHERE}", params)[0])
+        _audit(tx, who, "export_peer", subject(tx, *params), int(row[0]),
+               int(row[1]) + waiting)
 
     return Work(write=write)
 
@@ -74,7 +76,7 @@ def export_peer_plan(channel: Any, peer_id: Any, actor: Any) -> Plan:
     params = _checks.peer(channel, peer_id)
     who = _checks.actor(actor)
     yield _audit_export(params, who)
-    yield from export_plan(sessions_where(PEER_WHERE, params))
+    yield from export_plan(sessions_where(PEER_WHERE, params), queued_where(PEER_WHERE, params))
 
 
 def audit_log(limit: Any) -> Work[list[AuditRecord]]:

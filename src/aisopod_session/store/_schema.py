@@ -293,6 +293,20 @@ def run_row(row: Sequence[Any] | None) -> RunRow | None:
     return RunRow(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]))
 
 
+EXPORT_INBOX_COLUMNS = (
+    "id, agent_id, channel, account_id, peer_kind, peer_id, role, content, tool_calls, "
+    "created_at, token_count, external_id, enqueued_at"
+)
+
+
+def export_queued_from_row(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of :data:`EXPORT_INBOX_COLUMNS` as an export record (``_id``: for paging)."""
+    message = message_from_row((None, *row[6:12], 0))
+    return {"kind": "queued", "key": _key_from_row(row).model_dump(mode="json"),
+            **message.model_dump(mode="json", exclude={"id", "compacted"}),
+            "enqueued_at": from_us(row[12]).isoformat(), "_id": row[0]}
+
+
 def queued_from_row(row: Sequence[Any]) -> QueuedMessage:
     """A row of :data:`INBOX_COLUMNS`."""
     message = message_from_row((None, *row[1:7], 0))

@@ -157,10 +157,12 @@ class SessionStore:
     def export_jsonl(
         self, agent_id: str | None = None, *, session_id: int | None = None
     ) -> Iterator[str]:
-        """Every session (all generations) and message as JSON Lines, streamed (admin); or
-        only the session ``session_id``."""
-        pages = _transfer.agent_sessions(_checks.agent_or_none(agent_id), session_id)
-        yield from self._lines(_transfer.export_plan(pages))
+        """Every session (all generations), message and waiting inbox message as JSON Lines,
+        streamed (admin); or only the session ``session_id`` (without the key's inbox)."""
+        agent = _checks.agent_or_none(agent_id)
+        plan = _transfer.export_plan(_transfer.agent_sessions(agent, session_id),
+                                     _transfer.agent_inbox(agent, session_id))
+        yield from self._lines(plan)
 
     def import_jsonl(
         self, lines: Iterable[str | bytes]

@@ -25,7 +25,7 @@ from aisopod_session import _json
 from aisopod_session._time import to_us
 from aisopod_session.base import Model
 from aisopod_session.errors import ConflictError, InvalidInputError
-from aisopod_session.limits import MAX_ID_LENGTH, MAX_TOKEN_USAGE
+from aisopod_session.limits import MAX_ID_LENGTH, MAX_SQL_INT, MAX_TOKEN_USAGE
 from aisopod_session.models import (
     JsonValue,
     Role,
@@ -37,15 +37,18 @@ from aisopod_session.models import (
 from aisopod_session.results import ImportResult
 from aisopod_session.store import _checks
 from aisopod_session.store._schema import (
+    EXPORT_INBOX_COLUMNS,
     EXPORT_MESSAGE_COLUMNS,
     EXPORT_SESSION_COLUMNS,
     INSERT_CHUNK,
     LIVE_KEY_WHERE,
     MessageRow,
     export_message_from_row,
+    export_queued_from_row,
     export_session_from_row,
     insert_messages,
     key_params,
+    lock_order,
 )
 from aisopod_session.store._tx import Tx, Work
 
@@ -77,6 +80,32 @@ def sessions_where(where: str, params: tuple[Any, ...]) -> SessionPages:
         return Work(read=read)
 
     return page
+
+
+QueuedPages = Callable[[int], "Work[list[dict[str, Any]]]"]
+"""Which inbox messages an export covers: the page of export records after an inbox id."""
+
+
+def queued_where(where: str, params: tuple[Any, ...]) -> QueuedPages:
+    """Pages of export records for the inbox messages of the keys matching ``where``."""
+
+    def page(after_id: int) -> Work[list[dict[str, Any]]]:
+        def read(tx: Tx) -> list[dict[str, Any]]:
+            rows = tx.all(f"SELECT {EXPORT_INBOX_COLUMNS} FROM inbox WHERE {where} AND id > ? "
+                          f"ORDER BY id LIMIT {PAGE}", (*params, after_id))
+            return [export_queued_from_row(row) for row in rows]
+
+        return Work(read=read)
+
+    return page
+
+
+def agent_inbox(agent_id: str | None, session_id: int | None = None) -> QueuedPages | None:
+    """The inbox messages an export of :func:`agent_sessions` includes (none for one session:
+    the inbox belongs to the key, not to one of its generations)."""
+    if session_id is not None:
+        return None
+    return queued_where("agent_id = ?", (agent_id,)) if agent_id else queued_where("1 = 1", ())
 
 
 def agent_sessions(agent_id: str | None, session_id: int | None = None) -> SessionPages:
@@ -129,6 +158,20 @@ class ExportedSession(Model):
     archived_at: UtcDatetime | None = None
 
 
+class ExportedQueued(Model):
+    """A message waiting in a key's inbox (``enqueue``), exported after the sessions."""
+
+    kind: Literal["queued"]
+    key: SessionKey
+    role: Role
+    content: JsonValue
+    tool_calls: JsonValue | None = None
+    created_at: UtcDatetime
+    token_count: Annotated[StrictInt, Field(ge=0, le=MAX_SQL_INT)] | None = None
+    external_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
+    enqueued_at: UtcDatetime
+
+
 class ExportedMessage(Model):
     kind: Literal["message"]
     session: StrictInt
@@ -143,7 +186,10 @@ class ExportedMessage(Model):
     compacted_at: UtcDatetime | None = None
 
 
-def parse_line(text: str, number: int) -> ExportHeader | ExportedSession | ExportedMessage:
+Record = ExportHeader | ExportedSession | ExportedMessage | ExportedQueued
+
+
+def parse_line(text: str, number: int) -> Record:
     try:
         data = _json.loads(text)
     except ValueError as exc:
@@ -152,13 +198,15 @@ def parse_line(text: str, number: int) -> ExportHeader | ExportedSession | Expor
         raise InvalidInputError.for_field(f"line {number}", "expected a JSON object")
     data.pop("_id", None)
     kind = data.get("kind")
-    model: type[ExportHeader | ExportedSession | ExportedMessage]
+    model: type[Record]
     if kind == EXPORT_FORMAT:
         model = ExportHeader
     elif kind == "session":
         model = ExportedSession
     elif kind == "message":
         model = ExportedMessage
+    elif kind == "queued":
+        model = ExportedQueued
     else:
         raise InvalidInputError.for_field(f"line {number}", f"unknown kind {kind!r}")
     try:
@@ -208,6 +256,23 @@ def _insert_records(session_id: int, records: list[ExportedMessage]) -> Work[int
     return Work(write=write)
 
 
+def _insert_queued(record: ExportedQueued) -> Work[int]:
+    """Keep the message in the key's inbox (not again if its ``external_id`` waits already)."""
+    content = _json.dumps(record.content)
+    tool_calls = None if record.tool_calls is None else _json.dumps(record.tool_calls)
+
+    def write(tx: Tx) -> int:
+        return tx.run(
+            "INSERT INTO inbox (agent_id, channel, account_id, peer_kind, peer_id, role, "
+            "content, tool_calls, created_at, token_count, external_id, enqueued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (*key_params(record.key), record.role.value, content, tool_calls,
+             to_us(record.created_at), record.token_count, record.external_id,
+             to_us(record.enqueued_at)))
+
+    return Work(write=write, lock_key=lock_order(record.key))
+
+
 def _delete_session_by_id(session_id: int) -> Work[bool]:
     def write(tx: Tx) -> bool:
         return tx.run("DELETE FROM sessions WHERE id = ?", (session_id,)) > 0
@@ -244,8 +309,20 @@ def message_record_ok(record: ExportedMessage, session: ExportedSession | None,
 Plan = Generator[Any, Any, None]
 
 
-def export_plan(pages: SessionPages) -> Plan:
+def export_plan(pages: SessionPages, queued: QueuedPages | None = None) -> Plan:
     yield _json.dumps({"kind": EXPORT_FORMAT, "version": EXPORT_VERSION})
+    yield from _sessions_and_messages(pages)
+    after_id = 0
+    while queued is not None:
+        page: list[dict[str, Any]] = yield queued(after_id)
+        if not page:
+            return
+        for record in page:
+            after_id = record.pop("_id")
+            yield _json.dumps(record)
+
+
+def _sessions_and_messages(pages: SessionPages) -> Plan:
     after_id = 0
     while True:
         page: list[dict[str, Any]] = yield pages(after_id)
@@ -270,6 +347,7 @@ class Importer:
     def __init__(self) -> None:
         self._sessions = 0
         self._messages = 0
+        self._queued = 0
         self._number = 0
         self._header_seen = False
         self._session: ExportedSession | None = None
@@ -278,7 +356,8 @@ class Importer:
 
     @property
     def result(self) -> ImportResult:
-        return ImportResult(sessions=self._sessions, messages=self._messages)
+        return ImportResult(sessions=self._sessions, messages=self._messages,
+                            queued=self._queued)
 
     def line(self, line: str | bytes) -> Plan:
         """The next line of the file (numbered here, for the errors; blank lines are skipped)."""
@@ -306,6 +385,10 @@ class Importer:
             yield from self._finish_session()
             self._session = record
             self._session_id = yield _insert_session(record)
+            return
+        if isinstance(record, ExportedQueued):
+            yield from self._finish_session()
+            self._queued += yield _insert_queued(record)
             return
         message_record_ok(record, self._session, number)
         self._pending.append(record)
