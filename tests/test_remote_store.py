@@ -27,8 +27,8 @@ from aisopod_session import (
     StoredMessage,
     StoreUnavailableError,
 )
+from aisopod_session.errors import PROBLEM_TYPES
 from aisopod_session.service import BackgroundService, ServiceConfig
-from aisopod_session.service.problems import PROBLEM_TYPES
 from aisopod_session.store import _http
 from aisopod_session.store._remote_async import AsyncRemoteAgentSessions, AsyncRemoteSessionStore
 from aisopod_session.store._remote_sync import RemoteAgentSessions, RemoteSessionStore

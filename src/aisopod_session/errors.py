@@ -90,3 +90,24 @@ class StoreUnavailableError(SessionError):
 
 class StoreClosedError(SessionError):
     """The store was used after :meth:`close`."""
+
+
+PROBLEM_TYPE_PREFIX = "tag:aisopod-session,2026:problem/"
+"""How the HTTP API names an error: this prefix and the error's name in :data:`PROBLEM_TYPES`."""
+
+PROBLEM_TYPES: dict[str, type[SessionError]] = {
+    PROBLEM_TYPE_PREFIX + name: kind for name, kind in (
+        # the most specific first: a client and the service pick the first that matches
+        ("session-busy", SessionBusyError),
+        ("run-lost", RunLostError),
+        ("invalid-input", InvalidInputError),
+        ("session-not-found", SessionNotFoundError),
+        ("access-denied", AccessDeniedError),
+        ("conflict", ConflictError),
+        ("store-unavailable", StoreUnavailableError),
+        ("schema-too-new", SchemaVersionError),
+        ("store-closed", StoreClosedError),
+    )
+}
+"""The problem ``type`` of each error over HTTP: the service answers with it, and the remote store
+raises the error it names (the wire contract between the two)."""

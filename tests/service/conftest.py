@@ -19,9 +19,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from aisopod_session.errors import PROBLEM_TYPES
 from aisopod_session.service.app import create_app
 from aisopod_session.service.config import ServiceConfig
-from aisopod_session.service.problems import PROBLEM_TYPES
 from tests.conftest import BACKENDS, PG_URL, drop_pg_schema, pg_available
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"

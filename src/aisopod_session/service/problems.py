@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aisopod_session.errors import (
+    PROBLEM_TYPE_PREFIX,
+    PROBLEM_TYPES,
     AccessDeniedError,
     ConflictError,
     InvalidInputError,
@@ -58,24 +60,11 @@ class Problem(BaseModel):
         default=None, description="A busy session: when its run's lease expires")
 
 
-PROBLEM_TYPE_PREFIX = "tag:aisopod-session,2026:problem/"
-
-_STATUS_OF: list[tuple[type[SessionError], int, str]] = [
-    (SessionBusyError, 409, "session-busy"),  # before ConflictError: both are conflicts
-    (RunLostError, 409, "run-lost"),
-    (InvalidInputError, 422, "invalid-input"),
-    (SessionNotFoundError, 404, "session-not-found"),
-    (AccessDeniedError, 403, "access-denied"),
-    (ConflictError, 409, "conflict"),
-    (StoreUnavailableError, 503, "store-unavailable"),
-    (SchemaVersionError, 503, "schema-too-new"),
-    (StoreClosedError, 503, "store-closed"),
-]
-
-PROBLEM_TYPES: dict[str, type[SessionError]] = {
-    PROBLEM_TYPE_PREFIX + slug: kind for kind, _status, slug in _STATUS_OF
+_STATUS_BY_KIND: dict[type[SessionError], int] = {
+    SessionBusyError: 409, RunLostError: 409, InvalidInputError: 422, SessionNotFoundError: 404,
+    AccessDeniedError: 403, ConflictError: 409, StoreUnavailableError: 503,
+    SchemaVersionError: 503, StoreClosedError: 503,
 }
-"""The problem ``type`` of each library error (a client maps it back to the exception)."""
 
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Request body too large",
@@ -111,10 +100,11 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 def status_of(exc: SessionError) -> tuple[int, str]:
-    """The HTTP status and problem type a library error answers with."""
-    for kind, status, slug in _STATUS_OF:
+    """The HTTP status and problem type a library error answers with (the most specific type
+    that matches: ``PROBLEM_TYPES`` lists subclasses first)."""
+    for problem_type, kind in PROBLEM_TYPES.items():
         if isinstance(exc, kind):
-            return status, PROBLEM_TYPE_PREFIX + slug
+            return _STATUS_BY_KIND[kind], problem_type
     return 400, "about:blank"
 
 

@@ -17,15 +17,12 @@ from urllib.parse import quote
 import httpx
 
 from aisopod_session.errors import (
+    PROBLEM_TYPES,
     AccessDeniedError,
     ConflictError,
     InvalidInputError,
-    RunLostError,
-    SchemaVersionError,
     SessionBusyError,
     SessionError,
-    SessionNotFoundError,
-    StoreClosedError,
     StoreUnavailableError,
 )
 from aisopod_session.models import HistoryQuery, SessionFilter, SessionKey
@@ -39,18 +36,6 @@ NDJSON = "application/x-ndjson"
 UPLOAD_CHUNK_BYTES = 256 * 1024
 """Import lines are sent in chunks of about this size (memory stays flat on both ends)."""
 
-_PROBLEM_TYPE_PREFIX = "tag:aisopod-session,2026:problem/"
-_ERRORS: dict[str, type[SessionError]] = {
-    "session-busy": SessionBusyError,
-    "run-lost": RunLostError,
-    "invalid-input": InvalidInputError,
-    "session-not-found": SessionNotFoundError,
-    "access-denied": AccessDeniedError,
-    "conflict": ConflictError,
-    "store-unavailable": StoreUnavailableError,
-    "schema-too-new": SchemaVersionError,
-    "store-closed": StoreClosedError,
-}
 _BY_STATUS: dict[int, type[SessionError]] = {
     400: InvalidInputError, 401: AccessDeniedError, 403: AccessDeniedError, 409: ConflictError,
     413: InvalidInputError, 422: InvalidInputError,
@@ -184,8 +169,7 @@ def error_of(response: httpx.Response, *, write: bool) -> SessionError:
     detail = problem.get("detail") or problem.get("title") or response.reason_phrase
     message = str(detail or f"the server answered {response.status_code}")
     kind = problem.get("type")
-    error = (_ERRORS.get(kind.removeprefix(_PROBLEM_TYPE_PREFIX))
-             if isinstance(kind, str) and kind.startswith(_PROBLEM_TYPE_PREFIX) else None)
+    error = PROBLEM_TYPES.get(kind) if isinstance(kind, str) else None
     if error is None:
         error = _BY_STATUS.get(response.status_code)
     if error is SessionBusyError:

@@ -20,7 +20,6 @@ import asyncio
 # end async-only
 from collections.abc import AsyncIterable, AsyncIterator, Iterable  # sync: from collections.abc import Iterable, Iterator
 from datetime import datetime
-from types import TracebackType
 from typing import Any, cast
 
 import httpx
@@ -229,16 +228,6 @@ class AsyncRemoteSessionStore(AsyncSessionStore):
         self._http.closed = True
         await self._http.client.aclose()
 
-    async def __aenter__(self) -> AsyncRemoteSessionStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 async def _upload(lines: Iterable[str | bytes] | AsyncIterable[str | bytes]) -> AsyncIterator[bytes]:  # sync: def _upload(lines: Iterable[str | bytes]) -> Iterator[bytes]:

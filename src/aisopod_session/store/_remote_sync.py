@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from types import TracebackType
 from typing import Any, cast
 
 import httpx
@@ -223,16 +222,6 @@ class RemoteSessionStore(SessionStore):
         self._http.closed = True
         self._http.client.close()
 
-    def __enter__(self) -> RemoteSessionStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _upload(lines: Iterable[str | bytes]) -> Iterator[bytes]:
