@@ -140,17 +140,20 @@ class AsyncAgentSessions:
         checked = self._key(key)
         work = _runs.start_run(checked, owner, ttl)
         deadline = time.monotonic() + _runs.wait(wait)
-        while True:
-            try:
-                return await run_work(self._engine, work)
-            except SessionBusyError as busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                # until woken by the run's end (here, or elsewhere on PostgreSQL), its lease's
-                # expiry, or the next poll
-                pause = min(left, _runs.until_expiry(busy), self._engine.dialect.run_poll_seconds)
-                await self._engine.run_ends.wait_async(lock_order(checked), pause)
+        if deadline <= time.monotonic():  # no waiting: one try, nothing to watch
+            return await run_work(self._engine, work)
+        with self._engine.run_ends.watching(lock_order(checked)) as run_end:
+            while True:
+                try:
+                    return await run_work(self._engine, work)
+                except SessionBusyError as busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    # until the run's end (here, or elsewhere on PostgreSQL), its lease's
+                    # expiry, or the next poll
+                    await run_end.wait_async(min(left, _runs.until_expiry(busy),
+                                                 self._engine.dialect.run_poll_seconds))
 
     async def renew_run(self, run: Run, *, ttl: float | None = None) -> Run:
         """Extend the lease by ``ttl`` seconds (the run's own by default), from now; the result

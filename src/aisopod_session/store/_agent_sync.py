@@ -142,17 +142,20 @@ class AgentSessions:
         checked = self._key(key)
         work = _runs.start_run(checked, owner, ttl)
         deadline = time.monotonic() + _runs.wait(wait)
-        while True:
-            try:
-                return run_work(self._engine, work)
-            except SessionBusyError as busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                # until woken by the run's end (here, or elsewhere on PostgreSQL), its lease's
-                # expiry, or the next poll
-                pause = min(left, _runs.until_expiry(busy), self._engine.dialect.run_poll_seconds)
-                self._engine.run_ends.wait(lock_order(checked), pause)
+        if deadline <= time.monotonic():  # no waiting: one try, nothing to watch
+            return run_work(self._engine, work)
+        with self._engine.run_ends.watching(lock_order(checked)) as run_end:
+            while True:
+                try:
+                    return run_work(self._engine, work)
+                except SessionBusyError as busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    # until the run's end (here, or elsewhere on PostgreSQL), its lease's
+                    # expiry, or the next poll
+                    run_end.wait(min(left, _runs.until_expiry(busy),
+                                                 self._engine.dialect.run_poll_seconds))
 
     def renew_run(self, run: Run, *, ttl: float | None = None) -> Run:
         """Extend the lease by ``ttl`` seconds (the run's own by default), from now; the result

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 from aisopod_session.store._tx import LockKey
 
@@ -56,28 +56,42 @@ class RunEnds:
                 if not waiting:
                     del self._waiting[name]
 
-    def wait(self, key: LockKey, seconds: float) -> None:
-        """Block until the key's run ends here or elsewhere, or ``seconds`` pass."""
-        name, event = key_name(key), threading.Event()
-        self._add(name, event.set)
+    @contextmanager
+    def watching(self, key: LockKey) -> Iterator[Watch]:
+        """Watch for the end of the key's run while the block runs: registered before the
+        caller first tries, so an end between a refusal and the wait is not missed."""
+        watch, name = Watch(), key_name(key)
+        self._add(name, watch.wake)
         try:
-            event.wait(seconds)
+            yield watch
         finally:
-            self._remove(name, event.set)
+            self._remove(name, watch.wake)
 
-    async def wait_async(self, key: LockKey, seconds: float) -> None:
+
+class Watch:
+    """One waiter's view of a key's run ends (see :meth:`RunEnds.watching`)."""
+
+    def __init__(self) -> None:
+        self._ended = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        self._ended.set()
+        if self._loop is not None and self._woken is not None:
+            self._loop.call_soon_threadsafe(self._woken.set)
+
+    def wait(self, seconds: float) -> None:
+        """Block until a run end was seen (since the last wait), or ``seconds`` pass."""
+        self._ended.wait(seconds)
+        self._ended.clear()
+
+    async def wait_async(self, seconds: float) -> None:
         """:meth:`wait` without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        woken = asyncio.Event()
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(woken.set)
-
-        name = key_name(key)
-        self._add(name, wake)
-        try:
-            await asyncio.wait_for(woken.wait(), seconds)
-        except TimeoutError:
-            pass
-        finally:
-            self._remove(name, wake)
+        if self._woken is None:
+            self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
+        if not self._ended.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), seconds)
+        self._ended.clear()
+        self._woken.clear()
