@@ -9,7 +9,7 @@ from aisopod_session.store._schema import message_from_row, session_from_row, su
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
 US = (NOW - datetime(1970, 1, 1, tzinfo=UTC)) // (NOW - NOW.replace(microsecond=123455))
-SESSION_ROW = (7, "bot", "slack", "acct", "dm", "U1", "compacted", US, US, 3, 12,
+SESSION_ROW = (7, "bot", "slack", "acct", "dm", "U1", "compacted", US, US, 3, 12, "replica-1", US,
                '{"a": [1, {"b": null}]}', 2, US, "summary")
 
 
@@ -19,7 +19,7 @@ def test_session_from_row_equals_a_validated_session() -> None:
         id=7, key=SessionKey("bot", "slack", "acct", "dm", "U1"), created_at=NOW,
         updated_at=NOW, message_count=3, token_usage=12, metadata={"a": [1, {"b": None}]},
         status=SessionStatus.COMPACTED, compaction_count=2, last_compacted_at=NOW,
-        last_compaction_summary="summary",
+        last_compaction_summary="summary", run_owner="replica-1", run_since=NOW,
     )
     assert built == expected
     assert list(built.__dict__) == list(Session.model_fields)

@@ -400,6 +400,10 @@ class SessionSummary(Model):
     token_usage: NonNegativeInt
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    run_owner: StrictStr | None = None
+    """Who holds the live session's run (``agent.start_run``), if one does."""
+    run_since: UtcDatetime | None = None
+    """When that run started."""
 
 
 class Session(Model):
@@ -416,6 +420,11 @@ class Session(Model):
     compaction_count: NonNegativeInt = 0
     last_compacted_at: UtcDatetime | None = None
     last_compaction_summary: StrictStr | None = None
+    run_owner: StrictStr | None = None
+    """Who holds the live session's run (``agent.start_run``), if one does (its lease may have
+    expired: ``current_run`` has the whole run)."""
+    run_since: UtcDatetime | None = None
+    """When that run started."""
 
     def summary(self) -> SessionSummary:
         return SessionSummary.model_construct(
@@ -426,6 +435,8 @@ class Session(Model):
             token_usage=self.token_usage,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            run_owner=self.run_owner,
+            run_since=self.run_since,
         )
 
 

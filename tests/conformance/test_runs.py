@@ -52,6 +52,26 @@ def test_a_run_holds_the_session_until_it_finishes(store: Any) -> None:
     assert again.fence > other.fence  # strictly increasing, from one counter
 
 
+def test_a_sessions_run_shows_in_get_and_list(store: Any) -> None:
+    bot = store.for_agent("bot")
+    bot.get_or_create(key("bob"))
+    run = bot.start_run(key("alice"), "replica-1")
+    got = bot.get(key("alice"))
+    assert (got.run_owner, got.run_since) == ("replica-1", run.started_at)
+    listed = {s.key.peer_id: s for s in bot.list()}
+    assert (listed["alice"].run_owner, listed["alice"].run_since) == ("replica-1", run.started_at)
+    assert (listed["bob"].run_owner, listed["bob"].run_since) == (None, None)
+    assert store.get_session_by_id(got.id).run_owner == "replica-1"
+    bot.finish_run(run)
+    assert bot.get(key("alice")).run_owner is None
+    held = bot.start_run(key("alice"), "replica-2")
+    old = bot.get(key("alice"))
+    bot.reset(key("alice"))  # the run belongs to the key: the fresh session shows it
+    assert bot.get(key("alice")).run_owner == "replica-2"
+    assert store.get_session_by_id(old.id).run_owner is None  # not the archived generation
+    assert held.fence > run.fence
+
+
 def test_fences_increase_across_resets(store: Any) -> None:
     bot = store.for_agent("bot")
     first = bot.start_run(key("alice"), "w")

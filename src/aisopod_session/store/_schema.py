@@ -59,14 +59,21 @@ def lock_order(key: SessionKey) -> LockKey:
 
 # --- sessions --------------------------------------------------------------------------------
 
-SESSION_COLUMNS = (
-    "id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, updated_at, "
-    "message_count, token_usage, metadata, compaction_count, last_compacted_at, "
-    "last_compaction_summary"
-)
+def _run_of_session(column: str) -> str:
+    """A column of the run holding a *live* session's key (a primary-key lookup per row)."""
+    return (f"(SELECT r.{column} FROM runs r WHERE r.agent_id = sessions.agent_id "
+            "AND r.channel = sessions.channel AND r.account_id = sessions.account_id "
+            "AND r.peer_kind = sessions.peer_kind AND r.peer_id = sessions.peer_id "
+            "AND sessions.status <> 'archived')")
+
+
+_RUN_OF_SESSION = f"{_run_of_session('owner')}, {_run_of_session('started_at')}"
 SUMMARY_COLUMNS = (
     "id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, updated_at, "
-    "message_count, token_usage"
+    f"message_count, token_usage, {_RUN_OF_SESSION}"
+)
+SESSION_COLUMNS = (  # the summary's columns first: a session row is also a summary row
+    f"{SUMMARY_COLUMNS}, metadata, compaction_count, last_compacted_at, last_compaction_summary"
 )
 EXPORT_SESSION_COLUMNS = SESSION_COLUMNS + ", last_seq, archived_at"
 COMPACTION_COLUMNS = "compaction_count, last_compacted_at, last_compaction_summary"
@@ -103,11 +110,13 @@ def session_from_row(row: Sequence[Any]) -> Session:
         "updated_at": EPOCH + ONE_US * row[8],
         "message_count": row[9],
         "token_usage": row[10],
-        "metadata": _metadata_from_text(row[11]),
+        "metadata": _metadata_from_text(row[13]),
         "status": _STATUSES[row[6]],
-        "compaction_count": row[12],
-        "last_compacted_at": _opt_from_us(row[13]),
-        "last_compaction_summary": row[14],
+        "compaction_count": row[14],
+        "last_compacted_at": _opt_from_us(row[15]),
+        "last_compaction_summary": row[16],
+        "run_owner": row[11],
+        "run_since": _opt_from_us(row[12]),
     })
 
 
@@ -121,14 +130,18 @@ def summary_from_row(row: Sequence[Any]) -> SessionSummary:
         "token_usage": row[10],
         "created_at": from_us(row[7]),
         "updated_at": from_us(row[8]),
+        "run_owner": row[11],
+        "run_since": _opt_from_us(row[12]),
     })
 
 
 def export_session_from_row(row: Sequence[Any]) -> dict[str, Any]:
     """A row of :data:`EXPORT_SESSION_COLUMNS` as an export record."""
-    record = {"kind": "session", **session_from_row(row).model_dump(mode="json")}
-    record["last_seq"] = row[15]
-    record["archived_at"] = _opt_iso(row[16])
+    # a run is the live gateway's state, not the conversation's: it is not exported
+    record = {"kind": "session", **session_from_row(row).model_dump(
+        mode="json", exclude={"run_owner", "run_since"})}
+    record["last_seq"] = row[17]
+    record["archived_at"] = _opt_iso(row[18])
     return record
 
 
