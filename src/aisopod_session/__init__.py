@@ -11,6 +11,7 @@ from aisopod_session.compaction import (
 from aisopod_session.errors import (
     AccessDeniedError,
     ConflictError,
+    CursorExpiredError,
     InvalidInputError,
     RunLostError,
     SchemaVersionError,
@@ -45,6 +46,9 @@ from aisopod_session.models import (
 )
 from aisopod_session.results import (
     AuditRecord,
+    Change,
+    ChangeKind,
+    ChangePage,
     CommitResult,
     DailyUsage,
     ImportResult,
@@ -75,7 +79,11 @@ __all__ = [
     "AsyncAgentSessions",
     "AsyncSessionStore",
     "AuditRecord",
+    "Change",
+    "ChangeKind",
+    "ChangePage",
     "CommitResult",
+    "CursorExpiredError",
     "DailyUsage",
     "ImportResult",
     "MetadataMerge",

@@ -72,6 +72,12 @@ class RunLostError(ConflictError):
     its lease expired): nothing it asked for was stored."""
 
 
+class CursorExpiredError(SessionError):
+    """A change-feed cursor points before the oldest entry still kept (the feed's retention
+    pruned entries the consumer has not seen): start again from ``latest_cursor()`` or from
+    the start of the feed, after a full re-read of what the consumer keeps."""
+
+
 class SchemaVersionError(SessionError):
     """The database was written by a newer aisopod-session; it is left untouched."""
 
@@ -100,6 +106,7 @@ PROBLEM_TYPES: dict[str, type[SessionError]] = {
         # the most specific first: a client and the service pick the first that matches
         ("session-busy", SessionBusyError),
         ("run-lost", RunLostError),
+        ("cursor-expired", CursorExpiredError),
         ("invalid-input", InvalidInputError),
         ("session-not-found", SessionNotFoundError),
         ("access-denied", AccessDeniedError),

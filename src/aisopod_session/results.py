@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import Field
@@ -19,6 +20,9 @@ from aisopod_session.models import Session, SessionKey, SessionStatus, SessionSu
 
 __all__ = [
     "AuditRecord",
+    "Change",
+    "ChangeKind",
+    "ChangePage",
     "CommitResult",
     "DailyUsage",
     "ImportResult",
@@ -151,6 +155,63 @@ class Run(Model):
     """Someone asked this run to stop (``request_stop``); seen on ``renew_run``."""
     took_over: bool = False
     """This start took the session over from a run whose lease had expired."""
+
+
+class ChangeKind(StrEnum):
+    """What a change-feed entry records (the README lists each kind's ``data``)."""
+
+    SESSION_CREATED = "session.created"
+    SESSION_UPDATED = "session.updated"
+    """``patch``, a sweep's status change, a metadata merge of ``commit``."""
+    SESSION_RESET = "session.reset"
+    """The live session was archived and a new one started (``reset``, ``resolve``)."""
+    SESSION_COMPACTED = "session.compacted"
+    SESSION_DELETED = "session.deleted"
+    """``delete``, ``clear``, a retention purge or a replaced session of an import."""
+    SESSION_IMPORTED = "session.imported"
+    MESSAGES_APPENDED = "messages.appended"
+    MESSAGES_REMOVED = "messages.removed"
+    """``pop``, or a retention purge of compacted messages."""
+    RUN_STARTED = "run.started"
+    RUN_FINISHED = "run.finished"
+    RUN_STOP_REQUESTED = "run.stop_requested"
+    INBOX_ENQUEUED = "inbox.enqueued"
+    PERSON_ERASED = "person.erased"
+    """One per erased session of ``forget_peer`` (no personal data in the entry)."""
+    IMPORT_DONE = "import.done"
+    """The end of an import (no agent: admin consumers only)."""
+
+
+class Change(Model):
+    """One committed change, as the change feed reports it: identifiers, kinds and counts, never
+    message content. ``cursor`` is this entry's position: resume after it with ``since=``."""
+
+    cursor: str
+    kind: ChangeKind
+    at: datetime
+    agent_id: str | None = None
+    session_id: int | None = None
+    key: SessionKey | None = None
+    """Read from the session when the feed is read: None once the session no longer exists
+    (deleted, purged, erased), so the feed never keeps a person's identifiers."""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChangePage(list[Change]):
+    """One page of the change feed, oldest first; pass ``next_cursor`` as ``since`` to go on.
+
+    Unlike a listing's page, ``next_cursor`` is never None: an empty page gives back the cursor
+    it was asked for, which is where the next changes will appear.
+    """
+
+    next_cursor: str
+
+    def __init__(self, items: Iterable[Change] = (), *, next_cursor: str) -> None:
+        super().__init__(items)
+        self.next_cursor = next_cursor
+
+    def __repr__(self) -> str:
+        return f"ChangePage({list.__repr__(self)}, next_cursor={self.next_cursor!r})"
 
 
 class QueuedMessage(Model):

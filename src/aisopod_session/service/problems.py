@@ -24,6 +24,7 @@ from aisopod_session.errors import (
     PROBLEM_TYPES,
     AccessDeniedError,
     ConflictError,
+    CursorExpiredError,
     InvalidInputError,
     RunLostError,
     SchemaVersionError,
@@ -61,14 +62,16 @@ class Problem(BaseModel):
 
 
 _STATUS_BY_KIND: dict[type[SessionError], int] = {
-    SessionBusyError: 409, RunLostError: 409, InvalidInputError: 422, SessionNotFoundError: 404,
+    SessionBusyError: 409, RunLostError: 409, CursorExpiredError: 410, InvalidInputError: 422,
+    SessionNotFoundError: 404,
     AccessDeniedError: 403, ConflictError: 409, StoreUnavailableError: 503,
     SchemaVersionError: 503, StoreClosedError: 503,
 }
 
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Request body too large",
-           422: "Invalid input", 500: "Internal server error", 503: "Service unavailable"}
+           410: "Gone", 422: "Invalid input", 500: "Internal server error",
+           503: "Service unavailable"}
 
 
 def problem(status: int, detail: str | None = None, errors: list[dict[str, Any]] | None = None,

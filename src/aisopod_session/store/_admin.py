@@ -11,8 +11,9 @@ from aisopod_session import _time
 from aisopod_session._time import to_us
 from aisopod_session.errors import SessionNotFoundError
 from aisopod_session.models import Session, SessionStatus
-from aisopod_session.results import DailyUsage, StoreStats
+from aisopod_session.results import ChangeKind, DailyUsage, StoreStats
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record_sessions
 from aisopod_session.store._fence import forget_runs
 from aisopod_session.store._migrations import MIGRATIONS_TABLE
 from aisopod_session.store._schema import SESSION_COLUMNS, session_from_row
@@ -47,12 +48,14 @@ def clear(agent_id: str | None) -> Work[int]:
     def write(tx: Tx) -> int:
         if agent_id is None:
             tx.run("DELETE FROM messages")
-            deleted = tx.run("DELETE FROM sessions")
+            gone = tx.all("DELETE FROM sessions RETURNING id, agent_id")
             forget_runs(tx)
-            return deleted
-        deleted = tx.run("DELETE FROM sessions WHERE agent_id = ?", (agent_id,))
-        forget_runs(tx, "agent_id = ?", (agent_id,))
-        return deleted
+        else:
+            gone = tx.all("DELETE FROM sessions WHERE agent_id = ? RETURNING id, agent_id",
+                          (agent_id,))
+            forget_runs(tx, "agent_id = ?", (agent_id,))
+        record_sessions(tx, ChangeKind.SESSION_DELETED, gone, reason="clear")
+        return len(gone)
 
     return Work(write=write)
 

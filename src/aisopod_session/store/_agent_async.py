@@ -7,6 +7,7 @@ The source of ``_agent_sync.py``, like ``_async.py`` is of ``_sync.py`` (see the
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,6 +23,8 @@ from aisopod_session.models import (
     StoredMessage,
 )
 from aisopod_session.results import (
+    Change,
+    ChangePage,
     CommitResult,
     MetadataMerge,
     QueuedMessage,
@@ -31,6 +34,7 @@ from aisopod_session.results import (
     SessionPage,
 )
 from aisopod_session.store import (
+    _changes,
     _checks,
     _commit,
     _compaction,
@@ -58,6 +62,27 @@ async def run_work(engine: Engine, work: Work[T]) -> T:
             return found  # type: ignore[return-value]  # a read alone never returns None
     assert work.write is not None
     return await engine.write_async(work.write, work.lock_key)
+
+
+WATCH_PAGE = 500
+"""Entries a watcher reads at a time."""
+WATCH_POLL_SECONDS = 1.0
+"""How often a watcher reads again without being woken (a safety net: see ``_wakeups``)."""
+
+
+async def watch_changes(engine: Engine, since: str | None, agent_id: str | None
+                        ) -> AsyncIterator[Change]:
+    """The feed's entries after ``since`` (None: from now on) as they commit, until the store
+    closes."""
+    with engine.feed.watching() as woken:  # before the first read: no commit falls between
+        cursor = since if since is not None else await run_work(engine, _changes.latest_cursor())
+        while not engine.closed:
+            page = await run_work(engine, _changes.changes(cursor, agent_id, WATCH_PAGE))
+            for change in page:  # sync: yield from page
+                yield change  # async-only
+            cursor = page.next_cursor
+            if len(page) < WATCH_PAGE and not engine.closed:
+                await woken.wait_async(WATCH_POLL_SECONDS)
 
 
 class AsyncAgentSessions:
@@ -201,6 +226,18 @@ class AsyncAgentSessions:
         if checked.key != self._key(key):
             raise InvalidInputError.for_field("run", f"is a run of {checked.key}, not of {key}")
         return checked
+
+    # The change feed (see _changes): this agent's entries only.
+
+    async def changes(self, since: str | None = None, *, limit: int = 100) -> ChangePage:
+        """This agent's changes after the cursor ``since`` (None: the oldest kept), oldest
+        first; resume from the page's ``next_cursor``. CursorExpiredError once pruned."""
+        return await run_work(self._engine, _changes.changes(since, self.agent_id, limit))
+
+    def watch(self, since: str | None = None) -> AsyncIterator[Change]:
+        """This agent's changes as they commit, after ``since`` (None: from now on); ends when
+        the store closes."""
+        return watch_changes(self._engine, since, self.agent_id)
 
     # Operations added for the framework integrations (aisopod_session.integrations).
 

@@ -33,6 +33,8 @@ from aisopod_session.models import (
 )
 from aisopod_session.results import (
     AuditRecord,
+    Change,
+    ChangePage,
     DailyUsage,
     ImportResult,
     PeerResult,
@@ -42,6 +44,7 @@ from aisopod_session.results import (
 )
 from aisopod_session.store import (
     _admin,
+    _changes,
     _checks,
     _lifecycle,
     _messages,
@@ -49,7 +52,7 @@ from aisopod_session.store import (
     _sessions,
     _transfer,
 )
-from aisopod_session.store._agent_async import AsyncAgentSessions, run_work
+from aisopod_session.store._agent_async import AsyncAgentSessions, run_work, watch_changes
 from aisopod_session.store._engine import Durability, Engine
 from aisopod_session.store._open import open_engine, remote_url
 from aisopod_session.store._tx import Work
@@ -227,6 +230,24 @@ class AsyncSessionStore:
             else:
                 sent = None
                 yield step
+
+    # The change feed (admin: every agent's entries, or one agent's).
+
+    async def changes(self, since: str | None = None, *, agent_id: str | None = None,
+                      limit: int = 100) -> ChangePage:
+        """Committed changes after the cursor ``since`` (None: the oldest kept), in commit
+        order; resume from the page's ``next_cursor``. CursorExpiredError once pruned."""
+        return await run_work(self._engine, _changes.changes(since, agent_id, limit))
+
+    async def latest_cursor(self) -> str:
+        """The cursor of the newest change: ``since=`` it reads only what commits later."""
+        return await run_work(self._engine, _changes.latest_cursor())
+
+    def watch(self, since: str | None = None, *, agent_id: str | None = None
+              ) -> AsyncIterator[Change]:
+        """Changes as they commit, after ``since`` (None: from now on), woken promptly (see the
+        README); ends when the store closes."""
+        return watch_changes(self._engine, since, _checks.agent_or_none(agent_id))
 
     # Lifecycle, retention and privacy (admin).
 

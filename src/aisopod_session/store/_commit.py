@@ -9,8 +9,9 @@ from aisopod_session import _time
 from aisopod_session._time import from_us, to_us
 from aisopod_session.errors import ConflictError, InvalidInputError
 from aisopod_session.models import Session, SessionKey
-from aisopod_session.results import CommitResult, MetadataMerge
+from aisopod_session.results import ChangeKind, CommitResult, MetadataMerge
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record
 from aisopod_session.store._messages import append_messages, stored_by_external_id
 from aisopod_session.store._schema import (
     SESSION_COLUMNS,
@@ -47,6 +48,7 @@ def _update_metadata(tx: Tx, session: Session, metadata: str) -> Session:
         f"RETURNING {SESSION_COLUMNS}",
         (metadata, updated_at, session.id),
     )
+    record(tx, ChangeKind.SESSION_UPDATED, session.key.agent_id, session.id, fields=["metadata"])
     return session_from_row(row)
 
 

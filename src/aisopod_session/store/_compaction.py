@@ -17,8 +17,9 @@ from aisopod_session.compaction import (
     plan_compaction,
 )
 from aisopod_session.models import Role, SessionKey
-from aisopod_session.results import Run
+from aisopod_session.results import ChangeKind, Run
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record
 from aisopod_session.store._fence import check_fence
 from aisopod_session.store._messages import message_row
 from aisopod_session.store._schema import (
@@ -95,6 +96,8 @@ def compact(key: SessionKey, strategy: Any, run: Run | None = None) -> Work[Comp
             f"status = 'compacted', updated_at = ? WHERE id = ? RETURNING {COMPACTION_COLUMNS}",
             (live_count, now_us, plan.summary, now_us, session.id),
         )
+        record(tx, ChangeKind.SESSION_COMPACTED, key.agent_id, session.id,
+               compacted=len(plan.remove), inserted=len(plan.insert))
         return compaction_record_from_row(row)
 
     return Work(write=write, lock_key=lock_order(key))

@@ -21,9 +21,10 @@ from enum import Enum
 from typing import Literal, TypeVar, cast
 
 from aisopod_session.errors import SessionError, StoreClosedError, StoreUnavailableError
+from aisopod_session.store._changes import write_recorded
 from aisopod_session.store._group_commit import GroupCommitter, Job
 from aisopod_session.store._tx import Dialect, LockKey, OneStatement, Tx
-from aisopod_session.store._wakeups import RunEnds
+from aisopod_session.store._wakeups import FeedWatchers, RunEnds
 
 T = TypeVar("T")
 
@@ -90,6 +91,7 @@ class Engine(ABC):
         self._read_state = threading.Condition(self._read_lock)
         self.retry = RetryPolicy()
         self.run_ends = RunEnds()
+        self.feed = FeedWatchers()
 
     # --- what a backend provides ----------------------------------------------------------
 
@@ -188,6 +190,7 @@ class Engine(ABC):
                 return
             self._closed = True
         self._committer.close()
+        self.feed.close()  # a watcher ends once it has read what was committed
         with self._read_state:
             while self._reading:
                 self._read_state.wait()
@@ -269,10 +272,11 @@ class Engine(ABC):
         failed (its ``error`` is set and the transaction was rolled back)."""
         for job in jobs:
             job.result = job.error = None
-        committed = False
+        committed = fed = False
         try:
             with self._write_tx() as tx:
                 for job in jobs:
+                    recorded = len(tx.changes)
                     if isolated:
                         tx.run("SAVEPOINT job")
                     try:
@@ -285,10 +289,14 @@ class Engine(ABC):
                         if not isolated:
                             raise JobFailedError from exc
                         tx.run("ROLLBACK TO SAVEPOINT job")
+                        del tx.changes[recorded:]  # the job's entries went with its changes
                     except BaseException as exc:
                         raise JobAbortedError(job, exc) from exc
                     if isolated:
                         tx.run("RELEASE SAVEPOINT job")
+                fed = bool(tx.changes)
+                if fed:
+                    write_recorded(tx, tx.changes)
                 committed = True  # leaving the block commits
         except JobFailedError:
             return False
@@ -298,6 +306,8 @@ class Engine(ABC):
             if committed:
                 raise _CommitLostError(exc) from exc
             raise
+        if fed:
+            self.feed.changed()
         return True
 
 

@@ -26,8 +26,9 @@ from aisopod_session.lifecycle import (
     SweepResult,
 )
 from aisopod_session.models import Session, SessionKey
-from aisopod_session.results import Resolution
+from aisopod_session.results import ChangeKind, Resolution
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record, record_removed_messages, record_sessions
 from aisopod_session.store._schema import archive_live, create_live, live_session, lock_order
 from aisopod_session.store._tx import Tx, Work
 
@@ -63,11 +64,15 @@ def _transition_batch(where: tuple[str, str], setting: str, cutoff: int,
     select, recheck = where
 
     def write(tx: Tx) -> int:
-        return tx.run(
+        changed = tx.all(
             f"UPDATE sessions SET {setting} WHERE {recheck} AND id IN "
-            f"(SELECT id FROM sessions WHERE {select} LIMIT ?)",
+            f"(SELECT id FROM sessions WHERE {select} LIMIT ?) RETURNING id, agent_id, status",
             (*extra, cutoff, cutoff, batch),
         )
+        for session_id, agent_id, status in changed:
+            record(tx, ChangeKind.SESSION_UPDATED, agent_id, int(session_id), fields=["status"],
+                   status=status, reason="sweep")
+        return len(changed)
 
     return Work(write=write)
 
@@ -175,11 +180,13 @@ _ARCHIVED_WHERE = "status = 'archived' AND archived_at <= ?"
 
 def _purge_messages_batch(cutoff: int, batch: int) -> Work[int]:
     def write(tx: Tx) -> int:
-        return tx.run(
+        gone = tx.all(
             f"DELETE FROM messages WHERE {_COMPACTED_RECHECK} AND id IN "
-            f"(SELECT id FROM messages WHERE {_COMPACTED_WHERE} LIMIT ?)",
+            f"(SELECT id FROM messages WHERE {_COMPACTED_WHERE} LIMIT ?) RETURNING session_id",
             (cutoff, cutoff, batch),
         )
+        record_removed_messages(tx, [row[0] for row in gone], "retention")
+        return len(gone)
 
     return Work(write=write)
 
@@ -192,8 +199,9 @@ def _purge_sessions_batch(cutoff: int, batch: int) -> Work[tuple[int, int]]:
             return 0, 0
         marks = ", ".join("?" for _ in ids)
         messages = tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", ids)
-        sessions = tx.run(f"DELETE FROM sessions WHERE id IN ({marks})", ids)
-        return sessions, messages
+        gone = tx.all(f"DELETE FROM sessions WHERE id IN ({marks}) RETURNING id, agent_id", ids)
+        record_sessions(tx, ChangeKind.SESSION_DELETED, gone, reason="retention")
+        return len(gone), messages
 
     return Work(write=write)
 
@@ -205,8 +213,12 @@ def purge_compacted(older_than: Any) -> Work[int]:
 
     def write(tx: Tx) -> int:
         if bound is None:
-            return tx.run("DELETE FROM messages WHERE compacted = 1")
-        return tx.run("DELETE FROM messages WHERE compacted = 1 AND compacted_at < ?", (bound,))
+            gone = tx.all("DELETE FROM messages WHERE compacted = 1 RETURNING session_id")
+        else:
+            gone = tx.all("DELETE FROM messages WHERE compacted = 1 AND compacted_at < ? "
+                          "RETURNING session_id", (bound,))
+        record_removed_messages(tx, [row[0] for row in gone], "retention")
+        return len(gone)
 
     return Work(write=write)
 

@@ -12,8 +12,9 @@ from aisopod_session._time import to_us
 from aisopod_session.errors import InvalidInputError, SessionNotFoundError
 from aisopod_session.limits import MAX_TOKEN_USAGE
 from aisopod_session.models import HistoryQuery, SessionKey, StoredMessage
-from aisopod_session.results import Run
+from aisopod_session.results import ChangeKind, Run
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record
 from aisopod_session.store._checks import NewMessage
 from aisopod_session.store._fence import check_fence
 from aisopod_session.store._schema import (
@@ -69,6 +70,13 @@ def stored_by_external_id(tx: Tx, session_id: int,
     return {str(message.external_id): message for message in map(message_from_row, rows)}
 
 
+def record_appended(tx: Tx, agent_id: str, session_id: int, ids: list[int],
+                    first_seq: int) -> None:
+    """The feed entry of messages stored at positions ``first_seq`` onwards."""
+    record(tx, ChangeKind.MESSAGES_APPENDED, agent_id, session_id, count=len(ids),
+           message_ids=ids, first_seq=first_seq, last_seq=first_seq + len(ids) - 1)
+
+
 def append_messages(key: SessionKey, messages: Any,
                     run: Run | None = None) -> Work[list[StoredMessage]]:
     """Append atomically (de-duplicated on ``external_id``); with ``run``, fenced by it."""
@@ -112,6 +120,7 @@ def append_messages(key: SessionKey, messages: Any,
             first_seq = last_seq - len(new) + 1
             ids = insert_messages(tx, session_id, [
                 message_row(first_seq + offset, p) for offset, p in enumerate(new)])
+            record_appended(tx, key.agent_id, session_id, ids, first_seq)
             for index, new_id in zip(new_indexes, ids, strict=True):
                 message = _with_id(prepared[index].message, new_id)
                 stored[index] = message
@@ -224,6 +233,8 @@ def pop_message(key: SessionKey) -> Work[StoredMessage | None]:
         message = message_from_row(row)
         tokens = message.token_count or 0
         tx.run("DELETE FROM messages WHERE id = ?", (message.id,))
+        record(tx, ChangeKind.MESSAGES_REMOVED, key.agent_id, session_id, count=1,
+               message_ids=[message.id], reason="pop")
         tx.run(
             "UPDATE sessions SET message_count = message_count - 1, "
             "token_usage = CASE WHEN token_usage > ? THEN token_usage - ? ELSE 0 END, "

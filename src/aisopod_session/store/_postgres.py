@@ -25,7 +25,7 @@ from aisopod_session.errors import InvalidInputError, StoreUnavailableError
 from aisopod_session.store._engine import Durability, Engine, Failure
 from aisopod_session.store._migrations import migrate_postgres
 from aisopod_session.store._tx import Dialect, Tx
-from aisopod_session.store._wakeups import CHANNEL
+from aisopod_session.store._wakeups import CHANNEL, FEED_CHANNEL
 
 log = logging.getLogger("aisopod_session.store")
 
@@ -54,7 +54,8 @@ class PostgresEngine(Engine):
                       # delivered when the finishing transaction commits
                       f"SELECT pg_notify('{CHANNEL}', current_schema() || ' ' || %s)",
                       # woken by the notification; the poll is the safety net
-                      run_poll_seconds=0.25)
+                      run_poll_seconds=0.25,
+                      notify_changes=f"SELECT pg_notify('{FEED_CHANNEL}', current_schema())")
 
     def __init__(
         self,
@@ -93,7 +94,8 @@ class PostgresEngine(Engine):
         super().__init__(read_threads=size)
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
-        self.run_ends.on_first_wait = self._listen_for_run_ends
+        self.run_ends.on_first_wait = self._start_listening
+        self.feed.on_first_wait = self._start_listening
 
     def describe(self) -> str:
         return f"PostgreSQL {self._safe_url} (schema {self.schema})"
@@ -142,12 +144,13 @@ class PostgresEngine(Engine):
             return Failure.FATAL
         return Failure.JOB
 
-    def _listen_for_run_ends(self) -> None:
-        """Start (once) the connection that turns other processes' run ends into wake-ups."""
+    def _start_listening(self) -> None:
+        """Start (once) the connection that turns other processes' run ends and feed entries
+        into wake-ups."""
         with self._listener_lock:
             if self._listener is not None or self.closed:
                 return
-            self._listener = threading.Thread(target=self._listen, name="aisopod-run-ends",
+            self._listener = threading.Thread(target=self._listen, name="aisopod-listen",
                                               daemon=True)
             self._listener.start()
 
@@ -157,12 +160,18 @@ class PostgresEngine(Engine):
             try:
                 with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {FEED_CHANNEL}")
+                    # entries committed while the listener was (re)connecting
+                    self.feed.changed()
                     while not self.closed:
                         for note in conn.notifies(timeout=1.0):
-                            if note.payload.startswith(prefix):
+                            if note.channel == FEED_CHANNEL:
+                                if note.payload == self.schema:
+                                    self.feed.changed()
+                            elif note.payload.startswith(prefix):
                                 self.run_ends.ended(note.payload[len(prefix):])
             except Exception:  # the server restarts, or worse: waiters poll meanwhile
-                log.warning("listening for run ends failed; retrying", exc_info=True)
+                log.warning("listening for notifications failed; retrying", exc_info=True)
                 time.sleep(1.0)
 
     def _close_connections(self) -> None:

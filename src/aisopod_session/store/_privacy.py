@@ -9,8 +9,9 @@ from typing import Any
 
 from aisopod_session import _time
 from aisopod_session._time import from_us, to_us
-from aisopod_session.results import AuditRecord, PeerResult
+from aisopod_session.results import AuditRecord, ChangeKind, PeerResult
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record_sessions
 from aisopod_session.store._fence import forget_runs
 from aisopod_session.store._schema import INSERT_CHUNK
 from aisopod_session.store._transfer import Plan, export_plan, queued_where, sessions_where
@@ -44,7 +45,8 @@ def forget_peer(channel: Any, peer_id: Any, actor: Any) -> Work[PeerResult]:
     who = _checks.actor(actor)
 
     def write(tx: Tx) -> PeerResult:
-        ids = [int(r[0]) for r in tx.all(f"SELECT id FROM sessions WHERE {PEER_WHERE}", params)]
+        found = tx.all(f"SELECT id, agent_id FROM sessions WHERE {PEER_WHERE}", params)
+        ids = [int(r[0]) for r in found]
         messages = 0
         for start in range(0, len(ids), INSERT_CHUNK):
             chunk = ids[start : start + INSERT_CHUNK]
@@ -52,6 +54,7 @@ def forget_peer(channel: Any, peer_id: Any, actor: Any) -> Work[PeerResult]:
             messages += tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", chunk)
             tx.run(f"DELETE FROM sessions WHERE id IN ({marks})", chunk)
         messages += forget_runs(tx, PEER_WHERE, params)  # and what waited in their inbox
+        record_sessions(tx, ChangeKind.PERSON_ERASED, found)
         _audit(tx, who, "forget_peer", subject(tx, *params), len(ids), messages)
         return PeerResult(sessions=len(ids), messages=messages)
 

@@ -23,8 +23,9 @@ from aisopod_session.limits import (
     MAX_RUN_WAIT_SECONDS,
 )
 from aisopod_session.models import SessionKey, StoredMessage, normalize_peer_id_or_raise
-from aisopod_session.results import QueuedMessage, Run
+from aisopod_session.results import ChangeKind, QueuedMessage, Run
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record
 from aisopod_session.store._fence import current, run_state
 from aisopod_session.store._messages import (
     append_messages,
@@ -35,6 +36,7 @@ from aisopod_session.store._schema import (
     INBOX_COLUMNS,
     INSERT_CHUNK,
     KEY_WHERE,
+    LIVE_KEY_WHERE,
     RunRow,
     key_params,
     lock_order,
@@ -117,7 +119,7 @@ def start_run(key: SessionKey, who: Any, lease: Any) -> Work[Run]:
     holder, length = owner(who), round(ttl(lease) * _US)
 
     def write(tx: Tx) -> Run:
-        locked_or_created(tx, key)
+        session = locked_or_created(tx, key)
         now = _now(tx)
         state = run_state(tx, key, lock=True)
         if (state is not None and state.owner is not None
@@ -137,6 +139,8 @@ def start_run(key: SessionKey, who: Any, lease: Any) -> Work[Run]:
             tx.run("UPDATE runs SET fence = ?, owner = ?, started_at = ?, expires_at = ?, "
                    f"ttl = ?, took_over = ?, stop_requested = 0 WHERE {KEY_WHERE}",
                    (*values, *key_params(key)))
+        record(tx, ChangeKind.RUN_STARTED, key.agent_id, session.id, fence=fence, owner=holder,
+               took_over=took_over)
         return _as_run(key, RunRow(fence, holder, now, now + length, length, False, took_over))
 
     return Work(write=write, lock_key=lock_order(key))
@@ -158,6 +162,12 @@ def renew_run(run: Run, lease: Any) -> Work[Run]:
     return Work(write=write, lock_key=lock_order(run.key))
 
 
+def _live_id(tx: Tx, key: SessionKey) -> int | None:
+    """The live session's id, for a run's feed entry (None if the key has none)."""
+    row = tx.one(f"SELECT id FROM sessions WHERE {LIVE_KEY_WHERE}", key_params(key))
+    return None if row is None else int(row[0])
+
+
 def _waiting(tx: Tx, key: SessionKey) -> int:
     return int(tx.one(f"SELECT count(*) FROM inbox WHERE {KEY_WHERE}", key_params(key))[0])
 
@@ -174,6 +184,8 @@ def finish_run(run: Run) -> Work[int]:
                    f"ttl = NULL, stop_requested = 0 WHERE {KEY_WHERE}", key_params(run.key))
             if tx.dialect.notify_run_end is not None:
                 tx.one(tx.dialect.notify_run_end, (key_name(lock_order(run.key)),))
+            record(tx, ChangeKind.RUN_FINISHED, run.key.agent_id, _live_id(tx, run.key),
+                   fence=run.fence, owner=state.owner)
         return _waiting(tx, run.key)
 
     return Work(write=write, lock_key=lock_order(run.key))
@@ -192,8 +204,12 @@ def request_stop(key: SessionKey) -> Work[bool]:
     when no run is active."""
 
     def write(tx: Tx) -> bool:
-        return tx.run(f"UPDATE runs SET stop_requested = 1 WHERE {KEY_WHERE} "
-                      "AND owner IS NOT NULL", key_params(key)) > 0
+        row = tx.one(f"UPDATE runs SET stop_requested = 1 WHERE {KEY_WHERE} "
+                     "AND owner IS NOT NULL RETURNING fence", key_params(key))
+        if row is None:
+            return False
+        record(tx, ChangeKind.RUN_STOP_REQUESTED, key.agent_id, _live_id(tx, key), fence=row[0])
+        return True
 
     return Work(write=write, lock_key=lock_order(key))
 
@@ -222,7 +238,7 @@ def enqueue(key: SessionKey, messages: Any) -> Work[list[QueuedMessage]]:
                 waiting[str(queued.message.external_id)] = queued
             taken = set(stored_by_external_id(tx, session.id, ids))
         now = _now(tx)
-        result = []
+        result, added = [], []
         for item in new:
             external_id = item.message.external_id
             if external_id is not None and external_id in taken:
@@ -241,6 +257,10 @@ def enqueue(key: SessionKey, messages: Any) -> Work[list[QueuedMessage]]:
             result.append(queued)
             if external_id is not None:
                 waiting[external_id] = queued
+            added.append(queued.id)
+        if added:
+            record(tx, ChangeKind.INBOX_ENQUEUED, key.agent_id, session.id, count=len(added),
+                   queued_ids=added)
         return result
 
     return Work(write=write, lock_key=lock_order(key))

@@ -28,7 +28,8 @@ from aisopod_session.models import (
     SessionSummary,
     StoredMessage,
 )
-from aisopod_session.results import QueuedMessage
+from aisopod_session.results import ChangeKind, QueuedMessage
+from aisopod_session.store._changes import record
 from aisopod_session.store._tx import LockKey, Tx
 
 INSERT_CHUNK = 500
@@ -407,6 +408,7 @@ def create_live(tx: Tx, key: SessionKey, *, at: int | None = None,
         (*key_params(key), now, now),
     )
     if row is not None:
+        record(tx, ChangeKind.SESSION_CREATED, key.agent_id, row[0])
         return session_from_row(row), True
     if must_be_new:
         raise ConflictError(f"a live session for {key} already exists")
@@ -429,10 +431,15 @@ def locked_or_created(tx: Tx, key: SessionKey) -> Session:
 
 def archive_live(tx: Tx, key: SessionKey, *, at: int | None = None,
                  session_id: int | None = None) -> int:
-    """Archive the live session of ``key`` (or the one row ``session_id``) at ``at``; its
-    history is kept. Returns how many rows were archived (0 or 1)."""
+    """Archive the live session of ``key`` (or the one row ``session_id``) at ``at`` for a
+    reset; its history is kept. Returns how many rows were archived (0 or 1)."""
     now = to_us(_time.utc_now()) if at is None else at
     setting = "UPDATE sessions SET status = 'archived', archived_at = ?, updated_at = ? WHERE "
     if session_id is not None:
-        return tx.run(setting + "id = ?", (now, now, session_id))
-    return tx.run(setting + LIVE_KEY_WHERE, (now, now, *key_params(key)))
+        row = tx.one(setting + "id = ? RETURNING id", (now, now, session_id))
+    else:
+        row = tx.one(setting + LIVE_KEY_WHERE + " RETURNING id", (now, now, *key_params(key)))
+    if row is None:
+        return 0
+    record(tx, ChangeKind.SESSION_RESET, key.agent_id, row[0])
+    return 1

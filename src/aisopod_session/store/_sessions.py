@@ -13,8 +13,9 @@ from aisopod_session._time import to_us
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.limits import MAX_TOKEN_USAGE
 from aisopod_session.models import Session, SessionFilter, SessionKey, SessionPatch, SessionStatus
-from aisopod_session.results import Page, Run, SessionDetailPage, SessionPage
+from aisopod_session.results import ChangeKind, Page, Run, SessionDetailPage, SessionPage
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record
 from aisopod_session.store._fence import check_fence, forget_runs
 from aisopod_session.store._schema import (
     KEY_WHERE,
@@ -129,6 +130,8 @@ def list_detailed(filter: SessionFilter) -> Work[SessionDetailPage]:
 
 def patch(key: SessionKey, change: Any, run: Run | None = None) -> Work[Session]:
     change = _checks.model(change, SessionPatch, "patch")
+    fields = sorted(name for name in change.model_fields_set
+                    if getattr(change, name) not in (None, False))
     if change.replace_metadata:
         replacement = {k: v for k, v in (change.metadata or {}).items() if v is not None}
         replacement_text: str | None = _checks.metadata_text(replacement)
@@ -170,6 +173,8 @@ def patch(key: SessionKey, change: Any, run: Run | None = None) -> Work[Session]
             f"archived_at = ? WHERE id = ? RETURNING {SESSION_COLUMNS}",
             (status.value, tokens, metadata, now, archived_at, current.id),
         )
+        record(tx, ChangeKind.SESSION_UPDATED, key.agent_id, current.id, fields=fields,
+               status=status.value)
         return session_from_row(row)
 
     return Work(write=write, lock_key=lock_order(key))
@@ -177,9 +182,11 @@ def patch(key: SessionKey, change: Any, run: Run | None = None) -> Work[Session]
 
 def delete(key: SessionKey) -> Work[bool]:
     def write(tx: Tx) -> bool:
-        deleted = tx.run(f"DELETE FROM sessions WHERE {KEY_WHERE}", key_params(key)) > 0
+        gone = tx.all(f"DELETE FROM sessions WHERE {KEY_WHERE} RETURNING id", key_params(key))
+        for (session_id,) in gone:
+            record(tx, ChangeKind.SESSION_DELETED, key.agent_id, session_id, reason="delete")
         forget_runs(tx, KEY_WHERE, key_params(key))
-        return deleted
+        return bool(gone)
 
     return Work(write=write, lock_key=lock_order(key))
 

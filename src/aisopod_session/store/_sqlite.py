@@ -8,6 +8,7 @@ another process holding the lock is waited for by ``busy_timeout``, then retried
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -24,7 +25,11 @@ from aisopod_session.store._tx import Dialect, Tx
 
 T = TypeVar("T")
 
+log = logging.getLogger("aisopod_session.store")
+
 BUSY_TIMEOUT_MS = 10_000
+DATA_VERSION_POLL_SECONDS = 0.02
+"""How often a watched database is checked for other processes' commits."""
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
@@ -67,6 +72,10 @@ class SQLiteEngine(Engine):
         self._shared_lock = threading.RLock()
         self._writer = self._connect()
         super().__init__(read_threads=4)
+        self._poller: threading.Thread | None = None
+        self._poller_lock = threading.Lock()
+        if not self._memory:  # one connection: no other process can write to it
+            self.feed.on_first_wait = self._start_polling
         try:
             migrate_sqlite(self._writer)
         except BaseException:
@@ -185,7 +194,40 @@ class SQLiteEngine(Engine):
             return Failure.FATAL
         return Failure.JOB
 
+    def _start_polling(self) -> None:
+        """Start (once) the thread that turns other processes' commits into feed wake-ups."""
+        with self._poller_lock:
+            if self._poller is not None or self.closed:
+                return
+            self._poller = threading.Thread(target=self._poll_data_version, daemon=True,
+                                            name="aisopod-data-version")
+            self._poller.start()
+
+    def _poll_data_version(self) -> None:
+        # PRAGMA data_version changes when another connection committed: it reads the WAL
+        # index in shared memory, no page of the database. Only while someone watches.
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            seen = conn.execute("PRAGMA data_version").fetchone()[0]
+            while not self.closed:
+                time.sleep(DATA_VERSION_POLL_SECONDS)
+                if not self.feed.watched:
+                    continue
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version != seen:
+                    seen = version
+                    self.feed.changed()
+        except sqlite3.Error:
+            log.warning("watching %s for other processes' commits failed; watchers poll",
+                        self.path, exc_info=True)
+        finally:
+            if conn is not None:
+                conn.close()
+
     def _close_connections(self) -> None:
+        if self._poller is not None:
+            self._poller.join(timeout=5)
         with self._all_lock:
             connections = list(self._all)
             self._all.clear()

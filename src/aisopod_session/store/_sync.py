@@ -26,6 +26,8 @@ from aisopod_session.models import (
 )
 from aisopod_session.results import (
     AuditRecord,
+    Change,
+    ChangePage,
     DailyUsage,
     ImportResult,
     PeerResult,
@@ -35,6 +37,7 @@ from aisopod_session.results import (
 )
 from aisopod_session.store import (
     _admin,
+    _changes,
     _checks,
     _lifecycle,
     _messages,
@@ -42,7 +45,7 @@ from aisopod_session.store import (
     _sessions,
     _transfer,
 )
-from aisopod_session.store._agent_sync import AgentSessions, run_work
+from aisopod_session.store._agent_sync import AgentSessions, run_work, watch_changes
 from aisopod_session.store._engine import Durability, Engine
 from aisopod_session.store._open import open_engine, remote_url
 from aisopod_session.store._tx import Work
@@ -201,6 +204,24 @@ class SessionStore:
             else:
                 sent = None
                 yield step
+
+    # The change feed (admin: every agent's entries, or one agent's).
+
+    def changes(self, since: str | None = None, *, agent_id: str | None = None,
+                      limit: int = 100) -> ChangePage:
+        """Committed changes after the cursor ``since`` (None: the oldest kept), in commit
+        order; resume from the page's ``next_cursor``. CursorExpiredError once pruned."""
+        return run_work(self._engine, _changes.changes(since, agent_id, limit))
+
+    def latest_cursor(self) -> str:
+        """The cursor of the newest change: ``since=`` it reads only what commits later."""
+        return run_work(self._engine, _changes.latest_cursor())
+
+    def watch(self, since: str | None = None, *, agent_id: str | None = None
+              ) -> Iterator[Change]:
+        """Changes as they commit, after ``since`` (None: from now on), woken promptly (see the
+        README); ends when the store closes."""
+        return watch_changes(self._engine, since, _checks.agent_or_none(agent_id))
 
     # Lifecycle, retention and privacy (admin).
 

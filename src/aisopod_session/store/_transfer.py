@@ -34,8 +34,10 @@ from aisopod_session.models import (
     SessionStatus,
     UtcDatetime,
 )
-from aisopod_session.results import ImportResult
+from aisopod_session.results import ChangeKind, ImportResult
 from aisopod_session.store import _checks
+from aisopod_session.store._changes import record as record_change
+from aisopod_session.store._changes import record_sessions
 from aisopod_session.store._schema import (
     EXPORT_INBOX_COLUMNS,
     EXPORT_MESSAGE_COLUMNS,
@@ -234,12 +236,15 @@ def _insert_session(record: ExportedSession) -> Work[int]:
              record.last_compaction_summary, record.last_seq,
              None if record.archived_at is None else to_us(record.archived_at)),
         )
+        record_change(tx, ChangeKind.SESSION_IMPORTED, record.key.agent_id, row[0],
+                      status=record.status.value)
         return int(row[0])
 
     return Work(write=write)
 
 
-def _insert_records(session_id: int, records: list[ExportedMessage]) -> Work[int]:
+def _insert_records(session: ExportedSession, session_id: int,
+                    records: list[ExportedMessage]) -> Work[int]:
     rows = []
     for m in records:
         compacted_at = m.compacted_at or (m.created_at if m.compacted else None)
@@ -251,6 +256,9 @@ def _insert_records(session_id: int, records: list[ExportedMessage]) -> Work[int
 
     def write(tx: Tx) -> int:
         insert_messages(tx, session_id, rows, returning=False)
+        record_change(tx, ChangeKind.MESSAGES_APPENDED, session.key.agent_id, session_id,
+                      count=len(rows), first_seq=rows[0].seq, last_seq=rows[-1].seq,
+                      reason="import")
         return len(records)
 
     return Work(write=write)
@@ -262,20 +270,36 @@ def _insert_queued(record: ExportedQueued) -> Work[int]:
     tool_calls = None if record.tool_calls is None else _json.dumps(record.tool_calls)
 
     def write(tx: Tx) -> int:
-        return tx.run(
+        added = tx.all(
             "INSERT INTO inbox (agent_id, channel, account_id, peer_kind, peer_id, role, "
             "content, tool_calls, created_at, token_count, external_id, enqueued_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
             (*key_params(record.key), record.role.value, content, tool_calls,
              to_us(record.created_at), record.token_count, record.external_id,
              to_us(record.enqueued_at)))
+        if added:
+            row = tx.one(f"SELECT id FROM sessions WHERE {LIVE_KEY_WHERE}",
+                         key_params(record.key))
+            record_change(tx, ChangeKind.INBOX_ENQUEUED, record.key.agent_id,
+                          None if row is None else row[0], count=1,
+                          queued_ids=[added[0][0]], reason="import")
+        return len(added)
 
     return Work(write=write, lock_key=lock_order(record.key))
 
 
+def _import_done(result: ImportResult) -> Work[None]:
+    def write(tx: Tx) -> None:
+        record_change(tx, ChangeKind.IMPORT_DONE, None, None, **result.model_dump())
+
+    return Work(write=write)
+
+
 def _delete_session_by_id(session_id: int) -> Work[bool]:
     def write(tx: Tx) -> bool:
-        return tx.run("DELETE FROM sessions WHERE id = ?", (session_id,)) > 0
+        gone = tx.all("DELETE FROM sessions WHERE id = ? RETURNING id, agent_id", (session_id,))
+        record_sessions(tx, ChangeKind.SESSION_DELETED, gone, reason="import failed")
+        return bool(gone)
 
     return Work(write=write)
 
@@ -397,7 +421,9 @@ class Importer:
 
     def _flush(self) -> Plan:
         if self._pending and self._session_id is not None:
-            self._messages += yield _insert_records(self._session_id, self._pending)
+            assert self._session is not None
+            self._messages += yield _insert_records(self._session, self._session_id,
+                                                    self._pending)
         self._pending = []
 
     def _finish_session(self) -> Plan:
@@ -411,6 +437,7 @@ class Importer:
         if not self._header_seen:
             raise InvalidInputError.for_field("file", f"empty: no {EXPORT_FORMAT} header")
         yield from self._finish_session()
+        yield _import_done(self.result)
 
     def abort(self) -> Plan:
         """Remove the session that was being imported when a line failed."""

@@ -34,7 +34,7 @@ class Dialect:
 
     def __init__(self, name: str, placeholder: str, for_update: str, unlimited: str,
                  now_us: str, next_fence: str, notify_run_end: str | None = None,
-                 run_poll_seconds: float = 0.02) -> None:
+                 run_poll_seconds: float = 0.02, notify_changes: str | None = None) -> None:
         self.name = name
         self.for_update = for_update
         self.unlimited = unlimited  # a LIMIT that means "no limit" (needed before OFFSET)
@@ -47,6 +47,9 @@ class Dialect:
         """A statement telling other processes that a key's run ended (its one parameter: the
         key's name, see ``_wakeups``); None where only this process can be told."""
         self.run_poll_seconds = run_poll_seconds
+        self.notify_changes = notify_changes
+        """A statement telling other processes that the feed grew (sent by a transaction that
+        wrote entries, delivered when it commits); None where only this process can be told."""
         """How often a waiting start_run looks again without being woken."""
         self._placeholder = placeholder
         self._translated: dict[str, str] = {}
@@ -63,12 +66,15 @@ class Dialect:
 class Tx:
     """One connection inside one transaction (or one read), with the dialect applied."""
 
-    __slots__ = ("_cursor", "_sql", "dialect")
+    __slots__ = ("_cursor", "_sql", "changes", "dialect")
 
     def __init__(self, cursor: Cursor, dialect: Dialect) -> None:
         self._cursor = cursor
         self._sql = dialect.sql
         self.dialect = dialect
+        self.changes: list[tuple[str, str | None, int | None, str]] = []
+        """Change-feed entries recorded by the transaction's writes (kind, agent, session,
+        JSON data), written just before it commits (see ``_changes``)."""
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self._cursor.execute(self._sql(sql), params)

@@ -1,9 +1,12 @@
-"""Waking the ``start_run`` calls that wait for a busy session when its run ends.
+"""Waking the ``start_run`` calls that wait for a busy session when its run ends, and the
+change-feed watchers when the feed grows.
 
-A finish in this process wakes this process's waiters at once; on PostgreSQL a finish also sends
-``NOTIFY`` in its own transaction (delivered when it commits), which the engine's listener
-connection turns into the same wake-up in every other process and replica. Waiters still poll,
-more slowly, as a safety net (and because an expired lease ends without anyone finishing it).
+A finish (a commit that wrote feed entries) in this process wakes this process's waiters at once;
+on PostgreSQL it also sends ``NOTIFY`` in its own transaction (delivered when it commits), which
+the engine's listener connection turns into the same wake-up in every other process and replica.
+SQLite has no notifications: a thread watches ``PRAGMA data_version`` for other processes'
+commits. Waiters still poll, more slowly, as a safety net (and because an expired lease ends
+without anyone finishing it).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from aisopod_session.store._tx import LockKey
 
 CHANNEL = "aisopod_run_ended"
 """The PostgreSQL notification channel; payloads are ``<schema> <name of the key>``."""
+FEED_CHANNEL = "aisopod_changes"
+"""The PostgreSQL channel of new feed entries; payloads are the schema's name."""
 
 
 def key_name(key: LockKey) -> str:
@@ -66,6 +71,48 @@ class RunEnds:
             yield watch
         finally:
             self._remove(name, watch.wake)
+
+
+class FeedWatchers:
+    """Who waits for new change-feed entries."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: set[Watch] = set()
+        self.closed = False
+        self.on_first_wait: Callable[[], None] | None = None
+        """Called before every watch starts (start the listener or the poller)."""
+
+    def changed(self) -> None:
+        """Entries were committed: wake every watcher (each reads what is new)."""
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            with suppress(RuntimeError):  # the watcher's event loop is closed
+                watch.wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self.changed()
+
+    @property
+    def watched(self) -> bool:
+        return bool(self._watches)
+
+    @contextmanager
+    def watching(self) -> Iterator[Watch]:
+        """Be woken while the block runs (registered before the caller first reads, so a
+        commit between that read and the wait is not missed)."""
+        if self.on_first_wait is not None:
+            self.on_first_wait()
+        watch = Watch()
+        with self._lock:
+            self._watches.add(watch)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._watches.discard(watch)
 
 
 class Watch:
