@@ -5,6 +5,7 @@ This module assembles the application; the parts live beside it:
 - :mod:`._routes_sessions`: agent routes under ``/v1/agents/{agent_id}/sessions``, a session
   addressed by its key's parts (``…/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}``);
 - :mod:`._routes_admin`: admin routes under ``/v1/admin``;
+- :mod:`._routes_changes`: the change feed, pages and a Server-Sent Events stream;
 - :mod:`._routes_probes`: ``/healthz``, ``/readyz`` and ``/metrics``;
 - :mod:`._dependencies` (who is calling, which agent and key), :mod:`._bodies` (request and
   response bodies), :mod:`._paths` (key parts holding a ``/``, sent as ``%2F``) and
@@ -24,6 +25,7 @@ from aisopod_session.service import console, problems
 from aisopod_session.service._middleware import LimitBody, add_request_metrics
 from aisopod_session.service._paths import RouteOnEncodedSlashes
 from aisopod_session.service._routes_admin import IMPORT_PATH, admin
+from aisopod_session.service._routes_changes import admin_changes, agent_changes
 from aisopod_session.service._routes_probes import probes
 from aisopod_session.service._routes_runs import runs
 from aisopod_session.service._routes_sessions import agents, details
@@ -33,7 +35,8 @@ from aisopod_session.service.maintenance import run_maintenance
 from aisopod_session.service.metrics import Metrics
 from aisopod_session.store import AsyncSessionStore
 
-__all__ = ["ServiceApp", "admin", "agents", "create_app", "details", "probes", "runs"]
+__all__ = ["ServiceApp", "admin", "admin_changes", "agent_changes", "agents", "create_app",
+           "details", "probes", "runs"]
 
 
 def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | None = None
@@ -72,12 +75,15 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     )
     app.state.tokens = TokenRegistry(config.tokens)
     app.state.metrics = Metrics()
+    app.state.stopping = asyncio.Event()  # set when the server shuts down: streams end
     if store is not None:
         app.state.store = store
     problems.install(app)
     app.include_router(agents)
     app.include_router(details)
     app.include_router(runs)
+    app.include_router(agent_changes)
+    app.include_router(admin_changes)
     app.include_router(admin)
     app.include_router(probes)
     console.install(app)

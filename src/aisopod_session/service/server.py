@@ -40,7 +40,7 @@ def serve(config: ServiceConfig) -> None:
             config.server.host,
         )
     log.info("database: %s", _redact(config.database.url))
-    uvicorn.run(
+    Server(uvicorn.Config(
         create_app(config),
         host=config.server.host,
         port=config.server.port,
@@ -48,7 +48,18 @@ def serve(config: ServiceConfig) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         access_log=True,
         server_header=False,
-    )
+    )).run()
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the app's open change streams to end when it shuts down:
+    uvicorn waits for every open response before it stops, and a stream never ends by itself."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
+        if isinstance(stopping, asyncio.Event):
+            stopping.set()
+        await super().shutdown(sockets)
 
 
 def _redact(url: str) -> str:
@@ -77,7 +88,7 @@ class BackgroundService:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(
+        self._server = Server(uvicorn.Config(
             create_app(config, store), log_level="warning", lifespan="on", server_header=False))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [listener]},
                                         name="aisopod-service", daemon=True)

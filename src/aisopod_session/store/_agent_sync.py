@@ -235,6 +235,11 @@ class AgentSessions:
         first; resume from the page's ``next_cursor``. CursorExpiredError once pruned."""
         return run_work(self._engine, _changes.changes(since, self.agent_id, limit))
 
+    def latest_cursor(self) -> str:
+        """The cursor of the newest change (any agent's): ``since=`` it reads only what
+        commits later."""
+        return run_work(self._engine, _changes.latest_cursor())
+
     def watch(self, since: str | None = None) -> Iterator[Change]:
         """This agent's changes as they commit, after ``since`` (None: from now on); ends when
         the store closes."""

@@ -94,6 +94,10 @@ def agent_path(agent_id: str) -> str:
     return f"/v1/agents/{part(agent_id)}/sessions"
 
 
+def changes_path(agent_id: str) -> str:
+    return f"/v1/agents/{part(agent_id)}/changes"
+
+
 def details_path(agent_id: str) -> str:
     return f"/v1/agents/{part(agent_id)}/session-details"
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse  # sync: from httpx_sse import SSEError, connect_sse
 
 from aisopod_session.compaction import CompactionRecord, CompactionStrategy
 from aisopod_session.errors import AccessDeniedError, SessionBusyError, StoreClosedError
@@ -28,6 +29,8 @@ from aisopod_session.models import (
     StoredMessage,
 )
 from aisopod_session.results import (
+    Change,
+    ChangePage,
     CommitResult,
     MetadataMerge,
     Page,
@@ -37,13 +40,17 @@ from aisopod_session.results import (
     SessionDetailPage,
     SessionPage,
 )
-from aisopod_session.store import _checks, _commit, _http, _runs, _sessions
+from aisopod_session.store import _changes, _checks, _commit, _http, _runs, _sessions
 from aisopod_session.store._agent_async import AsyncAgentSessions
 
 Messages = list[StoredMessage]
 REMOTE_POLL_SECONDS = 0.05
 """How often a remote start_run waiting for a busy session asks again (it is not woken)."""
 Queued = list[QueuedMessage]
+RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+"""How long a remote watch waits before reconnecting a dropped stream, after each failure."""
+STREAM_READ_SECONDS = 60.0
+"""A stream that sends nothing (not even its 15 s keep-alive) this long is reconnected."""
 
 
 class Connection:
@@ -85,6 +92,37 @@ class Connection:
         except httpx.HTTPError as exc:
             raise _http.transport_error(exc, write=False) from None
 
+    async def changes(self, path: str, params: _http.Params) -> ChangePage:
+        body = await self.call("GET", path, write=False, params=params)
+        return ChangePage([Change.model_validate(item) for item in body["changes"]],
+                          next_cursor=body["next_cursor"])
+
+    async def watch(self, path: str, since: str, params: _http.Params
+                    ) -> AsyncIterator[Change]:
+        """A change stream (Server-Sent Events) from ``since``, reconnected after the last
+        change seen when it drops or the server restarts, until the store closes. Typed
+        errors (a bad or expired cursor, a token refused) end it."""
+        cursor, failures = since, 0
+        timeout = httpx.Timeout(self.client.timeout.connect, read=STREAM_READ_SECONDS)
+        while not self.closed:
+            try:
+                async with aconnect_sse(self.client, "GET", path,  # sync: with connect_sse(self.client, "GET", path,
+                                        params=[*params, ("since", cursor)],
+                                        timeout=timeout) as source:
+                    if not source.response.is_success:
+                        await source.response.aread()
+                        raise _http.error_of(source.response, write=False)
+                    failures = 0
+                    async for event in source.aiter_sse():  # sync: for event in source.iter_sse():
+                        change = Change.model_validate_json(event.data)
+                        cursor = change.cursor
+                        yield change
+            except (httpx.HTTPError, SSEError):
+                if self.closed:
+                    return
+                await asyncio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)])  # sync: time.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)])
+                failures += 1
+
     def for_admin(self) -> None:
         """Admin operations need an admin token: refused here, before any request."""
         if not self.admin:
@@ -104,6 +142,23 @@ class AsyncRemoteAgentSessions(AsyncAgentSessions):
 
     async def _call(self, method: str, path: str, *, write: bool = True, **options: Any) -> Any:
         return await self._http.call(method, path, write=write, **options)
+
+    async def changes(self, since: str | None = None, *, limit: int = 100) -> ChangePage:
+        _changes.changes(since, self.agent_id, limit)  # checks the arguments
+        return await self._http.changes(_http.changes_path(self.agent_id),
+                                        _http.params(since=since, limit=limit))
+
+    async def latest_cursor(self) -> str:
+        body = await self._call("GET", _http.changes_path(self.agent_id) + "/latest",
+                                write=False)
+        return str(body["cursor"])
+
+    async def watch(self, since: str | None = None) -> AsyncIterator[Change]:
+        start = since if since is not None else await self.latest_cursor()
+        _changes.position_of(start)
+        stream = self._http.watch(_http.changes_path(self.agent_id) + "/stream", start, [])
+        async for change in stream:  # sync: yield from stream
+            yield change  # async-only
 
     async def get_or_create(self, key: SessionKey) -> Session:
         checked = self._key(key)

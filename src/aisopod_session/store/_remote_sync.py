@@ -32,6 +32,8 @@ from aisopod_session.models import (
 )
 from aisopod_session.results import (
     AuditRecord,
+    Change,
+    ChangePage,
     DailyUsage,
     ImportResult,
     Page,
@@ -41,6 +43,7 @@ from aisopod_session.results import (
 )
 from aisopod_session.store import (
     _admin,
+    _changes,
     _checks,
     _http,
     _lifecycle,
@@ -110,6 +113,27 @@ class RemoteSessionStore(SessionStore):
                                       params=_http.filter_params(checked, with_agent=True))
         return Page([SessionSummary.model_validate(item) for item in body["items"]],
                     body["next_cursor"])
+
+    def changes(self, since: str | None = None, *, agent_id: str | None = None,
+                      limit: int = 100) -> ChangePage:
+        self._http.for_admin()
+        _changes.changes(since, agent_id, limit)  # checks the arguments
+        return self._http.changes("/v1/admin/changes", _http.params(
+            since=since, agent_id=agent_id, limit=limit))
+
+    def latest_cursor(self) -> str:
+        body = self._admin_call("GET", "/v1/admin/changes/latest")
+        return str(body["cursor"])
+
+    def watch(self, since: str | None = None, *, agent_id: str | None = None
+                    ) -> Iterator[Change]:
+        self._http.for_admin()
+        agent = _checks.agent_or_none(agent_id)
+        start = since if since is not None else self.latest_cursor()
+        _changes.position_of(start)
+        stream = self._http.watch("/v1/admin/changes/stream", start,
+                                  _http.params(agent_id=agent))
+        yield from stream
 
     def get_session_by_id(self, session_id: int) -> Session:
         self._http.for_admin()

@@ -438,7 +438,9 @@ def archive_live(tx: Tx, key: SessionKey, *, at: int | None = None,
     if session_id is not None:
         row = tx.one(setting + "id = ? RETURNING id", (now, now, session_id))
     else:
-        row = tx.one(setting + LIVE_KEY_WHERE + " RETURNING id", (now, now, *key_params(key)))
+        # twice: a reset that waited for a concurrent one archives the session that one
+        # started (each reset archives what is live when it runs)
+        row = twice(tx, setting + LIVE_KEY_WHERE + " RETURNING id", (now, now, *key_params(key)))
     if row is None:
         return 0
     record(tx, ChangeKind.SESSION_RESET, key.agent_id, row[0])

@@ -182,7 +182,12 @@ def patch(key: SessionKey, change: Any, run: Run | None = None) -> Work[Session]
 
 def delete(key: SessionKey) -> Work[bool]:
     def write(tx: Tx) -> bool:
-        gone = tx.all(f"DELETE FROM sessions WHERE {KEY_WHERE} RETURNING id", key_params(key))
+        delete = f"DELETE FROM sessions WHERE {KEY_WHERE} RETURNING id"
+        gone = tx.all(delete, key_params(key))
+        if gone:
+            # Under PostgreSQL's READ COMMITTED, a delete that waited for a concurrent reset
+            # does not see the session that reset started: a second statement does.
+            gone += tx.all(delete, key_params(key))
         for (session_id,) in gone:
             record(tx, ChangeKind.SESSION_DELETED, key.agent_id, session_id, reason="delete")
         forget_runs(tx, KEY_WHERE, key_params(key))
