@@ -193,11 +193,15 @@ class RetentionPolicy(Model):
     """Messages compacted out of the live history, counted from when they were compacted."""
     archived_sessions: Duration | None = None
     """Archived sessions (with all their messages), counted from when they were archived."""
+    changes: Duration | None = timedelta(days=7)
+    """Change-feed entries, counted from their commit: a consumer whose cursor is older gets
+    CursorExpiredError."""
 
 
 class PurgeResult(Model):
     messages: int = 0
     sessions: int = 0
+    changes: int = 0
     dry_run: bool = False
     at: UtcDatetime
 

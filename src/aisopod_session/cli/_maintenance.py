@@ -123,14 +123,16 @@ def sweep(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = Fal
 
 
 def purge(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
-    """Apply the retention policy: delete old compacted messages and archived sessions."""
+    """Apply the retention policy: delete old compacted messages, archived sessions and
+    change-feed entries."""
     with store_for(ctx) as store:
         result = store.purge(dry_run=dry_run)
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
-    what = (f"{plural(result.sessions, 'archived session')} and "
-            f"{plural(result.messages, 'message')}")
+    what = (f"{plural(result.sessions, 'archived session')}, "
+            f"{plural(result.messages, 'message')} and "
+            f"{plural(result.changes, 'change-feed record')}")
     typer.echo(f"dry run: would purge {what}" if dry_run else f"purged {what}")
 
 

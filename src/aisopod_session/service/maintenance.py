@@ -25,6 +25,7 @@ async def run_maintenance(store: AsyncSessionStore, interval_seconds: float) -> 
         except Exception:  # a bug must not end maintenance for the rest of the process's life
             log.exception("maintenance failed unexpectedly, retrying in %ss", interval_seconds)
             continue
-        if swept.idled or swept.archived or purged.messages or purged.sessions:
-            log.info("maintenance: %d idle, %d archived, purged %d sessions and %d messages",
-                     swept.idled, swept.archived, purged.sessions, purged.messages)
+        if swept.idled or swept.archived or purged.messages or purged.sessions or purged.changes:
+            log.info("maintenance: %d idle, %d archived, purged %d sessions, %d messages and "
+                     "%d change-feed entries", swept.idled, swept.archived, purged.sessions,
+                     purged.messages, purged.changes)

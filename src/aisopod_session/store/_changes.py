@@ -172,6 +172,18 @@ def prune(cutoff: int, batch: int = PRUNE_BATCH) -> Work[int]:
     return Work(write=write)
 
 
+def count_prunable(cutoff: int) -> Work[int]:
+    """How many entries :func:`prune` would delete (a dry run)."""
+
+    def read(tx: Tx) -> int:
+        row = tx.one("SELECT max(position) FROM changes WHERE at < ?", (cutoff,))
+        if row is None or row[0] is None:
+            return 0
+        return int(tx.one("SELECT count(*) FROM changes WHERE position <= ?", (row[0],))[0])
+
+    return Work(read=read)
+
+
 def record(tx: Tx, kind: ChangeKind, agent_id: str | None, session_id: int | None,
            **data: Any) -> None:
     """Record one entry on the transaction (written before it commits, see the module)."""

@@ -27,7 +27,7 @@ from aisopod_session.lifecycle import (
 )
 from aisopod_session.models import Session, SessionKey
 from aisopod_session.results import ChangeKind, Resolution
-from aisopod_session.store import _checks
+from aisopod_session.store import _changes, _checks
 from aisopod_session.store._changes import record, record_removed_messages, record_sessions
 from aisopod_session.store._schema import archive_live, create_live, live_session, lock_order
 from aisopod_session.store._tx import Tx, Work
@@ -256,7 +256,19 @@ def purge_plan(
                 messages += gone
                 if gone < batch:
                     break
-    return PurgeResult(messages=messages, sessions=sessions, dry_run=dry_run, at=at)
+    changes = 0
+    if policy.changes is not None:
+        cutoff = _cutoff(at, policy.changes)
+        if dry_run:
+            changes = yield _changes.count_prunable(cutoff)
+        else:
+            while True:
+                gone = yield _changes.prune(cutoff)
+                changes += gone
+                if not gone:
+                    break
+    return PurgeResult(messages=messages, sessions=sessions, changes=changes, dry_run=dry_run,
+                       at=at)
 
 
 def _dry_archived(cutoff: int) -> Work[tuple[int, int]]:
