@@ -17,7 +17,7 @@ the order ``--help`` lists them.
 
 from __future__ import annotations
 
-from aisopod_session.cli import _maintenance, _sessions, _transfer
+from aisopod_session.cli import _feed, _maintenance, _sessions, _transfer
 from aisopod_session.cli._app import app, db_app, peers_app, sessions_app
 from aisopod_session.cli._store import cli_actor
 
@@ -46,6 +46,7 @@ app.command("purge")(_maintenance.purge)
 peers_app.command("forget")(_maintenance.forget_peer)
 peers_app.command("export")(_transfer.export_peer)
 app.command("audit")(_maintenance.audit)
+app.command("changes")(_feed.changes)
 
 
 def main() -> None:
