@@ -20,7 +20,14 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from aisopod_session import SessionFilter, SessionPatch, SessionStatus, SessionStore
+from aisopod_session import (
+    SessionFilter,
+    SessionPatch,
+    SessionStatus,
+    SessionStore,
+    SlidingWindow,
+    StoredMessage,
+)
 from aisopod_session.service.app import create_app
 
 from .conftest import ADMIN_TOKEN, BOT_TOKEN, UNBROKEN, config_for, key, seed
@@ -237,5 +244,31 @@ def test_counts_refresh_live(page: Page, served: tuple[str, Path, dict[str, int]
         fresh = key("newcomer")
         agent.get_or_create(fresh)
         agent.patch(fresh, SessionPatch(status="idle"))
-    # No reload: the page's script polls the counts every few seconds.
-    expect(idle).to_have_text(str(before + 1), timeout=15_000)
+    # No reload: the page follows the change feed and fetches the counts when a session changes.
+    expect(idle).to_have_text(str(before + 1), timeout=5_000)
+
+
+def test_a_transcript_shows_new_messages_live(
+        page: Page, served: tuple[str, Path, dict[str, int]]) -> None:
+    base, database, _ = served
+    with SessionStore.open(str(database)) as store:
+        agent = store.for_agent("bot")
+        fresh = key("live-transcript")
+        session = agent.get_or_create(fresh)
+        agent.append_messages(fresh, [StoredMessage(role="user", content="first")])
+    sign_in(page, base, BOT_TOKEN, f"/console/sessions/{session.id}")
+    transcript = page.locator("ol.transcript")
+    expect(transcript).to_contain_text("first")
+    page.wait_for_timeout(300)  # the page's stream is open
+    with SessionStore.open(str(database)) as store:
+        store.for_agent("bot").append_messages(fresh, [
+            StoredMessage(role="assistant", content="<script>alert(1)</script> second")])
+    # No reload: the new message arrives through the change feed, escaped like the rest.
+    expect(transcript.locator("li.message")).to_have_count(2, timeout=5_000)
+    expect(transcript).to_contain_text("<script>alert(1)</script> second")
+    note = page.locator("[data-changed-note]")
+    expect(note).to_be_hidden()
+    with SessionStore.open(str(database)) as store:
+        store.for_agent("bot").compact(fresh, SlidingWindow(max_messages=1))
+    expect(note).to_be_visible(timeout=5_000)
+    shot(page, "live-transcript")

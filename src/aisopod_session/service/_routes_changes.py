@@ -85,7 +85,7 @@ async def _admin_start(store: AdminDep, since: SinceQuery = None,
 async def agent_stream(request: Request, agent: AgentDep,
                        start: Annotated[str, Depends(_agent_start)]
                        ) -> AsyncIterator[ServerSentEvent]:
-    async for event in _events(request, agent.watch(start)):
+    async for event in change_events(request, agent.watch(start)):
         yield event
 
 
@@ -106,7 +106,7 @@ async def admin_latest(store: AdminDep) -> CursorBody:
 async def admin_stream(request: Request, store: AdminDep,
                        start: Annotated[str, Depends(_admin_start)],
                        agent_id: AgentIdQuery = None) -> AsyncIterator[ServerSentEvent]:
-    async for event in _events(request, store.watch(start, agent_id=agent_id)):
+    async for event in change_events(request, store.watch(start, agent_id=agent_id)):
         yield event
 
 
@@ -116,7 +116,7 @@ def stopping_event(request: Request) -> asyncio.Event:
     return event
 
 
-async def _events(request: Request, changes: AsyncIterator[Change]
+async def change_events(request: Request, changes: AsyncIterator[Change]
                   ) -> AsyncIterator[ServerSentEvent]:
     stop = asyncio.ensure_future(stopping_event(request).wait())
     try:

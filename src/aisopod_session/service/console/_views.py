@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jinja2
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     HTMLResponse,
@@ -24,10 +25,16 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 
 from aisopod_session.compaction import CompactionStrategy, SlidingWindow, Summarize
-from aisopod_session.errors import InvalidInputError, SessionError, SessionNotFoundError
+from aisopod_session.errors import (
+    CursorExpiredError,
+    InvalidInputError,
+    SessionError,
+    SessionNotFoundError,
+)
 from aisopod_session.limits import MAX_CONSOLE_OFFSET, MAX_SQL_INT
 from aisopod_session.models import (
     HistoryQuery,
@@ -37,8 +44,10 @@ from aisopod_session.models import (
     StoredMessage,
     normalize_name_or_raise,
 )
+from aisopod_session.results import Change
 from aisopod_session.service import problems
 from aisopod_session.service._paths import DecodedPathRoute
+from aisopod_session.service._routes_changes import change_events
 from aisopod_session.service.auth import Principal, TokenRegistry
 from aisopod_session.service.console._chart import usage_charts
 from aisopod_session.service.console._cookies import (
@@ -320,7 +329,8 @@ async def overview(request: Request, sign_in: SignInDep, store: StoreDep) -> Res
     usage = await store.usage_by_day(USAGE_DAYS, agent_id=agent, now=now)
     return render(request, "overview.html", sign_in=sign_in, agent=agent,
                   counts=_all_counts(counts), charts=usage_charts(usage, USAGE_DAYS, now.date()),
-                  counts_url=_url("counts", agent=agent))
+                  counts_url=_url("counts", agent=agent),
+                  changes_url=_url("changes/stream", agent=agent))
 
 
 def _all_counts(counts: Mapping[SessionStatus, int]) -> dict[str, int]:
@@ -338,6 +348,51 @@ async def live_counts(sign_in: SignInDep, store: StoreDep, agent: str | None = N
                       ) -> JSONResponse:
     scope = _agent_scope(sign_in.principal, agent)
     return JSONResponse(_all_counts(await store.count_sessions_by_status(scope)))
+
+
+@router.get("/changes/stream", response_class=EventSourceResponse)
+async def live_changes(request: Request, sign_in: SignInDep, store: StoreDep,
+                       agent: str | None = None, session: int | None = None,
+                       last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None
+                       ) -> AsyncIterator[ServerSentEvent]:
+    """The change feed as the page may see it (the token's agent, or the one asked for), from
+    now on, or after the last change a reconnecting page saw; ``session``: only that session's
+    changes."""
+    scope = _agent_scope(sign_in.principal, agent)
+    start = await store.latest_cursor()
+    if last_event_id is not None:
+        with suppress(InvalidInputError, CursorExpiredError):  # then from now on
+            await store.changes(last_event_id, agent_id=scope, limit=1)
+            start = last_event_id
+    changes = store.watch(start, agent_id=scope)
+    if session is not None:
+        changes = _of_session(changes, session)
+    async for event in change_events(request, changes):
+        yield event
+
+
+async def _of_session(changes: AsyncIterator[Change], session_id: int) -> AsyncIterator[Change]:
+    try:
+        async for change in changes:
+            if change.session_id == session_id:
+                yield change
+    finally:
+        await changes.aclose()  # type: ignore[attr-defined]
+
+
+@router.get("/sessions/{session_id}/messages")
+async def new_messages(request: Request, sign_in: SignInDep, store: StoreDep, session_id: int,
+                       after_id: int = 0) -> Response:
+    """The transcript's messages after ``after_id`` among the newest page, as list items for
+    the page to append (see console.js)."""
+    if not 1 <= session_id <= MAX_SQL_INT:
+        raise SessionNotFoundError(f"no session with id {session_id}")
+    await _visible_session(store, sign_in, session_id)
+    history = await store.get_history_by_id(session_id, HistoryQuery(
+        include_compacted=True, tail=True, limit=TRANSCRIPT_PAGE))
+    fresh = [message for message in history if (message.id or 0) > after_id]
+    return HTMLResponse("".join(_templates.get_template("_message.html").render(message=message)
+                                for message in fresh), headers=SECURITY_HEADERS)
 
 
 @router.get("/sessions")
@@ -375,6 +430,7 @@ async def sessions(request: Request, sign_in: SignInDep, store: StoreDep) -> Res
     counts = await store.count_sessions_by_status(agent)
     context.update(agent=agent, counts=_all_counts(counts),
                    counts_url=_url("counts", agent=agent),
+                   changes_url=_url("changes/stream", agent=agent),
                    first_url=_url("sessions", **{**filters, "cursor": None, "done": None},
                                   status=statuses) if filters["cursor"] else None)
     return render(request, "sessions.html", status, **context)
@@ -406,6 +462,10 @@ async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, se
         older_url=_url(here, older=older + TRANSCRIPT_PAGE) if has_older else None,
         newer_url=_url(here, older=max(0, older - TRANSCRIPT_PAGE) or None) if older else None,
         first_shown=older, live=live, run=run, waiting=waiting,
+        # the newest page of a live session follows its new messages (see console.js)
+        live_url=_url("changes/stream", agent=key.agent_id, session=session_id)
+        if live and not older else None,
+        tail_url=_url(f"{here}/messages"),
         person_url=_url("people", channel=key.channel, peer_id=key.peer_id)
         if sign_in.principal.admin and key.peer_kind.value == "dm" else None,
     )
