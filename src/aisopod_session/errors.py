@@ -112,6 +112,8 @@ PROBLEM_TYPES: dict[str, type[SessionError]] = {
         ("access-denied", AccessDeniedError),
         ("conflict", ConflictError),
         ("store-unavailable", StoreUnavailableError),
+        # a write whose COMMIT failed: StoreUnavailableError with maybe_committed=True
+        ("maybe-committed", StoreUnavailableError),
         ("schema-too-new", SchemaVersionError),
         ("store-closed", StoreClosedError),
     )

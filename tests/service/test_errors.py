@@ -255,3 +255,36 @@ async def test_unexpected_failure_is_a_bare_500(config: ServiceConfig) -> None:
         problem = assert_problem(await api.get("/v1/admin/stats"), 500)
         assert "hunter2" not in str(problem)
         assert problem["title"] == "Internal server error"
+
+
+@pytest.mark.parametrize("maybe_committed", [True, False])
+async def test_a_database_failure_answers_503_without_the_database_s_address(
+        api: Api, monkeypatch: pytest.MonkeyPatch, maybe_committed: bool) -> None:
+    """The store's error names the database (user, host, port, schema, file path): an answer
+    never does. A write whose COMMIT failed says it may have been stored, with its own type."""
+    from aisopod_session.errors import StoreUnavailableError
+    from aisopod_session.store import AsyncAgentSessions
+
+    await api.put_session()
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError(
+            "PostgreSQL postgresql://gateway:***@db.internal:5432/sessions (schema tenant_7): "
+            "OperationalError: server closed the connection unexpectedly",
+            maybe_committed=maybe_committed)
+
+    monkeypatch.setattr(AsyncAgentSessions, "append_messages", failing)
+    response = await api.post(session_path(suffix="/messages"),
+                              json={"messages": [message("hi")]})
+    problem = assert_problem(response, 503)
+    assert response.headers["retry-after"] == "1"
+    assert problem["maybe_committed"] is maybe_committed
+    for leak in ("db.internal", "5432", "gateway", "tenant_7", "postgresql", "OperationalError"):
+        assert leak not in response.text
+    if maybe_committed:
+        assert problem["type"].endswith("/maybe-committed")
+        assert "may or may not have been stored" in problem["detail"]
+        assert "external_id" in problem["detail"]
+    else:
+        assert problem["type"].endswith("/store-unavailable")
+        assert "nothing was stored" in problem["detail"]

@@ -37,6 +37,9 @@ from aisopod_session.errors import (
 
 log = logging.getLogger("aisopod_session.service")
 
+RETRY_AFTER_UNAVAILABLE_SECONDS = 1
+"""What a 503 asks a client to wait before trying again."""
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -121,14 +124,27 @@ async def _on_session_error(request: Request, exc: Exception) -> JSONResponse:
     status, kind = status_of(exc)
     extensions: dict[str, Any] = {}
     headers = None
+    detail = str(exc)
     if isinstance(exc, StoreUnavailableError):
+        # The cause names the database (its address, a file path): the log has it, a caller
+        # (an agent token, too) gets no more than what to do.
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
         extensions["maybe_committed"] = exc.maybe_committed
+        headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_SECONDS)}
+        if exc.maybe_committed:
+            kind = PROBLEM_TYPE_PREFIX + "maybe-committed"
+            detail = ("the database failed while committing this write: it may or may not have "
+                      "been stored. Retrying it is safe for messages with an external_id (a "
+                      "stored one is not stored again); read before retrying anything else")
+        else:
+            detail = ("the database could not be reached or failed; nothing was stored (the "
+                      "server's log has the details)")
     if isinstance(exc, SessionBusyError):
         extensions.update(holder=exc.holder, expires_at=exc.expires_at)
         if exc.expires_at is not None:  # whole seconds until the lease may be taken over
             left = (exc.expires_at - datetime.now(UTC)).total_seconds()
             headers = {"Retry-After": str(max(1, math.ceil(left)))}
-    return problem(status, str(exc)[:2000], errors, headers, kind=kind, **extensions)
+    return problem(status, detail[:2000], errors, headers, kind=kind, **extensions)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
