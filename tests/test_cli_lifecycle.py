@@ -187,17 +187,19 @@ def test_sweep_and_purge(target: Target) -> None:
         "idled": 0, "archived": 0, "dry_run": False}
 
     dry = ok([*args, "purge", "--dry-run"]).stdout
-    assert dry == "dry run: would purge 1 archived session and 5 messages\n"
+    assert dry == ("dry run: would purge 1 archived session, 5 messages and 0 change-feed "
+                   "records\n")
     assert without_at(ok([*args, "purge", "--dry-run", "--json"]).stdout) == {
-        "sessions": 1, "messages": 5, "dry_run": True}
+        "sessions": 1, "messages": 5, "changes": 0, "dry_run": True}
     assert statuses(where, ids, "y") == ["archived"]
-    assert ok([*args, "purge"]).stdout == "purged 1 archived session and 5 messages\n"
+    assert ok([*args, "purge"]).stdout == ("purged 1 archived session, 5 messages and 0 "
+                                          "change-feed records\n")
     assert "no session with id" in fails([*args, "sessions", "show", str(ids["y"])])
     history = json.loads(ok([*args, "sessions", "history", str(ids["x"]), "--json",
                              "--include-compacted"]).stdout)
     assert [m["content"] for m in history] == ["x3"]
     assert without_at(ok([*args, "purge", "--json"]).stdout) == {
-        "sessions": 0, "messages": 0, "dry_run": False}
+        "sessions": 0, "messages": 0, "changes": 0, "dry_run": False}
     fails([*args, "sweep", "--dry-run=maybe"], code=2)
 
 
@@ -271,7 +273,7 @@ def test_local_policies_come_from_config(backend_url: Location, tmp_path: Path) 
     assert without_at(ok([*plain, "sweep", "--dry-run", "--json"]).stdout) == {
         "idled": 0, "archived": 0, "dry_run": True}
     assert without_at(ok([*plain, "purge", "--dry-run", "--json"]).stdout) == {
-        "sessions": 0, "messages": 0, "dry_run": True}
+        "sessions": 0, "messages": 0, "changes": 0, "dry_run": True}
     # the config's database too, when --db is not given (as `serve --config` does)
     config = write_config(tmp_path / "service.toml", backend_url)
     assert without_at(ok(["--config", str(config), "sweep", "--json"]).stdout) == {
@@ -281,7 +283,7 @@ def test_local_policies_come_from_config(backend_url: Location, tmp_path: Path) 
         elsewhere = tmp_path / "elsewhere.db"
         assert without_at(ok(["--db", str(elsewhere), "--config", str(config), "purge",
                               "--json"]).stdout) == {"sessions": 0, "messages": 0,
-                                                     "dry_run": False}
+                                                     "changes": 0, "dry_run": False}
         assert elsewhere.exists()
 
 

@@ -13,11 +13,9 @@ import typer
 from typer.core import TyperGroup
 
 from aisopod_session.cli._output import CliError, one_line, os_message, silence_stdout
-from aisopod_session.cli._store import Settings, open_store
+from aisopod_session.cli._store import DEFAULT_DB_URL, Settings, open_store
 from aisopod_session.errors import SessionError
 from aisopod_session.store import SessionStore
-
-DEFAULT_DB_URL = "sqlite:///data/sessions.db"
 
 
 class _Cli(TyperGroup):

@@ -16,7 +16,10 @@ from aisopod_session.errors import AccessDeniedError, StoreUnavailableError
 from aisopod_session.lifecycle import Policies
 from aisopod_session.store import SessionStore
 
-__all__ = ["Settings", "cli_actor", "open_store"]
+__all__ = ["DEFAULT_DB_URL", "Settings", "cli_actor", "open_store"]
+
+DEFAULT_DB_URL = "sqlite:///data/sessions.db"
+"""The service's default database too (``serve``, ``./scripts/run``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,10 @@ def _local_database(settings: Settings) -> tuple[str, str | None, Policies | Non
     policies. With it: its policies, and its database where --db / --schema (the command line
     or their environment variables) do not say otherwise, as ``serve --config`` would."""
     if settings.config is None:
+        if not settings.db_given and settings.db == DEFAULT_DB_URL:
+            # the documented default: its folder is made (a path given is taken as it is)
+            Path(DEFAULT_DB_URL.removeprefix("sqlite:///")).parent.mkdir(parents=True,
+                                                                         exist_ok=True)
         return settings.db, settings.schema, None
     from aisopod_session.service.config import load_config
 

@@ -14,7 +14,7 @@ from types import TracebackType
 import uvicorn
 
 from aisopod_session.service.app import create_app
-from aisopod_session.service.config import ServiceConfig
+from aisopod_session.service.config import DEFAULT_DB_URL, ServiceConfig
 from aisopod_session.store import AsyncSessionStore
 
 log = logging.getLogger("aisopod_session.service")
@@ -23,9 +23,10 @@ GRACEFUL_SHUTDOWN_SECONDS = 30
 
 
 def prepare_database_dir(config: ServiceConfig) -> None:
-    url = config.database.url
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    """The default database's folder is made when missing; a configured path's must exist (a
+    mistyped one must not leave folders behind)."""
+    if config.database.url == DEFAULT_DB_URL:
+        Path(DEFAULT_DB_URL.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def serve(config: ServiceConfig) -> None:

@@ -9,6 +9,8 @@ another process holding the lock is waited for by ``busy_timeout``, then retried
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sqlite3
 import threading
 import time
@@ -34,10 +36,19 @@ DATA_VERSION_POLL_SECONDS = 0.02
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def sqlite_path(url: str) -> str:
-    """``:memory:``, a plain path, ``sqlite:///relative`` or ``sqlite:////absolute``."""
+    """``:memory:``, a plain path, ``sqlite:///relative`` or ``sqlite:////absolute``; any other
+    ``scheme://`` is a mistake, not a file name."""
     if url in (":memory:", "sqlite://", "sqlite:///:memory:"):
         return ":memory:"
+    scheme = _SCHEME.match(url)
+    if scheme is not None and scheme.group(1).lower() != "sqlite":
+        raise InvalidInputError.for_field(
+            "url", f"{url!r}: unknown scheme {scheme.group(1)!r}; use sqlite:///path, "
+                   "postgresql://… or http(s)://… (a running service)")
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
     elif url.startswith("sqlite:"):
@@ -62,8 +73,8 @@ class SQLiteEngine(Engine):
         self.durability = durability
         self._memory = path == ":memory:"
         if not self._memory:
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             self.path = str(Path(path).expanduser())
+            _create_private(Path(self.path))
         self._local = threading.local()
         self._all: set[sqlite3.Connection] = set()
         self._all_lock = threading.Lock()
@@ -234,6 +245,17 @@ class SQLiteEngine(Engine):
         for conn in connections:
             with suppress(sqlite3.Error):
                 conn.close()
+
+
+def _create_private(path: Path) -> None:
+    """Create a new database file readable by its owner only (SQLite gives its WAL and
+    shared-memory files the same permissions); a missing folder is an error, not created: a
+    mistyped path must not leave folders behind."""
+    if not path.parent.is_dir():
+        raise InvalidInputError.for_field(
+            "url", f"{path}: the folder {path.parent} does not exist (create it first)")
+    with suppress(FileExistsError):  # an existing database keeps the permissions it has
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class _ThreadConnection:
