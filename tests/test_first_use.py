@@ -77,3 +77,37 @@ def test_the_cli_default_database_is_created_with_its_folder(tmp_path: Path) -> 
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE((tmp_path / "data" / "sessions.db").stat().st_mode) == 0o600
+
+
+def test_the_cli_reads_its_token_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    from aisopod_session.service.config import ServiceConfig
+    from aisopod_session.service.server import BackgroundService
+
+    token = "a-long-admin-token-for-the-cli-test"
+    config = ServiceConfig.model_validate({"tokens": [{"token": token, "role": "admin"}]})
+    with BackgroundService.over(str(tmp_path / "served.db"), config) as service:
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AISOPOD_")}
+        for extra, more_env in (
+                (["--token-file", str(token_file)], {}),
+                ([], {"AISOPOD_TOKEN_FILE": str(token_file)}),
+                ([], {"AISOPOD_TOKEN": token})):
+            done = subprocess.run([*CLI, "--server", service.url, *extra, "sessions", "list"],
+                                  check=False, capture_output=True, text=True, timeout=60,
+                                  env={**env, **more_env}, cwd=tmp_path)
+            assert done.returncode == 0, (extra, more_env, done.stderr)
+        (tmp_path / "empty").write_text("\n")
+        for bad, expected in ((tmp_path / "empty", "first line is empty"),
+                              (tmp_path / "missing", "cannot read it")):
+            done = subprocess.run([*CLI, "--server", service.url, "--token-file", str(bad),
+                                   "sessions", "list"], check=False, capture_output=True,
+                                  text=True, timeout=60, env=env, cwd=tmp_path)
+            assert done.returncode != 0
+            assert expected in done.stderr
+            assert "Traceback" not in done.stderr
+    help_text = subprocess.run([*CLI, "--help"], check=False, capture_output=True, text=True,
+                               timeout=60, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "--token-file" in help_text
+    assert "process list" in help_text

@@ -81,7 +81,13 @@ def _global(
         help="Work against a running server instead of a database (--db is then unused).",
     )] = None,
     token: Annotated[str | None, typer.Option(
-        "--token", envvar="AISOPOD_TOKEN", help="Bearer token for --server.",
+        "--token", envvar="AISOPOD_TOKEN",
+        help="Bearer token for --server. Prefer $AISOPOD_TOKEN or --token-file: other users "
+             "can read a command line in the process list.",
+        show_default=False)] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", envvar="AISOPOD_TOKEN_FILE", metavar="FILE",
+        help="Read the bearer token for --server from FILE (its first line).",
         show_default=False)] = None,
     config_file: Annotated[Path | None, typer.Option(
         "--config", metavar="FILE",
@@ -93,6 +99,19 @@ def _global(
 ) -> None:
     source = ctx.get_parameter_source("db")
     given = source is not None and source.name == "COMMANDLINE"
+    if token_file is not None:
+        if token is not None:
+            raise typer.BadParameter("give --token or --token-file, not both",
+                                     param_hint="--token-file")
+        try:
+            lines = token_file.read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"{token_file}: cannot read it ({exc})",
+                                     param_hint="--token-file") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise typer.BadParameter(f"{token_file}: its first line is empty",
+                                     param_hint="--token-file")
     ctx.obj = Settings(db=db, db_given=given, schema=schema, server=server, token=token,
                        config=config_file)
 
