@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from aisopod_session.service import console, problems
+from aisopod_session.service import _docs, console, problems
 from aisopod_session.service._middleware import LimitBody, add_request_metrics
 from aisopod_session.service._paths import RouteOnEncodedSlashes
 from aisopod_session.service._routes_admin import IMPORT_PATH, admin
@@ -71,6 +71,8 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
         title="aisopod-session",
         version=_version(),
         summary="Durable, isolated conversation sessions for AI agents on chat channels.",
+        docs_url=None,  # served from the packaged Swagger UI (see _docs)
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.tokens = TokenRegistry(config.tokens)
@@ -87,6 +89,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     app.include_router(admin)
     app.include_router(probes)
     console.install(app)
+    _docs.install(app)
     add_request_metrics(app)
     app.add_middleware(LimitBody, max_bytes=config.server.max_body_bytes,
                        streamed=(IMPORT_PATH,))

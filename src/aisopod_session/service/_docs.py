@@ -1,0 +1,29 @@
+"""The interactive API docs (``/docs``), served from the packaged Swagger UI: they work on a
+machine without internet access, and no script comes from a CDN. ReDoc has no maintained
+package of its own, so ``/redoc`` is off."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+DOCS_PATH = "/docs"
+ASSETS_PATH = DOCS_PATH + "/assets"
+
+
+def install(app: FastAPI) -> None:
+    """Serve ``/docs`` and its assets (the app is made with ``docs_url=None``)."""
+    app.mount(ASSETS_PATH, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get(DOCS_PATH, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} · API",
+            swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_PATH}/favicon-32x32.png",
+        )
