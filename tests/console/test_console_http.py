@@ -191,6 +191,16 @@ def test_untrusted_content_is_escaped_everywhere(client: TestClient,
     assert "&lt;i&gt;mallory&lt;/i&gt;" in listing and "<i>mallory" not in listing
 
 
+def test_every_console_answer_carries_the_security_headers(client: TestClient) -> None:
+    """Static files and 404s too, which no console view renders (issue 19)."""
+    for path in ("/console/static/console.js", "/console/static/console.css",
+                 "/console/static/missing.js", "/console/no-such-page", "/console/login"):
+        response = client.get(path, follow_redirects=False)
+        assert "default-src 'none'" in response.headers["content-security-policy"], path
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert response.headers["referrer-policy"] == "same-origin", path
+
+
 # --- isolation ---------------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from fastapi.responses import (
 )
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aisopod_session.compaction import CompactionStrategy, SlidingWindow, Summarize
 from aisopod_session.errors import (
@@ -569,6 +570,31 @@ async def person_action(request: Request, sign_in: SignInDep, store: StoreDep,
                   result=result)
 
 
+class ConsoleHeaders:
+    """The console's security headers on every answer under /console: its static files and
+    404s too, which no console view renders."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                         for name, value in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != COOKIE_PATH and not path.startswith(COOKIE_PATH + "/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *(h for h in self._headers if h[0] not in present)]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def install(app: FastAPI) -> None:
     """Serve the console at /console/ on ``app`` (which holds the store and the tokens)."""
     tokens: TokenRegistry = app.state.tokens
@@ -576,6 +602,7 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.mount(f"{COOKIE_PATH}/static", StaticFiles(directory=HERE / "static"),
               name="console-static")
+    app.add_middleware(ConsoleHeaders)
 
     @app.get(COOKIE_PATH, include_in_schema=False)
     async def console_root() -> RedirectResponse:
