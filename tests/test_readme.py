@@ -21,6 +21,22 @@ def test_readme_names_two_commands_that_exist() -> None:
     assert "./scripts/test" in (ROOT / ".ci" / "run").read_text("utf-8")
 
 
+def test_the_readme_python_runs_twice_with_the_same_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A reader who runs the examples again, against the files the first run left, sees the
+    same (the documented patterns are idempotent)."""
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for _ in range(2):
+        namespace: dict[str, object] = {"__name__": "readme_twice"}
+        for index, block in enumerate(BLOCKS):
+            exec(compile(block, f"README.md block {index}", "exec"), namespace)
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count("\n") >= 5
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
