@@ -31,6 +31,23 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
     assert "| W5 first page of " in document
 
 
+@pytest.mark.slow
+def test_quick_feed_benchmark_produces_its_tables() -> None:
+    """benchmarks.feed end to end on SQLite: appends with the feed and without (the commit before
+    it, from git archive: if git cannot, the table says so), and every watch-latency row."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.feed", "--quick", "--no-postgres"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "### Appends/s, with the feed and without" in result.stdout
+    assert "| SQLite | W1 one writer, 1 session |" in result.stdout
+    assert "### Watch latency" in result.stdout
+    for writer in ("(a) same process", "(b) another process", "(c) W6 load in another process"):
+        assert f"| SQLite | {writer}" in result.stdout
+    assert "watcher failed" not in result.stdout
+
+
 def test_report_sets_each_framework_beside_its_aisopod_backed_store() -> None:
     """The frameworks table, from made-up measurements (no framework package needed)."""
     from benchmarks import report
