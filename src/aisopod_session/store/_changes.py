@@ -72,10 +72,35 @@ def limit(value: Any) -> int:
 
 def write_recorded(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, str]]) -> None:
     """Store the entries a batch recorded: called by the engine just before COMMIT."""
-    count = len(entries)
+    count, at = len(entries), to_us(utc_now())
+    if tx.dialect.writable_ctes and count <= _INSERT_ROWS:
+        # One statement (one round trip): the position update feeds the insert.
+        params: list[Any] = [count, count, at]
+        for offset, (kind, agent_id, session_id, data) in enumerate(entries, 1):
+            params += (offset, kind, agent_id, session_id, data)
+        tx.run(_ONE_STATEMENT.format(values=", ".join([_ROW] * count)), params)
+    else:
+        _write_in_chunks(tx, entries, count, at)
+    if before_commit_seconds:
+        import time
+
+        time.sleep(before_commit_seconds)
+
+
+_ONE_STATEMENT = (
+    "WITH p AS (UPDATE change_positions SET last = last + ? WHERE id = 1 RETURNING last) "
+    "INSERT INTO changes (position, at, kind, agent_id, session_id, data) "
+    "SELECT p.last - CAST(? AS BIGINT) + v.o, CAST(? AS BIGINT), v.k, v.a, v.s, v.d "
+    "FROM p, (VALUES {values}) AS v(o, k, a, s, d)"
+)
+_ROW = "(CAST(? AS BIGINT), ?, ?, CAST(? AS BIGINT), ?)"
+
+
+def _write_in_chunks(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, str]],
+                     count: int, at: int) -> None:
     last = tx.one("UPDATE change_positions SET last = last + ? WHERE id = 1 RETURNING last",
                   (count,))[0]
-    first, at = last - count + 1, to_us(utc_now())
+    first = last - count + 1
     for start in range(0, count, _INSERT_ROWS):
         chunk = entries[start:start + _INSERT_ROWS]
         params: list[Any] = []
@@ -83,12 +108,6 @@ def write_recorded(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, 
             params += (offset, at, kind, agent_id, session_id, data)
         tx.run("INSERT INTO changes (position, at, kind, agent_id, session_id, data) VALUES "
                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), params)
-    if tx.dialect.notify_changes is not None:
-        tx.one(tx.dialect.notify_changes)
-    if before_commit_seconds:
-        import time
-
-        time.sleep(before_commit_seconds)
 
 
 _INSERT_ROWS = 150  # 6 parameters a row: well inside every backend's parameter limit
@@ -156,11 +175,12 @@ def latest_cursor() -> Work[str]:
 
 
 def prune(cutoff: int, batch: int = PRUNE_BATCH) -> Work[int]:
-    """Delete up to ``batch`` of the oldest entries recorded before ``cutoff`` (µs); how many."""
+    """Delete up to ``batch`` of the oldest entries recorded at or before ``cutoff`` (µs): an
+    entry goes once its retention has fully passed, like everything purge deletes. How many."""
 
     def write(tx: Tx) -> int:
         pruned = tx.one("SELECT pruned_through FROM change_positions WHERE id = 1")[0]
-        row = tx.one("SELECT max(position) FROM changes WHERE position <= ? AND at < ?",
+        row = tx.one("SELECT max(position) FROM changes WHERE position <= ? AND at <= ?",
                      (pruned + batch, cutoff))
         if row is None or row[0] is None:
             return 0
@@ -176,7 +196,7 @@ def count_prunable(cutoff: int) -> Work[int]:
     """How many entries :func:`prune` would delete (a dry run)."""
 
     def read(tx: Tx) -> int:
-        row = tx.one("SELECT max(position) FROM changes WHERE at < ?", (cutoff,))
+        row = tx.one("SELECT max(position) FROM changes WHERE at <= ?", (cutoff,))
         if row is None or row[0] is None:
             return 0
         return int(tx.one("SELECT count(*) FROM changes WHERE position <= ?", (row[0],))[0])

@@ -114,6 +114,10 @@ class Engine(ABC):
         Leaving the context without an error commits; with an error, rolls back.
         """
 
+    def _announce_changes(self) -> None:  # noqa: B027 - a hook: most backends have nothing to do
+        """Tell other processes that a commit wrote change-feed entries (after the commit, off
+        the write's path); only this process's watchers are told where that is not possible."""
+
     @abstractmethod
     def classify(self, exc: BaseException) -> Failure:
         """What an exception raised by the driver means for the batch it happened in."""
@@ -308,6 +312,7 @@ class Engine(ABC):
             raise
         if fed:
             self.feed.changed()
+            self._announce_changes()
         return True
 
 

@@ -55,7 +55,8 @@ class PostgresEngine(Engine):
                       f"SELECT pg_notify('{CHANNEL}', current_schema() || ' ' || %s)",
                       # woken by the notification; the poll is the safety net
                       run_poll_seconds=0.25,
-                      notify_changes=f"SELECT pg_notify('{FEED_CHANNEL}', current_schema())")
+                      notify_changes=f"SELECT pg_notify('{FEED_CHANNEL}', current_schema())",
+                      writable_ctes=True)
 
     def __init__(
         self,
@@ -94,6 +95,8 @@ class PostgresEngine(Engine):
         super().__init__(read_threads=size)
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
+        self._announcer: threading.Thread | None = None
+        self._announce = threading.Event()
         self.run_ends.on_first_wait = self._start_listening
         self.feed.on_first_wait = self._start_listening
 
@@ -144,6 +147,33 @@ class PostgresEngine(Engine):
             return Failure.FATAL
         return Failure.JOB
 
+    def _announce_changes(self) -> None:
+        # NOTIFY from a thread of its own, after the commit: not a statement in every write
+        # transaction (a round trip on the write's path). Commits that come while it sends
+        # are told by its next NOTIFY, so a burst of writes costs a few.
+        self._announce.set()
+        if self._announcer is None:
+            with self._listener_lock:
+                if self._announcer is None and not self.closed:
+                    self._announcer = threading.Thread(target=self._send_announcements,
+                                                       name="aisopod-announce", daemon=True)
+                    self._announcer.start()
+
+    def _send_announcements(self) -> None:
+        assert self.dialect.notify_changes is not None
+        while True:
+            self._announce.wait(1.0)
+            if self._announce.is_set():
+                self._announce.clear()  # before sending: a later commit sets it again
+                try:
+                    with self._pool.connection() as conn:
+                        conn.execute(self.dialect.notify_changes)
+                except Exception:  # watchers elsewhere poll meanwhile
+                    if not self.closed:
+                        log.warning("announcing new change-feed entries failed", exc_info=True)
+            elif self.closed:
+                return
+
     def _start_listening(self) -> None:
         """Start (once) the connection that turns other processes' run ends and feed entries
         into wake-ups."""
@@ -175,6 +205,8 @@ class PostgresEngine(Engine):
                 time.sleep(1.0)
 
     def _close_connections(self) -> None:
+        if self._announcer is not None:
+            self._announcer.join(timeout=5)  # sends what is pending, then ends
         self._pool.close()
         if self._listener is not None:
             self._listener.join(timeout=5)

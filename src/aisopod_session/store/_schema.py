@@ -401,21 +401,23 @@ def create_live(tx: Tx, key: SessionKey, *, at: int | None = None,
     ``must_be_new``.
     """
     now = to_us(_time.utc_now()) if at is None else at
-    row = tx.one(
-        "INSERT INTO sessions (agent_id, channel, account_id, peer_kind, peer_id, status, "
-        "created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, '{}') "
-        f"ON CONFLICT DO NOTHING RETURNING {SESSION_COLUMNS}",
-        (*key_params(key), now, now),
-    )
-    if row is not None:
-        record(tx, ChangeKind.SESSION_CREATED, key.agent_id, row[0])
-        return session_from_row(row), True
-    if must_be_new:
-        raise ConflictError(f"a live session for {key} already exists")
-    existing = live_session(tx, key)  # someone else created it first: theirs is the one
-    if existing is None:  # pragma: no cover - the conflicting row is live
-        raise AssertionError(f"insert of {key} conflicted but no live session exists")
-    return existing, False
+    while True:
+        row = tx.one(
+            "INSERT INTO sessions (agent_id, channel, account_id, peer_kind, peer_id, status, "
+            "created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, '{}') "
+            f"ON CONFLICT DO NOTHING RETURNING {SESSION_COLUMNS}",
+            (*key_params(key), now, now),
+        )
+        if row is not None:
+            record(tx, ChangeKind.SESSION_CREATED, key.agent_id, row[0])
+            return session_from_row(row), True
+        if must_be_new:
+            raise ConflictError(f"a live session for {key} already exists")
+        existing = live_session(tx, key)  # someone else created it first: theirs is the one
+        if existing is not None:
+            return existing, False
+        # PostgreSQL: another process deleted (or archived) it between the two statements,
+        # each with its own snapshot: try again (SQLite, one writer, never gets here).
 
 
 def locked_or_created(tx: Tx, key: SessionKey) -> Session:

@@ -34,7 +34,8 @@ class Dialect:
 
     def __init__(self, name: str, placeholder: str, for_update: str, unlimited: str,
                  now_us: str, next_fence: str, notify_run_end: str | None = None,
-                 run_poll_seconds: float = 0.02, notify_changes: str | None = None) -> None:
+                 run_poll_seconds: float = 0.02, notify_changes: str | None = None,
+                 writable_ctes: bool = False) -> None:
         self.name = name
         self.for_update = for_update
         self.unlimited = unlimited  # a LIMIT that means "no limit" (needed before OFFSET)
@@ -48,8 +49,10 @@ class Dialect:
         key's name, see ``_wakeups``); None where only this process can be told."""
         self.run_poll_seconds = run_poll_seconds
         self.notify_changes = notify_changes
-        """A statement telling other processes that the feed grew (sent by a transaction that
-        wrote entries, delivered when it commits); None where only this process can be told."""
+        """A statement telling other processes that the feed grew (sent after a commit that
+        wrote entries); None where only this process can be told."""
+        self.writable_ctes = writable_ctes
+        """Whether an UPDATE can feed an INSERT in one statement (``WITH … UPDATE … RETURNING``)."""
         """How often a waiting start_run looks again without being woken."""
         self._placeholder = placeholder
         self._translated: dict[str, str] = {}
