@@ -42,6 +42,9 @@ T = TypeVar("T")
 
 DEFAULT_SCHEMA = "aisopod_session"
 DEFAULT_POOL_SIZE = 4
+ANNOUNCE_INTERVAL_SECONDS = 0.005
+"""Shortest time between two NOTIFYs of new change-feed entries from one store (what a watcher
+in another process may wait longer, at most)."""
 POOL_WAIT_SECONDS = 10.0
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -171,6 +174,9 @@ class PostgresEngine(Engine):
                 except Exception:  # watchers elsewhere poll meanwhile
                     if not self.closed:
                         log.warning("announcing new change-feed entries failed", exc_info=True)
+                if not self.closed:
+                    # at most one NOTIFY per interval: a steady writer's commits share them
+                    time.sleep(ANNOUNCE_INTERVAL_SECONDS)
             elif self.closed:
                 return
 
