@@ -61,6 +61,10 @@ from aisopod_session.results import (
     SessionDetailPage,
     SessionPage,
     StoreStats,
+    Webhook,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookState,
 )
 from aisopod_session.routing import ChannelContext, DmScope, IdentityLinks, resolve_session_key
 from aisopod_session.store import (
@@ -134,6 +138,10 @@ __all__ = [
     "TruncateToolResults",
     "SlidingWindow",
     "Summarize",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookDeliveryStatus",
+    "WebhookState",
     "__version__",
     "resolve_session_key",
 ]

@@ -8,15 +8,25 @@ service serialises them the same way.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, SecretStr, StrictInt, StrictStr
 
 from aisopod_session.base import Model
-from aisopod_session.models import Session, SessionKey, SessionStatus, SessionSummary, StoredMessage
+from aisopod_session.models import (
+    Name,
+    Session,
+    SessionKey,
+    SessionStatus,
+    SessionSummary,
+    StoredMessage,
+)
 
 __all__ = [
     "AuditRecord",
@@ -35,6 +45,10 @@ __all__ = [
     "SessionDetailPage",
     "SessionPage",
     "StoreStats",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookDeliveryStatus",
+    "WebhookState",
 ]
 
 T = TypeVar("T")
@@ -221,3 +235,139 @@ class QueuedMessage(Model):
     """The inbox entry's id (the message gets its history id when a run takes it)."""
     message: StoredMessage
     enqueued_at: datetime
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+WEBHOOK_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_WEBHOOK_URL_LENGTH = 2048
+MAX_WEBHOOK_ATTEMPTS = 50
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = (24, 64)
+"""A Standard Webhooks secret: ``whsec_`` and the base64 of 24 to 64 random bytes."""
+
+
+def _webhook_url(value: str) -> str:
+    if len(value) > MAX_WEBHOOK_URL_LENGTH:
+        raise ValueError(f"at most {MAX_WEBHOOK_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("no spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (a port that is not a number raises ValueError)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("no user name or password in the URL: the receiver checks the "
+                         "signature instead (the URL is shown to admins)")
+    return value
+
+
+def _webhook_secret(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value()
+    low, high = WEBHOOK_SECRET_BYTES
+    problem = (f"expected a Standard Webhooks secret: {WEBHOOK_SECRET_PREFIX!r} and the base64 "
+               f"of {low} to {high} random bytes")
+    if not text.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(problem)
+    try:
+        raw = base64.b64decode(text[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(problem) from None
+    if not low <= len(raw) <= high:
+        raise ValueError(problem)
+    return value
+
+
+class Webhook(Model):
+    """Where the service POSTs change-feed entries (``[[webhooks]]`` in its config; see
+    ``AsyncSessionStore.deliver_webhooks``): signed as Standard Webhooks describes, in commit
+    order, at least once, retried with exponential backoff up to ``max_attempts`` tries."""
+
+    name: Annotated[StrictStr, Field(pattern=WEBHOOK_NAME)]
+    """A short unique id (lower-case letters, digits, ``-`` and ``_``): the delivery position
+    and log are kept by it, so renaming a webhook starts it afresh."""
+    url: Annotated[StrictStr, AfterValidator(_webhook_url)]
+    secret: Annotated[SecretStr, AfterValidator(_webhook_secret)]
+    """``whsec_…``: the receiver verifies ``webhook-signature`` with it. Never shown."""
+    agents: tuple[Name, ...] = ()
+    """Only these agents' entries (empty: every agent's, and entries without an agent)."""
+    kinds: tuple[ChangeKind, ...] = ()
+    """Only entries of these kinds (empty: every kind)."""
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=MAX_WEBHOOK_ATTEMPTS)] = 8
+    """Tries per entry; after the last failed one the entry is logged ``failed`` and delivery
+    goes on with the next."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """How long one try may take (connecting, sending, the answer)."""
+    backoff_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """The pause after the first failed try; it doubles after each further one."""
+    max_backoff_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    """The longest pause between two tries (a ``Retry-After`` answer is honoured up to it)."""
+
+    def matches(self, change: Change) -> bool:
+        """Whether the webhook's filters let ``change`` through."""
+        return ((not self.agents or change.agent_id in self.agents)
+                and (not self.kinds or change.kind in self.kinds))
+
+
+class WebhookDeliveryStatus(StrEnum):
+    DELIVERED = "delivered"
+    """The receiver answered 2xx."""
+    FAILED = "failed"
+    """Every try failed (``max_attempts``); delivery went on with the next entry."""
+    RETRYING = "retrying"
+    """A try failed and the next one waits for its backoff."""
+    INTERRUPTED = "interrupted"
+    """Its worker stopped while retrying; the next holder delivers the entry again."""
+
+
+class WebhookDelivery(Model):
+    """One feed entry's delivery to one webhook (``webhook_deliveries``): never the payload,
+    never the secret."""
+
+    id: int
+    webhook: str
+    cursor: str
+    """The delivered change's cursor (the payload's ``data.cursor``)."""
+    kind: ChangeKind
+    agent_id: str | None = None
+    session_id: int | None = None
+    status: WebhookDeliveryStatus
+    attempts: int
+    http_status: int | None = None
+    """The last try's answer (None: no answer, see ``error``)."""
+    error: str | None = None
+    """Why the last failed try failed (kept once delivered; None when no try failed)."""
+    delivered_by: str
+    """The worker (``owner``) that tried."""
+    lease_lost: bool = False
+    """The worker had lost the webhook's lease when it logged this: the next holder delivers
+    the entry again (a duplicate, which the receiver recognises by ``webhook-id``)."""
+    first_attempt_at: datetime
+    last_attempt_at: datetime
+    duration_seconds: float
+    """How long the last try took."""
+
+
+class WebhookState(Model):
+    """Where one webhook's delivery stands (every webhook the database has delivered for)."""
+
+    name: str
+    cursor: str
+    """The feed entry handled last (delivered, failed or filtered out): delivery goes on after
+    it."""
+    behind: int
+    """Feed entries committed after ``cursor`` (before the webhook's filters)."""
+    holder: str | None = None
+    """The worker delivering it (None: none since the last one stopped)."""
+    lease_expires_at: datetime | None = None
+    """By the database's clock: after it, another replica's worker takes over."""
+    delivered: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    """Outcomes logged by a worker that had lost the lease (each entry delivered again)."""
+    skipped: int = 0
+    """Feed positions pruned before they were delivered (the webhook was stopped longer than
+    the feed's retention): at most this many entries were never sent."""

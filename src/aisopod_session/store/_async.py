@@ -41,6 +41,10 @@ from aisopod_session.results import (
     QueuedMessage,
     SessionPage,
     StoreStats,
+    Webhook,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookState,
 )
 from aisopod_session.store import (
     _admin,
@@ -51,6 +55,8 @@ from aisopod_session.store import (
     _privacy,
     _sessions,
     _transfer,
+    _webhook_dispatch,
+    _webhooks,
 )
 from aisopod_session.store._agent_async import AsyncAgentSessions, run_work, watch_changes
 from aisopod_session.store._engine import Durability, Engine
@@ -248,6 +254,37 @@ class AsyncSessionStore:
         """Changes as they commit, after ``since`` (None: from now on), woken promptly (see the
         README); ends when the store closes."""
         return watch_changes(self._engine, since, _checks.agent_or_none(agent_id))
+
+    # --- webhooks (admin): the change feed POSTed to receivers, and the delivery log ---------
+
+    async def deliver_webhooks(
+        self, webhooks: Iterable[Webhook], *, owner: str | None = None,
+        lease_seconds: float = _webhook_dispatch.LEASE_SECONDS,
+        on_outcome: Callable[[WebhookDelivery], None] | None = None,
+    ) -> None:
+        """Deliver the change feed to ``webhooks`` (signed, in commit order, at least once,
+        retried with backoff; see the README) until the store closes (or the task is
+        cancelled). Run it in every replica: one worker per webhook holds its lease
+        (``lease_seconds``, by the database's clock) and delivers, the others take over when
+        it stops. ``owner`` names this worker (default: host, process and a random part): give
+        each running dispatcher its own (one restarted under the same name resumes its leases
+        at once). ``on_outcome`` is called with each logged outcome (metrics)."""
+        dispatcher = _webhook_dispatch.Dispatcher(self._engine, webhooks, owner, lease_seconds,
+                                                  on_outcome)
+        await dispatcher.run()  # sync: dispatcher.run_blocking()
+
+    async def webhook_deliveries(
+        self, webhook: str | None = None, *, status: WebhookDeliveryStatus | str | None = None,
+        limit: int = 100,
+    ) -> list[WebhookDelivery]:
+        """The delivery log, newest first: of one webhook or all, of one status or all."""
+        return await run_work(self._engine, _webhooks.deliveries(webhook, status, limit))
+
+    async def webhook_states(self) -> list[WebhookState]:
+        """Where each webhook's delivery stands: position, lease holder, counts."""
+        return await run_work(self._engine, _webhooks.states())
+
+    # --- end of webhooks -----------------------------------------------------------------------
 
     # Lifecycle, retention and privacy (admin).
 

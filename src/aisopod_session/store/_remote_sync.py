@@ -14,13 +14,13 @@ per store, timeouts, TLS.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, cast
 
 import httpx
 
-from aisopod_session.errors import AccessDeniedError
+from aisopod_session.errors import AccessDeniedError, InvalidInputError
 from aisopod_session.lifecycle import Policies, PurgeResult, SweepResult
 from aisopod_session.models import (
     HistoryQuery,
@@ -40,6 +40,10 @@ from aisopod_session.results import (
     PeerResult,
     SessionPage,
     StoreStats,
+    Webhook,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookState,
 )
 from aisopod_session.store import (
     _admin,
@@ -48,6 +52,8 @@ from aisopod_session.store import (
     _http,
     _lifecycle,
     _privacy,
+    _webhook_dispatch,
+    _webhooks,
 )
 from aisopod_session.store._engine import Durability
 from aisopod_session.store._remote_agent_sync import Connection, RemoteAgentSessions
@@ -134,6 +140,34 @@ class RemoteSessionStore(SessionStore):
         stream = self._http.watch("/v1/admin/changes/stream", start,
                                   _http.params(agent_id=agent))
         yield from stream
+
+    # --- webhooks: delivered by the service (its config's [[webhooks]]); the log is read here ---
+
+    def deliver_webhooks(
+        self, webhooks: Iterable[Webhook], *, owner: str | None = None,
+        lease_seconds: float = _webhook_dispatch.LEASE_SECONDS,
+        on_outcome: Callable[[WebhookDelivery], None] | None = None,
+    ) -> None:
+        raise InvalidInputError.for_field(
+            "store", "webhooks are delivered by the service itself: configure them as "
+                     "[[webhooks]] in its config file (this store is a client of the service; "
+                     "webhook_deliveries() reads the delivery log)")
+
+    def webhook_deliveries(
+        self, webhook: str | None = None, *, status: WebhookDeliveryStatus | str | None = None,
+        limit: int = 100,
+    ) -> list[WebhookDelivery]:
+        self._http.for_admin()
+        _webhooks.deliveries(webhook, status, limit)  # the local checks, nothing run
+        body = self._admin_call("GET", "/v1/admin/webhooks/deliveries", params=_http.params(
+            webhook=webhook, status=status, limit=limit))
+        return [WebhookDelivery.model_validate(item) for item in body]
+
+    def webhook_states(self) -> list[WebhookState]:
+        body = self._admin_call("GET", "/v1/admin/webhooks/states")
+        return [WebhookState.model_validate(item) for item in body]
+
+    # --- end of webhooks -----------------------------------------------------------------------
 
     def get_session_by_id(self, session_id: int) -> Session:
         self._http.for_admin()
