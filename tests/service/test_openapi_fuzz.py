@@ -48,7 +48,8 @@ def test_the_document_lists_every_route() -> None:
     app = create_app()
     served = {f"{method} {route.path}"
               for router in (service.agents, service.details, service.runs, service.admin,
-                             service.probes, service.agent_changes, service.admin_changes)
+                             service.probes, service.agent_changes, service.admin_changes,
+                             service.webhooks)
               for route in router.routes
               if isinstance(route, APIRoute) and route.include_in_schema
               for method in route.methods}

@@ -6,6 +6,7 @@ This module assembles the application; the parts live beside it:
   addressed by its key's parts (``…/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}``);
 - :mod:`._routes_admin`: admin routes under ``/v1/admin``;
 - :mod:`._routes_changes`: the change feed, pages and a Server-Sent Events stream;
+- :mod:`._routes_webhooks`: webhook delivery (started with the app) and its admin routes;
 - :mod:`._routes_probes`: ``/healthz``, ``/readyz`` and ``/metrics``;
 - :mod:`._dependencies` (who is calling, which agent and key), :mod:`._bodies` (request and
   response bodies), :mod:`._paths` (key parts holding a ``/``, sent as ``%2F``) and
@@ -29,6 +30,7 @@ from aisopod_session.service._routes_changes import admin_changes, agent_changes
 from aisopod_session.service._routes_probes import probes
 from aisopod_session.service._routes_runs import runs
 from aisopod_session.service._routes_sessions import agents, details
+from aisopod_session.service._routes_webhooks import delivering, webhooks
 from aisopod_session.service.auth import TokenRegistry
 from aisopod_session.service.config import ServiceConfig
 from aisopod_session.service.maintenance import run_maintenance
@@ -36,7 +38,7 @@ from aisopod_session.service.metrics import Metrics
 from aisopod_session.store import AsyncSessionStore
 
 __all__ = ["ServiceApp", "admin", "admin_changes", "agent_changes", "agents", "create_app",
-           "details", "probes", "runs"]
+           "details", "probes", "runs", "webhooks"]
 
 
 def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | None = None
@@ -49,7 +51,8 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if store is not None:
             app.state.store = store
-            yield
+            async with delivering(app, store):
+                yield
             return
         db = config.database
         opened = await AsyncSessionStore.open(db.url, durability=db.durability,
@@ -59,7 +62,8 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
         interval = config.maintenance.interval_seconds
         maintenance = asyncio.create_task(run_maintenance(opened, interval)) if interval else None
         try:
-            yield
+            async with delivering(app, opened):
+                yield
         finally:
             if maintenance is not None:
                 maintenance.cancel()
@@ -78,6 +82,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     app.state.tokens = TokenRegistry(config.tokens)
     app.state.metrics = Metrics()
     app.state.stopping = asyncio.Event()  # set when the server shuts down: streams end
+    app.state.webhooks = config.webhooks
     if store is not None:
         app.state.store = store
     problems.install(app)
@@ -87,6 +92,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     app.include_router(agent_changes)
     app.include_router(admin_changes)
     app.include_router(admin)
+    app.include_router(webhooks)
     app.include_router(probes)
     console.install(app)
     _docs.install(app)

@@ -40,6 +40,15 @@ role = "admin"
 [[tokens]]
 token = "a-long-random-agent-token"
 agent = "support-bot"
+
+[[webhooks]]                        # the change feed POSTed as Standard Webhooks (see README)
+name = "crm"                        # unique: the delivery position and log are kept by it
+url = "https://crm.example.com/hooks/aisopod"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24-64 random bytes
+agents = ["support-bot"]            # optional: only these agents' changes
+kinds = ["session.created", "messages.appended"]  # optional: only these kinds
+max_attempts = 8                    # tries per change, then it is logged as failed
+timeout_seconds = 10
 ```
 
 Environment: ``AISOPOD_DATABASE_URL``, ``AISOPOD_ADMIN_TOKEN`` (one admin token) and
@@ -72,6 +81,7 @@ from aisopod_session.lifecycle import (
     RetentionPolicy,
 )
 from aisopod_session.models import normalize_name
+from aisopod_session.results import Webhook
 
 DEFAULT_DB_URL = "sqlite:///data/sessions.db"
 DEFAULT_PORT = 8787
@@ -124,6 +134,7 @@ class ServiceConfig(_Section):
     reset: ResetPolicies = Field(default_factory=ResetPolicies)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    webhooks: list[Webhook] = Field(default_factory=list)
 
     @property
     def policies(self) -> Policies:
@@ -138,6 +149,14 @@ class ServiceConfig(_Section):
                 raise ValueError("the same token is configured twice")
             seen.add(entry.token)
         return tokens
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhook_names_unique(cls, webhooks: list[Webhook]) -> list[Webhook]:
+        names = [hook.name for hook in webhooks]
+        if len(set(names)) != len(names):
+            raise ValueError("two webhooks have the same name")
+        return webhooks
 
     @property
     def auth_enabled(self) -> bool:

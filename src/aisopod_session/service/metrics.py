@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from aisopod_session.models import SessionStatus
+from aisopod_session.results import WebhookDelivery
 from aisopod_session.store import AsyncSessionStore
 
 MAX_WAITERS_TRACKED = 10_000
@@ -51,6 +52,15 @@ class Metrics:
         self._sessions = Gauge(
             "aisopod_sessions", "Sessions by status", ["status"], registry=self.registry
         )
+        self._webhook_outcomes = Counter(
+            "aisopod_webhook_outcomes",
+            "Webhook delivery outcomes logged by this replica: delivered, failed (out of tries), "
+            "retrying (a failed try) or interrupted", ["webhook", "status"],
+            registry=self.registry)
+        self._webhook_duplicates = Counter(
+            "aisopod_webhook_duplicates",
+            "Deliveries this replica made after losing the webhook's lease (sent again by the "
+            "next holder)", ["webhook"], registry=self.registry)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).inc()
@@ -74,6 +84,11 @@ class Metrics:
             self._refused.setdefault((key, owner), time.monotonic())
             while len(self._refused) > MAX_WAITERS_TRACKED:  # the oldest gave up, probably
                 self._refused.popitem(last=False)
+
+    def webhook_outcome(self, delivery: WebhookDelivery) -> None:
+        self._webhook_outcomes.labels(delivery.webhook, delivery.status.value).inc()
+        if delivery.lease_lost and delivery.status.value == "delivered":
+            self._webhook_duplicates.labels(delivery.webhook).inc()
 
     async def refresh_sessions(self, store: AsyncSessionStore) -> None:
         counts = await store.count_sessions_by_status()

@@ -595,6 +595,18 @@ class ConsoleHeaders:
         await self.app(scope, receive, with_headers)
 
 
+@router.get("/webhooks")
+async def webhooks_page(request: Request, sign_in: SignInDep, store: StoreDep) -> Response:
+    """The configured webhooks (never their secrets), where each stands, and the delivery log:
+    deliveries out of tries first, then the newest (admin)."""
+    if not sign_in.principal.admin:
+        raise HTTPException(403, "only an admin token may see the webhooks")
+    states = {state.name: state for state in await store.webhook_states()}
+    return render(request, "webhooks.html", sign_in=sign_in, hooks=request.app.state.webhooks,
+                  states=states, failed=await store.webhook_deliveries(status="failed", limit=50),
+                  recent=await store.webhook_deliveries(limit=50))
+
+
 def install(app: FastAPI) -> None:
     """Serve the console at /console/ on ``app`` (which holds the store and the tokens)."""
     tokens: TokenRegistry = app.state.tokens
