@@ -656,15 +656,6 @@ def test_a_job_failing_inside_a_batch_leaves_no_entries(
             (1 + 3 * n, 3 + 3 * n) for n in range(len(got))]
 
 
-SLOW_CLOSE = (
-    "BUG (a0429be): closing a PostgreSQL store that wrote anything takes ~1 s: "
-    "_postgres._close_connections joins the announcer thread, which sleeps in "
-    "self._announce.wait(1.0) and only notices `closed` when that times out (close never wakes "
-    "it); every PostgreSQL store close (each test's teardown, each CLI command, each service "
-    "shutdown) pays up to a second")
-
-
-@pytest.mark.xfail(strict=True, reason=SLOW_CLOSE)
 def test_closing_a_postgres_store_that_wrote_is_prompt(pg_schema: str) -> None:
     store = SessionStore.open(PG_URL, schema=pg_schema, pool_size=2)
     try:

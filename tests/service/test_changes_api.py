@@ -407,19 +407,6 @@ def test_a_change_through_one_replica_reaches_a_stream_of_another_within_a_secon
         assert max(latencies) < 1.0, latencies
 
 
-STREAM_WATCH_LEAK = (
-    "BUG: a stream whose client disconnects leaves its watch running on the server: "
-    "_routes_changes._events runs anext(changes) in a task (`step`) and, when the response is "
-    "cancelled on disconnect, its finally block cancels only `stop` and calls "
-    "changes.aclose(), which fails with 'asynchronous generator is already running' "
-    "(suppressed) while `step` still runs the watch; the watch stays registered, re-reads the "
-    "feed every WATCH_POLL_SECONDS and on every commit, until that agent's next change or "
-    "the store closes ('Task exception was never retrieved ... StopAsyncIteration' at "
-    "shutdown). Reconnecting EventSource clients pile these up; the fix is to cancel and "
-    "await `step` in the finally block before aclose()")
-
-
-@pytest.mark.xfail(strict=True, reason=STREAM_WATCH_LEAK)
 def test_a_client_that_leaves_leaves_no_watch_behind(sqlite_url: str) -> None:
     with BackgroundService(service_config(sqlite_url, {})) as service, \
             started(service) as store:
@@ -436,11 +423,6 @@ def test_a_client_that_leaves_leaves_no_watch_behind(sqlite_url: str) -> None:
         assert not feed.watched, "the server still runs the watches of streams nobody reads"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): an empty since= is refused by the pages (422, not a cursor) but accepted by "
-    "the streams as 'from now on': _agent_start/_admin_start compute `last_event_id or since "
-    "or latest_cursor()`, so '' falls through; a client that sends since=${cursor} with an "
-    "unset cursor silently skips everything before now instead of getting 422"))
 def test_an_empty_since_is_refused_by_streams_as_by_pages(sqlite_url: str) -> None:
     with BackgroundService(service_config(sqlite_url, {})) as service, \
             httpx.Client(base_url=service.url, timeout=WAIT) as client:

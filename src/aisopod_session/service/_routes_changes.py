@@ -68,14 +68,21 @@ async def _agent_start(agent: AgentDep, since: SinceQuery = None,
                        last_event_id: LastEventId = None) -> str:
     """Where an agent's stream starts, checked before it does: a bad or expired cursor answers
     422 / 410, not a stream that ends at once."""
-    start = last_event_id or since or await agent.latest_cursor()
+    given = _given(last_event_id, since)
+    start = given if given is not None else await agent.latest_cursor()
     await agent.changes(start, limit=1)
     return start
 
 
+def _given(last_event_id: str | None, since: str | None) -> str | None:
+    """The cursor a stream was asked to start after (an empty one is refused, as pages do)."""
+    return last_event_id if last_event_id is not None else since
+
+
 async def _admin_start(store: AdminDep, since: SinceQuery = None,
                        agent_id: AgentIdQuery = None, last_event_id: LastEventId = None) -> str:
-    start = last_event_id or since or await store.latest_cursor()
+    given = _given(last_event_id, since)
+    start = given if given is not None else await store.latest_cursor()
     await store.changes(start, agent_id=agent_id, limit=1)
     return start
 
@@ -119,6 +126,7 @@ def stopping_event(request: Request) -> asyncio.Event:
 async def change_events(request: Request, changes: AsyncIterator[Change]
                   ) -> AsyncIterator[ServerSentEvent]:
     stop = asyncio.ensure_future(stopping_event(request).wait())
+    step: asyncio.Future[Change] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(changes))
@@ -135,6 +143,12 @@ async def change_events(request: Request, changes: AsyncIterator[Change]
             yield ServerSentEvent(id=change.cursor, event=change.kind.value,
                                   raw_data=change.model_dump_json())
     finally:
+        # The client left (or the server stops): end the watch, which is inside anext() while
+        # it waits for the next change, before closing it.
         stop.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with suppress(asyncio.CancelledError, StopAsyncIteration):
+                await step
         with suppress(Exception):
             await changes.aclose()  # type: ignore[attr-defined]

@@ -166,7 +166,8 @@ class PostgresEngine(Engine):
         assert self.dialect.notify_changes is not None
         while True:
             self._announce.wait(1.0)
-            if self._announce.is_set():
+            sent = self._announce.is_set()
+            if sent:
                 self._announce.clear()  # before sending: a later commit sets it again
                 try:
                     with self._pool.connection() as conn:
@@ -174,11 +175,10 @@ class PostgresEngine(Engine):
                 except Exception:  # watchers elsewhere poll meanwhile
                     if not self.closed:
                         log.warning("announcing new change-feed entries failed", exc_info=True)
-                if not self.closed:
-                    # at most one NOTIFY per interval: a steady writer's commits share them
-                    time.sleep(ANNOUNCE_INTERVAL_SECONDS)
-            elif self.closed:
+            if self.closed:
                 return
+            if sent:  # at most one NOTIFY per interval: a steady writer's commits share them
+                time.sleep(ANNOUNCE_INTERVAL_SECONDS)
 
     def _start_listening(self) -> None:
         """Start (once) the connection that turns other processes' run ends and feed entries
@@ -200,7 +200,7 @@ class PostgresEngine(Engine):
                     # entries committed while the listener was (re)connecting
                     self.feed.changed()
                     while not self.closed:
-                        for note in conn.notifies(timeout=1.0):
+                        for note in conn.notifies(timeout=0.2):  # closed: ends soon
                             if note.channel == FEED_CHANNEL:
                                 if note.payload == self.schema:
                                     self.feed.changed()
@@ -212,7 +212,8 @@ class PostgresEngine(Engine):
 
     def _close_connections(self) -> None:
         if self._announcer is not None:
-            self._announcer.join(timeout=5)  # sends what is pending, then ends
+            self._announce.set()  # wake it: it sends what may be pending, then ends
+            self._announcer.join(timeout=5)
         self._pool.close()
         if self._listener is not None:
             self._listener.join(timeout=5)
