@@ -350,7 +350,8 @@ def test_export_import_round_trip(db: tuple[list[str], str, dict[str, Any]],
 
     target = db_args(*empty_target)
     imported = ok([*target, "import", str(out), "--json"])
-    assert json.loads(imported.stdout) == {"sessions": 5, "messages": 11, "queued": 0}
+    assert json.loads(imported.stdout) == {"sessions": 5, "messages": 11, "queued": 0,
+                                           "skipped": 0, "archived": 0}
     assert ok([*target, "export"]).stdout == exported  # reproduced exactly
 
     assert "already exists" in fails([*target, "import", str(out)])
@@ -572,7 +573,7 @@ def test_server_mode_writes(live_server: LiveServer, tmp_path: Path) -> None:
     dump = tmp_path / "dump.jsonl"
     dump.write_text(exported, "utf-8")
     assert json.loads(ok([*remote, "import", str(dump), "--json"]).stdout) == {
-        "sessions": 5, "messages": 11, "queued": 0}
+        "sessions": 5, "messages": 11, "queued": 0, "skipped": 0, "archived": 0}
     # ids are the target's own; in this store they may come after the deleted ones
     assert without_ids(ok([*remote, "export"]).stdout) == without_ids(exported)
     assert "already exists" in fails([*remote, "import", "-"], input=exported)

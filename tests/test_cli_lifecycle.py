@@ -238,7 +238,7 @@ def test_peers_export_forget_and_audit(target: Target, tmp_path: Path) -> None:
 
     # what was exported imports again, as it was
     assert json.loads(ok([*args, "import", str(out), "--json"]).stdout) == {
-        "sessions": 3, "messages": 4, "queued": 0}
+        "sessions": 3, "messages": 4, "queued": 0, "skipped": 0, "archived": 0}
     again = [json.loads(line) for line in
              ok([*args, "peers", "export", "discord", "alice"]).stdout.splitlines()]
     assert strip_ids(again) == strip_ids(lines)

@@ -34,6 +34,10 @@ MAX_TOKEN_USAGE = 2**62 - 1
 """Largest token_usage of a session (and of one append batch): the sum of both still fits the
 64-bit integer columns, so an overflow is reported as bad input rather than by the database."""
 
+MAX_COUNTER = 2**62 - 1
+"""Largest history position or compaction count an import takes: what the store adds to them
+later still fits the 64-bit integer columns."""
+
 MAX_USAGE_DAYS = 366
 """Longest window ``usage_by_day`` reports on."""
 

@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Iterable
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, StrictInt, StrictStr
@@ -35,6 +35,7 @@ __all__ = [
     "ChangePage",
     "CommitResult",
     "DailyUsage",
+    "ImportConflictPolicy",
     "ImportResult",
     "MetadataMerge",
     "Page",
@@ -94,12 +95,22 @@ class DailyUsage(Model):
     tokens: int
 
 
+ImportConflictPolicy = Literal["fail", "skip", "archive-existing"]
+"""What an import does with a session of the file that already exists (``on_conflict``):
+``fail`` refuses the file (nothing imported), ``skip`` keeps the stored session and leaves the
+file's out, ``archive-existing`` archives the stored live session and imports the file's."""
+
+
 class ImportResult(Model):
-    """How many sessions, messages and waiting (inbox) messages an import stored."""
+    """How many sessions, messages and waiting (inbox) messages an import stored; how many of
+    the file's sessions it left out as already stored (``skipped``), and how many stored live
+    sessions it archived to import the file's (``archived``)."""
 
     sessions: int = 0
     messages: int = 0
     queued: int = 0
+    skipped: int = 0
+    archived: int = 0
 
 
 class Resolution(Model):
@@ -178,10 +189,11 @@ class ChangeKind(StrEnum):
     SESSION_UPDATED = "session.updated"
     """``patch``, a sweep's status change, a metadata merge of ``commit``."""
     SESSION_RESET = "session.reset"
-    """The live session was archived and a new one started (``reset``, ``resolve``)."""
+    """The live session was archived and a new one started (``reset``, ``resolve``, an import's
+    ``archive-existing``)."""
     SESSION_COMPACTED = "session.compacted"
     SESSION_DELETED = "session.deleted"
-    """``delete``, ``clear``, a retention purge or a replaced session of an import."""
+    """``delete``, ``clear`` or a retention purge."""
     SESSION_IMPORTED = "session.imported"
     MESSAGES_APPENDED = "messages.appended"
     MESSAGES_REMOVED = "messages.removed"

@@ -22,6 +22,7 @@ from aisopod_session.models import Session, SessionStatus, StoredMessage, normal
 from aisopod_session.results import (
     AuditRecord,
     DailyUsage,
+    ImportConflictPolicy,
     ImportResult,
     PeerResult,
     StoreStats,
@@ -145,8 +146,15 @@ async def _take(lines: AsyncIterator[str], count: int) -> AsyncIterator[str]:
 @admin.post(IMPORT, summary="Import an export (JSON Lines body, streamed)",
             openapi_extra={"requestBody": {"required": True, "content": {
                 NDJSON: {"schema": {"type": "string"}}}}})
-async def admin_import(request: Request, store: AdminDep) -> ImportResult:
-    return await store.import_jsonl(_lines(request.stream()))
+async def admin_import(request: Request, store: AdminDep,
+                       on_conflict: Annotated[ImportConflictPolicy, Query(
+                           description="A session of the file that already exists: fail "
+                           "(409, nothing imported), skip it, or archive the stored one "
+                           "(archive-existing)")] = "fail") -> ImportResult:
+    """Every line is checked as the API checks its data, then the whole file is stored in one
+    transaction: a bad line is a 422 naming the line and field, and nothing of the file is
+    kept."""
+    return await store.import_jsonl(_lines(request.stream()), on_conflict=on_conflict)
 
 
 @admin.delete("/sessions", summary="Delete every session (of one agent)")

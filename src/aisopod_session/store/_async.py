@@ -36,6 +36,7 @@ from aisopod_session.results import (
     Change,
     ChangePage,
     DailyUsage,
+    ImportConflictPolicy,
     ImportResult,
     PeerResult,
     QueuedMessage,
@@ -50,6 +51,7 @@ from aisopod_session.store import (
     _admin,
     _changes,
     _checks,
+    _import,
     _lifecycle,
     _messages,
     _privacy,
@@ -200,18 +202,22 @@ class AsyncSessionStore:
             yield line  # async-only
 
     async def import_jsonl(
-        self, lines: Iterable[str | bytes] | AsyncIterable[str | bytes]  # sync: self, lines: Iterable[str | bytes]
+        self, lines: Iterable[str | bytes] | AsyncIterable[str | bytes],  # sync: self, lines: Iterable[str | bytes],
+        *, on_conflict: ImportConflictPolicy = "fail",
     ) -> ImportResult:
-        """Import an export; a session that fails half-way is removed again (admin)."""
-        importer = _transfer.Importer()
-        try:
+        """Import an export (admin): every line checked as the API checks its data, then the
+        whole file stored in one transaction, or nothing of it (InvalidInputError naming the
+        line and field). ``on_conflict`` says what happens to a session that already exists:
+        ``"fail"`` (ConflictError), ``"skip"`` or ``"archive-existing"`` (see the README)."""
+        policy = _import.conflict_policy(on_conflict)
+        with _import.Spool() as spool:
+            checker = _import.Checker(spool)
             async for line in _aiter(lines):  # sync: for line in lines:
-                await self._drive(importer.line(line))
-            await self._drive(importer.finish())
-        except BaseException:
-            await self._drive(importer.abort())
-            raise
-        return importer.result
+                checker.line(line)
+                if not checker.number % 1024:  # async-only
+                    await asyncio.sleep(0)  # async-only
+            checker.finish()
+            return await run_work(self._engine, _import.publish(spool, policy))
 
     async def _drive(self, plan: Generator[Any, Any, T]) -> T:
         """Run a multi-step plan: each Work it yields, and its result."""

@@ -39,6 +39,7 @@ from aisopod_session.results import (
     Change,
     ChangePage,
     DailyUsage,
+    ImportConflictPolicy,
     ImportResult,
     Page,
     PeerResult,
@@ -54,6 +55,7 @@ from aisopod_session.store import (
     _changes,
     _checks,
     _http,
+    _import,
     _lifecycle,
     _privacy,
     _webhook_dispatch,
@@ -238,10 +240,13 @@ class AsyncRemoteSessionStore(AsyncSessionStore):
             yield line  # async-only
 
     async def import_jsonl(
-        self, lines: Iterable[str | bytes] | AsyncIterable[str | bytes]  # sync: self, lines: Iterable[str | bytes]
+        self, lines: Iterable[str | bytes] | AsyncIterable[str | bytes],  # sync: self, lines: Iterable[str | bytes],
+        *, on_conflict: ImportConflictPolicy = "fail",
     ) -> ImportResult:
         self._http.for_admin()
+        policy = _import.conflict_policy(on_conflict)
         body = await self._http.call("POST", "/v1/admin/import", write=True,
+                                     params=_http.params(on_conflict=policy),
                                      content=_upload(lines),
                                      headers={"Content-Type": _http.NDJSON})
         return ImportResult.model_validate(body)

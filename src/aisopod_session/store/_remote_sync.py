@@ -35,6 +35,7 @@ from aisopod_session.results import (
     Change,
     ChangePage,
     DailyUsage,
+    ImportConflictPolicy,
     ImportResult,
     Page,
     PeerResult,
@@ -50,6 +51,7 @@ from aisopod_session.store import (
     _changes,
     _checks,
     _http,
+    _import,
     _lifecycle,
     _privacy,
     _webhook_dispatch,
@@ -232,10 +234,13 @@ class RemoteSessionStore(SessionStore):
         yield from self._http.lines("/v1/admin/export", params)
 
     def import_jsonl(
-        self, lines: Iterable[str | bytes]
+        self, lines: Iterable[str | bytes],
+        *, on_conflict: ImportConflictPolicy = "fail",
     ) -> ImportResult:
         self._http.for_admin()
+        policy = _import.conflict_policy(on_conflict)
         body = self._http.call("POST", "/v1/admin/import", write=True,
+                                     params=_http.params(on_conflict=policy),
                                      content=_upload(lines),
                                      headers={"Content-Type": _http.NDJSON})
         return ImportResult.model_validate(body)

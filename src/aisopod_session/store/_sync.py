@@ -29,6 +29,7 @@ from aisopod_session.results import (
     Change,
     ChangePage,
     DailyUsage,
+    ImportConflictPolicy,
     ImportResult,
     PeerResult,
     QueuedMessage,
@@ -43,6 +44,7 @@ from aisopod_session.store import (
     _admin,
     _changes,
     _checks,
+    _import,
     _lifecycle,
     _messages,
     _privacy,
@@ -174,18 +176,20 @@ class SessionStore:
         yield from self._lines(plan)
 
     def import_jsonl(
-        self, lines: Iterable[str | bytes]
+        self, lines: Iterable[str | bytes],
+        *, on_conflict: ImportConflictPolicy = "fail",
     ) -> ImportResult:
-        """Import an export; a session that fails half-way is removed again (admin)."""
-        importer = _transfer.Importer()
-        try:
+        """Import an export (admin): every line checked as the API checks its data, then the
+        whole file stored in one transaction, or nothing of it (InvalidInputError naming the
+        line and field). ``on_conflict`` says what happens to a session that already exists:
+        ``"fail"`` (ConflictError), ``"skip"`` or ``"archive-existing"`` (see the README)."""
+        policy = _import.conflict_policy(on_conflict)
+        with _import.Spool() as spool:
+            checker = _import.Checker(spool)
             for line in lines:
-                self._drive(importer.line(line))
-            self._drive(importer.finish())
-        except BaseException:
-            self._drive(importer.abort())
-            raise
-        return importer.result
+                checker.line(line)
+            checker.finish()
+            return run_work(self._engine, _import.publish(spool, policy))
 
     def _drive(self, plan: Generator[Any, Any, T]) -> T:
         """Run a multi-step plan: each Work it yields, and its result."""
