@@ -14,6 +14,8 @@ import typer
 from aisopod_session.cli._app import ChannelArg, JsonOpt, PeerIdArg, store_for
 from aisopod_session.cli._output import plural, print_json, progress
 from aisopod_session.cli._store import cli_actor
+from aisopod_session.limits import MAX_IMPORT_LINE_BYTES
+from aisopod_session.results import ImportConflictPolicy
 
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", "-o", metavar="FILE", help="Write here (default: stdout).")]
@@ -45,7 +47,9 @@ def _write_out(lines: Iterable[str], out: Path | None) -> None:
 
 
 def _numbered(stream: IO[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
-    for line in stream:
+    """The file's lines, never reading more than the import's line limit at once: a longer
+    line is handed on cut short, and the import refuses it by its number."""
+    while line := stream.readline(MAX_IMPORT_LINE_BYTES + 2):
         advance(len(line))
         yield line
 
@@ -63,9 +67,15 @@ def export(
 def import_(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(metavar="FILE", help="An export; - reads stdin.")],
+    on_conflict: Annotated[ImportConflictPolicy, typer.Option(
+        "--on-conflict", metavar="POLICY",
+        help="A session of the file that already exists: fail (nothing is imported), skip "
+             "(keep the stored one), archive-existing (archive it, import the file's).")
+    ] = "fail",
     as_json: JsonOpt = False,
 ) -> None:
-    """Import an export (JSON Lines), streamed. A session that fails half-way is not kept."""
+    """Import an export (JSON Lines), streamed: every line is checked first, then the whole
+    file is stored at once; on any error nothing of it is."""
     source: AbstractContextManager[IO[bytes]]
     if file == "-":
         total = None
@@ -75,13 +85,17 @@ def import_(
         total = path.stat().st_size if path.is_file() else None
         source = path.open("rb")
     with source as stream, store_for(ctx) as store, progress(total, "importing") as advance:
-        result = store.import_jsonl(_numbered(stream, advance))
+        result = store.import_jsonl(_numbered(stream, advance), on_conflict=on_conflict)
     if as_json:
         print_json(result.model_dump(mode="json"))
-    else:
-        waiting = f", {plural(result.queued, 'waiting message')}" if result.queued else ""
-        typer.echo(f"imported {plural(result.sessions, 'session')}, "
-                   f"{plural(result.messages, 'message')}{waiting}")
+        return
+    waiting = f", {plural(result.queued, 'waiting message')}" if result.queued else ""
+    skipped = (f"; skipped {plural(result.skipped, 'session')} already stored"
+               if result.skipped else "")
+    archived = (f"; archived {plural(result.archived, 'stored live session')}"
+                if result.archived else "")
+    typer.echo(f"imported {plural(result.sessions, 'session')}, "
+               f"{plural(result.messages, 'message')}{waiting}{skipped}{archived}")
 
 
 def export_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg,
