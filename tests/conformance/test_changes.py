@@ -853,19 +853,8 @@ def test_watch_refuses_bad_and_expired_cursors(store: Any) -> None:
         watcher.stop()
 
 
-REMOTE_SYNC_WATCH_OUTLIVES_CLOSE = (
-    "BUG: the blocking remote store's watch does not end when the store closes: "
-    "RemoteSessionStore.close() sets closed and closes the httpx client, but a watch blocked "
-    "in connect_sse(...).iter_sse() stays blocked (and delivers nothing more) until the server "
-    "ends the stream; Connection.watch documents 'until the store closes', and the asyncio "
-    "remote store's watch does end at once")
-
-
 def test_watch_ends_when_the_store_closes(open_store: Any, request: pytest.FixtureRequest
                                           ) -> None:
-    if (open_store.backend, open_store.flavour) == ("http", "sync"):
-        request.applymarker(pytest.mark.xfail(strict=True,
-                                              reason=REMOTE_SYNC_WATCH_OUTLIVES_CLOSE))
     store = open_store()
     bot = store.for_agent("bot")
     bot.get_or_create(key("alice"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -214,6 +215,16 @@ def transport_error(exc: httpx.HTTPError, *, write: bool) -> StoreUnavailableErr
     return StoreUnavailableError(
         f"the aisopod-session server could not be reached or did not answer "
         f"({type(exc).__name__}: {exc})", maybe_committed=write and not never_sent)
+
+
+def interrupt(response: httpx.Response) -> None:
+    """Wake a thread blocked reading ``response``: closing a socket does not, shutting it down
+    does (a blocking store's watch, when the store closes)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def split_lines(pending: bytes, chunk: bytes) -> tuple[list[str], bytes]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +59,9 @@ class Connection:
         self.admin = False
         self.agent_id: str | None = None
         self.closed = False
+        self.streams: set[httpx.Response] = set()
+        """Open change streams: closing the store closes them (a blocking read would wait for
+        the server's next event otherwise)."""
 
     def check_open(self) -> None:
         if self.closed:
@@ -109,15 +113,28 @@ class Connection:
                         source.response.read()
                         raise _http.error_of(source.response, write=False)
                     failures = 0
-                    for event in source.iter_sse():
-                        change = Change.model_validate_json(event.data)
-                        cursor = change.cursor
-                        yield change
-            except (httpx.HTTPError, SSEError):
+                    self.streams.add(source.response)
+                    try:
+                        for event in source.iter_sse():
+                            change = Change.model_validate_json(event.data)
+                            cursor = change.cursor
+                            yield change
+                    finally:
+                        self.streams.discard(source.response)
+            except (httpx.HTTPError, httpx.StreamError, SSEError, OSError):
                 if self.closed:
                     return
                 time.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)])
                 failures += 1
+
+    def close(self) -> None:
+        """Refuse further calls, end the open change streams, close the client."""
+        self.closed = True
+        for response in list(self.streams):
+            _http.interrupt(response)  # a blocked read in another thread
+            with suppress(Exception):  # it may be ending by itself meanwhile
+                response.close()
+        self.client.close()
 
     def for_admin(self) -> None:
         """Admin operations need an admin token: refused here, before any request."""

@@ -289,8 +289,7 @@ class AsyncRemoteSessionStore(AsyncSessionStore):
         return [AuditRecord.model_validate(record) for record in body]
 
     async def close(self) -> None:
-        self._http.closed = True
-        await self._http.client.aclose()
+        await self._http.close()
 
 
 

@@ -282,8 +282,7 @@ class RemoteSessionStore(SessionStore):
         return [AuditRecord.model_validate(record) for record in body]
 
     def close(self) -> None:
-        self._http.closed = True
-        self._http.client.close()
+        self._http.close()
 
 
 
