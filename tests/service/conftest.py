@@ -52,8 +52,11 @@ def service_config(url: str, options: dict[str, Any], *, tokens: bool = True,
         database["schema"] = options["schema"]
     if "pool_size" in options:
         database["pool_size"] = options["pool_size"]
+    # the token matrices send hundreds of wrong tokens from one client: the throttle of failed
+    # authentication has tests of its own (test_hardening.py)
     return ServiceConfig.model_validate(
-        {"database": database, "server": server, "tokens": TOKENS if tokens else []}
+        {"database": database, "server": server, "tokens": TOKENS if tokens else [],
+         "auth": {"failures_per_client": 100_000, "failures_global": 1_000_000}}
     )
 
 

@@ -33,6 +33,7 @@ from aisopod_session.models import (
 from aisopod_session.results import Run
 from aisopod_session.service._bodies import Timestamp
 from aisopod_session.service._paths import check_decoded
+from aisopod_session.service._throttle import AuthThrottle, client_of
 from aisopod_session.service.auth import OPEN_ACCESS, Principal, TokenRegistry
 from aisopod_session.store import AsyncAgentSessions, AsyncSessionStore
 
@@ -77,9 +78,18 @@ async def _principal(
     tokens: TokenRegistry = request.app.state.tokens
     if not tokens.enabled:
         return OPEN_ACCESS
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    client = client_of(request)
+    wait = throttle.refusal(client)
+    if wait is not None:
+        request.app.state.metrics.auth_throttled("api")
+        raise HTTPException(429, "too many failed authentication attempts from this client; "
+                            f"try again in {wait} s", headers={"Retry-After": str(wait)})
     principal = None if credentials is None else tokens.authenticate(
         credentials.credentials.strip())
     if principal is None:
+        if credentials is not None:
+            throttle.failed(client)
         if request.headers.get("authorization"):
             raise HTTPException(401, "a valid bearer token is required",
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})

@@ -31,6 +31,7 @@ from aisopod_session.service._routes_probes import probes
 from aisopod_session.service._routes_runs import runs
 from aisopod_session.service._routes_sessions import agents, details
 from aisopod_session.service._routes_webhooks import delivering, webhooks
+from aisopod_session.service._throttle import AuthThrottle
 from aisopod_session.service.auth import TokenRegistry
 from aisopod_session.service.config import ServiceConfig
 from aisopod_session.service.maintenance import run_maintenance
@@ -80,6 +81,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
         lifespan=lifespan,
     )
     app.state.tokens = TokenRegistry(config.tokens)
+    app.state.auth_throttle = AuthThrottle(config.auth)
     app.state.metrics = Metrics()
     app.state.stopping = asyncio.Event()  # set when the server shuts down: streams end
     app.state.webhooks = config.webhooks

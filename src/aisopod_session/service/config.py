@@ -12,6 +12,15 @@ durability = "full"                 # or "normal"
 host = "127.0.0.1"
 port = 8787
 max_body_bytes = 4194304
+limit_concurrency = 1000            # connections + tasks at once; more are answered 503
+timeout_keep_alive = 5              # seconds an idle keep-alive connection is kept
+max_incomplete_event_size = 65536   # bytes of request line + headers (h11); more: 400
+header_timeout = 10                 # seconds to send a request's headers, then it is closed
+
+[auth]                              # failed bearer tokens and console sign-ins: 429 after
+failures_per_client = 10            # this many failures from one client IP in the window,
+failures_global = 1000              # or (for clients that failed too) this many from all
+window_seconds = 60
 
 [lifecycle]                         # store.sweep(): ISO 8601 durations
 idle_after = "PT6H"
@@ -103,6 +112,26 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
     max_body_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 4 * 1024 * 1024
+    limit_concurrency: Annotated[int, Field(ge=1, le=1_000_000)] | None = 1000
+    """Connections plus running tasks at once (uvicorn); beyond it new requests get 503.
+    ``None``: unlimited."""
+    timeout_keep_alive: Annotated[int, Field(ge=1, le=3600)] = 5
+    """Seconds an idle keep-alive connection stays open waiting for its next request."""
+    max_incomplete_event_size: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+    """Bytes of a request line and headers (h11); a request whose head is larger gets 400."""
+    header_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """Seconds a connection has to send a request's line and headers (from its opening or its
+    previous response); then it is closed (uvicorn has no such limit: see server.py)."""
+
+
+class AuthSettings(_Section):
+    """Throttling of failed authentication (bearer tokens, console sign-ins), per replica."""
+
+    failures_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    """Failures one client IP may make in the window; then it is answered 429."""
+    failures_global: Annotated[int, Field(ge=1, le=100_000_000)] = 1000
+    """Failures from every client in the window; beyond it, clients that failed too get 429."""
+    window_seconds: Annotated[int, Field(ge=1, le=86_400)] = 60
 
 
 class TokenSettings(_Section):
@@ -129,6 +158,7 @@ class MaintenanceSettings(_Section):
 class ServiceConfig(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     tokens: list[TokenSettings] = Field(default_factory=list)
     lifecycle: LifecyclePolicy = Field(default_factory=LifecyclePolicy)
     reset: ResetPolicies = Field(default_factory=ResetPolicies)

@@ -62,6 +62,14 @@ class Metrics:
             "Deliveries this replica made after losing the webhook's lease (sent again by the "
             "next holder)", ["webhook"], registry=self.registry)
 
+        self._auth_throttled = Counter(
+            "aisopod_auth_throttled",
+            "Authentication attempts answered 429 after too many failures (api: bearer tokens, "
+            "console: sign-ins)", ["surface"], registry=self.registry)
+
+    def auth_throttled(self, surface: str) -> None:
+        self._auth_throttled.labels(surface).inc()
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).inc()
         self._latency.labels(method, route).observe(seconds)

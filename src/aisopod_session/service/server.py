@@ -10,11 +10,14 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from aisopod_session.service.app import create_app
-from aisopod_session.service.config import DEFAULT_DB_URL, ServiceConfig
+from aisopod_session.service.config import DEFAULT_DB_URL, ServerSettings, ServiceConfig
 from aisopod_session.store import AsyncSessionStore
 
 log = logging.getLogger("aisopod_session.service")
@@ -49,7 +52,54 @@ def serve(config: ServiceConfig) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         access_log=True,
         server_header=False,
+        **connection_limits(config.server),
     )).run()
+
+
+def connection_limits(server: ServerSettings) -> dict[str, Any]:
+    """uvicorn's options for ``[server]``'s connection limits, and its HTTP protocol: h11 with
+    a deadline for a request's headers (uvicorn has none: a client sending its headers slowly,
+    or never, would hold the connection forever)."""
+    return {
+        "limit_concurrency": server.limit_concurrency,
+        "timeout_keep_alive": server.timeout_keep_alive,
+        "h11_max_incomplete_event_size": server.max_incomplete_event_size,
+        "http": _with_header_timeout(server.header_timeout),
+    }
+
+
+def _with_header_timeout(seconds: float) -> type[H11Protocol]:
+    class HeaderTimeoutProtocol(H11Protocol):
+        """Closes a connection that has not sent a whole request head ``seconds`` after it
+        opened or after its previous response."""
+
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+            self._head_deadline = self.loop.call_later(seconds, self._expire)
+
+        def _expire(self) -> None:
+            self._head_deadline = None
+            # their state leaves IDLE once a whole request line and headers arrived
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
 
 
 class Server(uvicorn.Server):
@@ -90,7 +140,8 @@ class BackgroundService:
         listener.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         self._server = Server(uvicorn.Config(
-            create_app(config, store), log_level="warning", lifespan="on", server_header=False))
+            create_app(config, store), log_level="warning", lifespan="on", server_header=False,
+            **connection_limits(config.server)))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [listener]},
                                         name="aisopod-service", daemon=True)
         self._thread.start()

@@ -22,6 +22,7 @@ from aisopod_session.results import (
 from aisopod_session.store._agent_async import AsyncAgentSessions
 from aisopod_session.store._agent_sync import AgentSessions
 from aisopod_session.store._async import AsyncSessionStore
+from aisopod_session.store._console import console_sign_in_revoked, revoke_console_sign_in
 from aisopod_session.store._engine import Durability
 from aisopod_session.store._sync import SessionStore
 
@@ -44,4 +45,6 @@ __all__ = [
     "SessionPage",
     "SessionStore",
     "StoreStats",
+    "console_sign_in_revoked",
+    "revoke_console_sign_in",
 ]

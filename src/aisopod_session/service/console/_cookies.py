@@ -3,7 +3,9 @@
 The cookie holds no token: only the id of the token that signed in (see
 :meth:`TokenRegistry.identify`), a random nonce and an expiry, signed with HMAC-SHA256 under a key
 derived from the configured tokens. Any replica with the same configuration accepts it, and
-removing a token signs its cookies out. Each state-changing form carries a CSRF token derived from
+removing a token signs its cookies out. Signing out records the cookie's :meth:`revocation id
+<ConsoleCookies.revocation_id>` in the database (``revoke_console_sign_in``), where every replica
+looks before it accepts a cookie. Each state-changing form carries a CSRF token derived from
 the cookie's nonce, so a page on another site cannot submit a form with it.
 """
 
@@ -30,6 +32,8 @@ OPEN_TOKEN_ID = "open"
 class SignIn:
     principal: Principal
     nonce: str
+    expires: int
+    """When the cookie stops being accepted anyway (seconds since the epoch)."""
 
 
 class ConsoleCookies:
@@ -62,7 +66,13 @@ class ConsoleCookies:
             principal = self._tokens.principal_of(token_id)
         else:
             principal = OPEN_ACCESS if token_id == OPEN_TOKEN_ID else None
-        return None if principal is None else SignIn(principal, nonce)
+        return None if principal is None else SignIn(principal, nonce, expires)
+
+    def revocation_id(self, sign_in: SignIn) -> str:
+        """What a sign-out records: a digest of the cookie's nonce (not the nonce, which the
+        CSRF tokens are derived from)."""
+        return hashlib.sha256(b"aisopod-session sign-out\x00" + sign_in.nonce.encode()
+                              ).hexdigest()
 
     def csrf_token(self, sign_in: SignIn) -> str:
         return self._sign("csrf:" + sign_in.nonce)

@@ -49,6 +49,7 @@ from aisopod_session.results import Change
 from aisopod_session.service import problems
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service._routes_changes import change_events
+from aisopod_session.service._throttle import AuthThrottle, client_of
 from aisopod_session.service.auth import Principal, TokenRegistry
 from aisopod_session.service.console._chart import usage_charts
 from aisopod_session.service.console._cookies import (
@@ -59,7 +60,11 @@ from aisopod_session.service.console._cookies import (
     ConsoleCookies,
     SignIn,
 )
-from aisopod_session.store import AsyncSessionStore
+from aisopod_session.store import (
+    AsyncSessionStore,
+    console_sign_in_revoked,
+    revoke_console_sign_in,
+)
 
 HERE = Path(__file__).parent
 TRANSCRIPT_PAGE = 50
@@ -142,8 +147,12 @@ def _cookies(request: Request) -> ConsoleCookies:
     return cookies
 
 
-def _sign_in(request: Request) -> SignIn:
-    sign_in = _cookies(request).read(request.cookies.get(COOKIE_NAME))
+async def _sign_in(request: Request) -> SignIn:
+    cookies = _cookies(request)
+    sign_in = cookies.read(request.cookies.get(COOKIE_NAME))
+    if sign_in is not None and await console_sign_in_revoked(_store(request),
+                                                             cookies.revocation_id(sign_in)):
+        sign_in = None  # signed out, on this replica or another
     if sign_in is None:
         then = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequiredError(then if request.method == "GET" else f"{COOKIE_PATH}/")
@@ -303,9 +312,19 @@ async def login(request: Request) -> Response:
     tokens: TokenRegistry = request.app.state.tokens
     if not tokens.enabled:
         return _signed_in(request, OPEN_TOKEN_ID, form.get("next") or "")
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    client = client_of(request)
+    wait = throttle.refusal(client)
+    if wait is not None:
+        request.app.state.metrics.auth_throttled("console")
+        response = render(request, "login.html", 429, next=_safe_next(form.get("next")),
+                          error=f"Too many failed sign-ins. Try again in {wait} seconds.")
+        response.headers["Retry-After"] = str(wait)
+        return response
     token = (form.get("token") or "").strip()
     found = tokens.identify(token) if token else None
     if found is None:
+        throttle.failed(client)
         return render(request, "login.html", 401, next=_safe_next(form.get("next")),
                       error="That token is not valid.")
     return _signed_in(request, found[0], form.get("next") or "")
@@ -314,6 +333,9 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request, sign_in: SignInDep) -> Response:
     await _checked_form(request, sign_in)
+    # the cookie stays valid until it expires unless every replica is told: record it
+    await revoke_console_sign_in(_store(request), _cookies(request).revocation_id(sign_in),
+                                 sign_in.expires)
     response = RedirectResponse(f"{COOKIE_PATH}/login", 303)
     response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response
