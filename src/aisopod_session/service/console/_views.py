@@ -347,13 +347,14 @@ async def logout(request: Request, sign_in: SignInDep) -> Response:
 @router.get("/")
 async def overview(request: Request, sign_in: SignInDep, store: StoreDep) -> Response:
     agent = _agent_scope(sign_in.principal, None)
+    seen = await store.latest_cursor()  # before the counts: the page follows from here
     counts = await store.count_sessions_by_status(agent)
     now = datetime.now(UTC)
     usage = await store.usage_by_day(USAGE_DAYS, agent_id=agent, now=now)
     return render(request, "overview.html", sign_in=sign_in, agent=agent,
                   counts=_all_counts(counts), charts=usage_charts(usage, USAGE_DAYS, now.date()),
                   counts_url=_url("counts", agent=agent),
-                  changes_url=_url("changes/stream", agent=agent))
+                  changes_url=_url("changes/stream", agent=agent, since=seen))
 
 
 def _all_counts(counts: Mapping[SessionStatus, int]) -> dict[str, int]:
@@ -376,17 +377,20 @@ async def live_counts(sign_in: SignInDep, store: StoreDep, agent: str | None = N
 @router.get("/changes/stream", response_class=EventSourceResponse)
 async def live_changes(request: Request, sign_in: SignInDep, store: StoreDep,
                        agent: str | None = None, session: int | None = None,
+                       since: str | None = None,
                        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None
                        ) -> AsyncIterator[ServerSentEvent]:
-    """The change feed as the page may see it (the token's agent, or the one asked for), from
-    now on, or after the last change a reconnecting page saw; ``session``: only that session's
-    changes."""
+    """The change feed as the page may see it (the token's agent, or the one asked for), after
+    the last change a reconnecting page saw, or after ``since`` (taken when the page was made,
+    so nothing between the page and its stream is missed), or from now on; ``session``: only
+    that session's changes."""
     scope = _agent_scope(sign_in.principal, agent)
     start = await store.latest_cursor()
-    if last_event_id is not None:
+    given = last_event_id if last_event_id is not None else since
+    if given is not None:
         with suppress(InvalidInputError, CursorExpiredError):  # then from now on
-            await store.changes(last_event_id, agent_id=scope, limit=1)
-            start = last_event_id
+            await store.changes(given, agent_id=scope, limit=1)
+            start = given
     changes = store.watch(start, agent_id=scope)
     if session is not None:
         changes = _of_session(changes, session)
@@ -450,10 +454,11 @@ async def sessions(request: Request, sign_in: SignInDep, store: StoreDep) -> Res
             context["next_url"] = _url("sessions", **{**filters, "done": None,
                                                      "cursor": page.next_cursor},
                                        status=statuses)
+    seen = await store.latest_cursor()  # before the counts: the page follows from here
     counts = await store.count_sessions_by_status(agent)
     context.update(agent=agent, counts=_all_counts(counts),
                    counts_url=_url("counts", agent=agent),
-                   changes_url=_url("changes/stream", agent=agent),
+                   changes_url=_url("changes/stream", agent=agent, since=seen),
                    first_url=_url("sessions", **{**filters, "cursor": None, "done": None},
                                   status=statuses) if filters["cursor"] else None)
     return render(request, "sessions.html", status, **context)
@@ -464,6 +469,7 @@ async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, se
                        older: int = 0, done: str | None = None) -> Response:
     if not 1 <= session_id <= MAX_SQL_INT or not 0 <= older <= MAX_CONSOLE_OFFSET:
         raise SessionNotFoundError(f"no session with id {session_id}")
+    seen = await store.latest_cursor()  # before the history: the page follows from here
     session = await _visible_session(store, sign_in, session_id)
     key = session.key
     generations = await store.list_all_sessions(SessionFilter(
@@ -486,7 +492,7 @@ async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, se
         newer_url=_url(here, older=max(0, older - TRANSCRIPT_PAGE) or None) if older else None,
         first_shown=older, live=live, run=run, waiting=waiting,
         # the newest page of a live session follows its new messages (see console.js)
-        live_url=_url("changes/stream", agent=key.agent_id, session=session_id)
+        live_url=_url("changes/stream", agent=key.agent_id, session=session_id, since=seen)
         if live and not older else None,
         tail_url=_url(f"{here}/messages"),
         person_url=_url("people", channel=key.channel, peer_id=key.peer_id)
