@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 DEFAULT_SCHEMA = "aisopod_session"
 DEFAULT_POOL_SIZE = 4
-ANNOUNCE_INTERVAL_SECONDS = 0.005
+ANNOUNCE_INTERVAL_SECONDS = 0.02
 """Shortest time between two NOTIFYs of new change-feed entries from one store (what a watcher
 in another process may wait longer, at most)."""
 POOL_WAIT_SECONDS = 10.0
