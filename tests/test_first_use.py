@@ -111,3 +111,16 @@ def test_the_cli_reads_its_token_from_a_file_or_the_environment(tmp_path: Path) 
                                timeout=60, env={**os.environ, "COLUMNS": "200"}).stdout
     assert "--token-file" in help_text
     assert "process list" in help_text
+
+
+def test_scripts_cli_runs_the_cli_from_anywhere(tmp_path: Path) -> None:
+    """After the two commands, the README's way to run the CLI (issue 19): paths are the
+    caller's."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "cli"
+    env = {**os.environ, "AISOPOD_EXTRAS": "dev"}  # the environment ./scripts/test built
+    env.pop("AISOPOD_DATABASE_URL", None)
+    done = subprocess.run([str(script), "--db", "here.db", "sessions", "list"], check=False,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "no sessions" in done.stdout + done.stderr
+    assert (tmp_path / "here.db").exists()

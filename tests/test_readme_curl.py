@@ -66,13 +66,21 @@ def server(tmp_path: Path) -> Iterator[int]:
 
 
 def test_readme_curl_session(server: int) -> None:
-    outputs = []
-    for written in _curl_commands():
-        command = [part.replace("8787", str(server)) for part in written]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
-        outputs.append(json.loads(result.stdout))
-    created, appended, history, listing = outputs
-    assert created["key"]["peer_id"] == "alice" and created["status"] == "active"
-    assert [m["content"] for m in appended] == ["hello", "hi!"]
-    assert [m["content"] for m in history] == ["hello", "hi!"]
-    assert [s["message_count"] for s in listing["items"]] == [2]
+    """Run as written, twice against the same server: the same results (issue 19)."""
+    runs = []
+    for _ in range(2):
+        outputs = []
+        for written in _curl_commands():
+            command = [part.replace("8787", str(server)) for part in written]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=30,
+                                    check=True)
+            outputs.append(json.loads(result.stdout))
+        created, appended, patched, compacted, history, listing = outputs
+        assert created["key"]["peer_id"] == "alice"
+        assert [m["content"] for m in appended] == ["hello", "hi!"]
+        assert (patched["token_usage"], patched["metadata"]) == (12, {"topic": "billing"})
+        assert compacted["compaction_count"] == 0
+        assert [m["content"] for m in history] == ["hello", "hi!"]
+        assert [(s["message_count"], s["token_usage"]) for s in listing["items"]] == [(2, 12)]
+        runs.append((appended, history, [m["id"] for m in history]))
+    assert runs[0] == runs[1]
