@@ -1,15 +1,16 @@
 """The change feed: entries written in the transaction of the change they record, read back in
 commit order, and pruned by age.
 
-Why positions follow commit order, on every backend: an operation only *records* its entries on
-the transaction (:meth:`Tx.record`); the engine writes them with :func:`write_recorded` as the
-batch's last statements before COMMIT. That takes the positions by updating the one
-``change_positions`` row, and the row stays locked until the transaction ends, so a second
-transaction that wants positions waits until the first has committed (or rolled back, which
-hands the same positions out again: the feed has no gaps). A transaction that committed later
-therefore always has larger positions, and a reader that saw position *p* has seen every
-position below *p*. A sequence (or an auto-increment id) does not promise that: a transaction
-that took 41 can commit after one that took 42, and a reader resuming "after 42" would never see
+Why positions follow commit order, on every backend: an operation only *records* its entries
+on the transaction (:func:`record`, into ``Tx.changes``); the engine writes them with
+:func:`write_recorded` as the batch's last statements before COMMIT. That takes the positions
+by updating the one ``change_positions`` row (on PostgreSQL in the same statement as the
+insert), and the row stays locked until the transaction ends, so a second transaction that
+wants positions waits until the first has committed (or rolled back, which hands the same
+positions out again: the feed has no gaps). A transaction that committed later therefore always
+has larger positions, and a reader that saw position *p* has seen every position below *p*. A
+sequence (or an auto-increment id) does not promise that: a transaction that took 41 can commit
+after one that took 42, and a reader resuming "after 42" would never see
 41. SQLite runs one writer at a time, so the same statements are enough there.
 
 The cost is that transactions commit one at a time *from the moment they take positions*: on
@@ -20,6 +21,7 @@ already runs one batch at a time, so only replicas writing at once wait for each
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -32,8 +34,6 @@ from aisopod_session.models import PeerKind, SessionKey
 from aisopod_session.results import Change, ChangeKind, ChangePage
 from aisopod_session.store import _checks
 from aisopod_session.store._tx import OneStatement, Tx, Work
-
-DEFAULT_CHANGES_LIMIT = 100
 
 PRUNE_BATCH = 5000
 """Entries deleted per transaction when the feed is pruned."""
@@ -82,8 +82,6 @@ def write_recorded(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, 
     else:
         _write_in_chunks(tx, entries, count, at)
     if before_commit_seconds:
-        import time
-
         time.sleep(before_commit_seconds)
 
 
