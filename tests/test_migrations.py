@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from aisopod_session import SchemaVersionError, SessionKey, SessionStore
+from aisopod_session import (
+    InvalidInputError,
+    SchemaVersionError,
+    SessionFilter,
+    SessionKey,
+    SessionStore,
+)
 from aisopod_session.store._migrations import latest_version, migrations
 from tests.conftest import PG_URL
 
@@ -111,3 +118,57 @@ def test_ten_processes_open_a_fresh_database_at_once(
     with SessionStore.open(url, **options) as store:
         page = store.list_all_sessions()
         assert len(page) == 1  # one live session for the key, whoever created it
+
+
+def _cursor_keys(url: str, options: dict[str, Any]) -> list[tuple[str, str]]:
+    if "schema" in options:
+        with psycopg.connect(PG_URL) as conn:
+            query = sql.SQL("SELECT name, value FROM {}.store_secret").format(
+                sql.Identifier(options["schema"]))
+            return [tuple(row) for row in conn.execute(query)]
+    with sqlite3.connect(url) as conn:
+        return [tuple(row) for row in conn.execute("SELECT name, value FROM store_secret")]
+
+
+def test_each_database_has_its_own_cursor_key_and_refuses_anothers_cursors(
+    backend_url: tuple[str, dict[str, Any]], request: pytest.FixtureRequest,
+) -> None:
+    url, options = backend_url
+    if "schema" in options:
+        second_url, second_options = url, {**options,
+                                           "schema": request.getfixturevalue("pg_schema")}
+    else:
+        second_url, second_options = str(Path(url).with_name("second.db")), options
+    keys = []
+    cursors = []
+    for where, how in ((url, options), (second_url, second_options)):
+        with SessionStore.open(where, **how) as store:
+            for peer in ("p1", "p2"):
+                store.for_agent("a").get_or_create(SessionKey("a", "c", "x", "dm", peer))
+            cursors.append(store.list_all_sessions(SessionFilter(limit=1)).next_cursor)
+        found = _cursor_keys(where, how)
+        assert [name for name, _ in found] == ["cursor"]
+        assert re.fullmatch(r"[0-9a-f]{64}", found[0][1])
+        keys.append(found[0][1])
+    assert keys[0] != keys[1]
+    # same listing, same position, another database: refused, as is nothing made up
+    with SessionStore.open(second_url, **second_options) as store:
+        with pytest.raises(InvalidInputError, match="cursor"):
+            store.list_all_sessions(SessionFilter(limit=1, cursor=cursors[0]))
+        assert len(store.list_all_sessions(SessionFilter(limit=1, cursor=cursors[1]))) == 1
+
+
+def test_a_removed_cursor_key_is_made_again_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with SessionStore.open(str(path)) as store:
+        for peer in ("p1", "p2"):
+            store.for_agent("a").get_or_create(SessionKey("a", "c", "x", "dm", peer))
+        old_cursor = store.list_all_sessions(SessionFilter(limit=1)).next_cursor
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM store_secret")
+    with SessionStore.open(str(path)) as store:
+        with pytest.raises(InvalidInputError, match="cursor"):  # a new key: old cursors end
+            store.list_all_sessions(SessionFilter(limit=1, cursor=old_cursor))
+        cursor = store.list_all_sessions(SessionFilter(limit=1)).next_cursor
+        assert len(store.list_all_sessions(SessionFilter(limit=1, cursor=cursor))) == 1
+    assert len(_cursor_keys(str(path), {})) == 1

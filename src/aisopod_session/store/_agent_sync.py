@@ -108,7 +108,8 @@ class AgentSessions:
     def list(self, filter: SessionFilter | None = None) -> SessionPage:
         """This agent's sessions, most recently updated first, one page at a time."""
         checked = _checks.agent_filter(filter, self.agent_id)
-        return run_work(self._engine, _sessions.list_sessions(checked))
+        return run_work(self._engine, _sessions.list_sessions(
+            checked, self._engine.cursor_key, self.agent_id))
 
     def patch(self, key: SessionKey, patch: SessionPatch, *, run: Run | None = None
                     ) -> Session:
@@ -255,7 +256,8 @@ class AgentSessions:
     def list_detailed(self, filter: SessionFilter | None = None) -> SessionDetailPage:
         """Like :meth:`list`, with whole sessions (metadata included), one page at a time."""
         checked = _checks.agent_filter(filter, self.agent_id)
-        return run_work(self._engine, _sessions.list_detailed(checked))
+        return run_work(self._engine, _sessions.list_detailed(
+            checked, self._engine.cursor_key, self.agent_id))
 
     def commit(
         self,

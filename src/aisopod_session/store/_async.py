@@ -148,7 +148,8 @@ class AsyncSessionStore:
 
     async def list_all_sessions(self, filter: SessionFilter | None = None) -> SessionPage:
         """Sessions of every agent (admin: no isolation)."""
-        return await run_work(self._engine, _sessions.list_sessions(_checks.admin_filter(filter)))
+        return await run_work(self._engine, _sessions.list_sessions(
+            _checks.admin_filter(filter), self._engine.cursor_key, None))
 
     async def get_session_by_id(self, session_id: int) -> Session:
         """Any session, archived generations included (admin: no isolation)."""

@@ -77,6 +77,8 @@ class Engine(ABC):
 
     dialect: Dialect
     durability: Durability
+    cursor_key: bytes
+    """The database's key for signing list cursors, read once when the store is opened."""
 
     def __init__(self, read_threads: int) -> None:
         self._committer = GroupCommitter(self._run_batch_with_retries)

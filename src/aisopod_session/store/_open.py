@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from aisopod_session.errors import InvalidInputError
+from aisopod_session.store._cursors import make_cursor_key, read_cursor_key
 from aisopod_session.store._engine import DURABILITIES, Durability, Engine
 
 ENV_URL = "AISOPOD_DATABASE_URL"
@@ -33,6 +34,20 @@ def open_engine(
         raise InvalidInputError.for_field(
             "durability", f"{durability!r} is not one of {list(DURABILITIES)}"
         )
+    engine = _connect(url, durability=durability, pool_size=pool_size, schema=schema)
+    try:
+        # Once per open: every list reads the key from here, not from the database.
+        key = engine.read(read_cursor_key)
+        engine.cursor_key = key if key is not None else engine.write(make_cursor_key)
+    except BaseException:
+        engine.close()
+        raise
+    return engine
+
+
+def _connect(url: str, *, durability: Durability, pool_size: int | None,
+             schema: str | None) -> Engine:
+    """The engine of ``url``, its database created and migrated."""
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         from aisopod_session.store._postgres import PostgresEngine
 

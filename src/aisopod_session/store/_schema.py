@@ -1,5 +1,5 @@
 """The tables as the operations see them: columns, key predicates, rows ↔ models, the list
-cursor, and the few transaction primitives every concept shares (one copy each).
+cursor's position, and the few transaction primitives every concept shares (one copy each).
 
 Rows are read by position only here: every other module names the columns it selects with the
 constants below and turns rows into models with the functions below. Rows the store wrote itself
@@ -8,8 +8,6 @@ become models through ``Model._from_store`` (no second validation on the hot pat
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +15,7 @@ from typing import Any
 from aisopod_session import _json, _time
 from aisopod_session._time import EPOCH, ONE_US, from_us, to_us
 from aisopod_session.compaction import CompactionRecord
-from aisopod_session.errors import ConflictError, InvalidInputError, SessionNotFoundError
-from aisopod_session.limits import MAX_SQL_INT
+from aisopod_session.errors import ConflictError, SessionNotFoundError
 from aisopod_session.models import (
     PeerKind,
     Role,
@@ -331,27 +328,10 @@ def queued_from_row(row: Sequence[Any]) -> QueuedMessage:
 # --- the list cursor -------------------------------------------------------------------------
 
 
-def encode_cursor(updated_at: int, session_id: int) -> str:
-    raw = f"{updated_at}.{session_id}".encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        updated_at, session_id = (int(part) for part in raw.split("."))
-        if not (-MAX_SQL_INT <= updated_at <= MAX_SQL_INT and 1 <= session_id <= MAX_SQL_INT):
-            raise ValueError("out of range")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInputError.for_field(
-            "cursor", "is not a cursor returned by list (pass next_cursor back unchanged)"
-        ) from None
-    return updated_at, session_id
-
-
-def summary_cursor(row: Sequence[Any]) -> str:
-    """The cursor after a row of :data:`SUMMARY_COLUMNS`."""
-    return encode_cursor(row[8], row[0])
+def summary_position(row: Sequence[Any]) -> tuple[int, int]:
+    """Where a row of :data:`SUMMARY_COLUMNS` is in a listing: its ``updated_at`` and id (what
+    the list cursor after it holds; see ``_cursors``)."""
+    return int(row[8]), int(row[0])
 
 
 # --- transaction primitives ------------------------------------------------------------------

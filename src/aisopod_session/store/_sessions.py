@@ -16,6 +16,7 @@ from aisopod_session.models import Session, SessionFilter, SessionKey, SessionPa
 from aisopod_session.results import ChangeKind, Page, Run, SessionDetailPage, SessionPage
 from aisopod_session.store import _checks
 from aisopod_session.store._changes import record
+from aisopod_session.store._cursors import Listing
 from aisopod_session.store._fence import check_fence, forget_runs
 from aisopod_session.store._schema import (
     KEY_WHERE,
@@ -24,14 +25,13 @@ from aisopod_session.store._schema import (
     SUMMARY_COLUMNS,
     archive_live,
     create_live,
-    decode_cursor,
     key_params,
     live_session,
     lock_order,
     not_found,
     session_from_row,
-    summary_cursor,
     summary_from_row,
+    summary_position,
 )
 from aisopod_session.store._tx import OneStatement, Tx, Work
 
@@ -55,7 +55,11 @@ def get(key: SessionKey) -> Work[Session]:
     return Work(read=OneStatement(read))
 
 
-def list_sessions(filter: SessionFilter) -> Work[SessionPage]:
+def list_sessions(filter: SessionFilter, cursor_key: bytes, scope: str | None
+                  ) -> Work[SessionPage]:
+    """A page of sessions; ``cursor_key`` signs its cursor, which only the same listing
+    (``scope``: the listing agent's handle, None for the admin; the same filters) accepts."""
+    listing = Listing.of(cursor_key, filter, scope)
     clauses: list[str] = []
     params: list[Any] = []
     for column in ("agent_id", "channel", "account_id", "peer_id"):
@@ -77,7 +81,7 @@ def list_sessions(filter: SessionFilter) -> Work[SessionPage]:
             params.append(to_us(bound))
     if filter.cursor is not None:
         clauses.append("(updated_at, id) < (?, ?)")
-        params.extend(decode_cursor(filter.cursor))
+        params.extend(listing.position(filter.cursor))
     # The recency indexes lead with the status (then updated_at): one SELECT per status reads
     # one index range in order and stops at the limit; the page is the newest of those few
     # rows. (``status IN (...)`` would read and sort every session of those statuses; and
@@ -102,14 +106,16 @@ def list_sessions(filter: SessionFilter) -> Work[SessionPage]:
         more = len(rows) > filter.limit
         rows = rows[: filter.limit]
         return Page([summary_from_row(row) for row in rows],
-                    summary_cursor(rows[-1]) if more else None)
+                    listing.cursor(summary_position(rows[-1])) if more else None)
 
     return Work(read=OneStatement(read))
 
 
-def list_detailed(filter: SessionFilter) -> Work[SessionDetailPage]:
-    """:func:`list_sessions`, with whole sessions (metadata included) read in the same snapshot."""
-    summaries = list_sessions(filter)
+def list_detailed(filter: SessionFilter, cursor_key: bytes, scope: str | None
+                  ) -> Work[SessionDetailPage]:
+    """:func:`list_sessions`, with whole sessions (metadata included) read in the same snapshot
+    (the same listing: their cursors are interchangeable)."""
+    summaries = list_sessions(filter, cursor_key, scope)
     assert summaries.read is not None
     read_summaries = summaries.read
 

@@ -123,7 +123,8 @@ class SessionStore:
 
     def list_all_sessions(self, filter: SessionFilter | None = None) -> SessionPage:
         """Sessions of every agent (admin: no isolation)."""
-        return run_work(self._engine, _sessions.list_sessions(_checks.admin_filter(filter)))
+        return run_work(self._engine, _sessions.list_sessions(
+            _checks.admin_filter(filter), self._engine.cursor_key, None))
 
     def get_session_by_id(self, session_id: int) -> Session:
         """Any session, archived generations included (admin: no isolation)."""
