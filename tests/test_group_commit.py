@@ -32,7 +32,7 @@ from aisopod_session import (
     StoredMessage,
     StoreUnavailableError,
 )
-from aisopod_session.store import _group_commit, _messages
+from aisopod_session.store import _engine, _group_commit, _messages
 from aisopod_session.store._engine import Engine
 from aisopod_session.store._group_commit import Job
 from aisopod_session.store._tx import Tx
@@ -618,6 +618,84 @@ def test_close_while_writers_are_busy(tmp_path: Path) -> None:
     assert set(acked) <= stored_calls
     assert_contiguous(found, sorted(stored_calls, key=lambda c: found.index(f"{c}-0")))
     assert_counters_match(path, {})
+
+
+# --- statements sent without waiting for their answer (pipelined on PostgreSQL) ----------------
+
+
+def _append_then_send_a_failure(key: SessionKey, call: str) -> Callable[[Tx], Any]:
+    """A job that appends, then sends a statement that fails without waiting for its answer:
+    on PostgreSQL the failure comes back only with a later statement's answer."""
+    append = _messages.append_messages(key, [StoredMessage.user(c)
+                                             for c in contents_of(call)]).write
+    assert append is not None
+
+    def job(tx: Tx) -> Any:
+        result = append(tx)
+        tx.send("UPDATE no_such_table SET x = 1")
+        return result
+
+    return job
+
+
+def test_a_sent_statement_that_fails_fails_its_own_job(
+    backend_url: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure of a statement sent without waiting is blamed on the job that sent it (not
+    on the job after it in the batch), says nothing was committed, and the others are stored."""
+    url, options = backend_url
+    threads = 8
+    outcomes: dict[int, str] = {}
+    with SessionStore.open(url, **options) as store:
+        engine = store._engine
+        agent = store.for_agent("bot")
+        agent.get_or_create(key_for(0))
+        batches = hold_first_batch(engine, monkeypatch, callers=threads)
+
+        def body(thread: int) -> None:
+            try:
+                if thread == 2:
+                    engine.write(_append_then_send_a_failure(key_for(0), f"t{thread}"))
+                else:
+                    agent.append_messages(key_for(0), [StoredMessage.user(c)
+                                                       for c in contents_of(f"t{thread}")])
+                outcomes[thread] = "stored"
+            except StoreUnavailableError as exc:
+                outcomes[thread] = "maybe" if exc.maybe_committed else "failed"
+
+        assert run_threads(threads, body) == []
+        assert max(batches.sizes) > 1, batches.sizes
+        assert outcomes == {t: "failed" if t == 2 else "stored" for t in range(threads)}
+        history = [m.content for m in agent.get_history(key_for(0))]
+        assert not any(c.startswith("t2-") for c in history)
+        assert len(history) == (threads - 1) * len(contents_of("t0"))
+    assert_counters_match(url, options)
+
+
+def test_a_failure_that_travels_with_commit_is_not_maybe_committed(
+    backend_url: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the change feed's statement is sent with COMMIT: if it fails, the server
+    answered and rolled back, so the caller is told nothing was stored (not "maybe"), nothing
+    was, and the store works once the fault is gone."""
+    url, options = backend_url
+    with SessionStore.open(url, **options) as store:
+        agent = store.for_agent("bot")
+        agent.get_or_create(key_for(0))
+        real = _engine.write_recorded
+
+        def broken(tx: Tx, entries: Any) -> None:
+            tx.send("INSERT INTO no_such_table VALUES (1)")
+
+        monkeypatch.setattr(_engine, "write_recorded", broken)
+        with pytest.raises(StoreUnavailableError) as raised:
+            agent.append_messages(key_for(0), [StoredMessage.user("lost")])
+        assert raised.value.maybe_committed is False
+        monkeypatch.setattr(_engine, "write_recorded", real)
+        agent.append_messages(key_for(0), [StoredMessage.user("kept")])
+        assert [m.content for m in agent.get_history(key_for(0))] == ["kept"]
+        assert [c.kind for c in store.changes()][-1] == "messages.appended"
+    assert_counters_match(url, options)
 
 
 # --- a transaction that cannot commit ----------------------------------------------------------

@@ -20,6 +20,7 @@ already runs one batch at a time, so only replicas writing at once wait for each
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections import Counter
@@ -74,11 +75,12 @@ def write_recorded(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, 
     """Store the entries a batch recorded: called by the engine just before COMMIT."""
     count, at = len(entries), to_us(utc_now())
     if tx.dialect.writable_ctes and count <= _INSERT_ROWS:
-        # One statement (one round trip): the position update feeds the insert.
+        # One statement: the position update feeds the insert. Sent, not waited for, so it
+        # travels with COMMIT (no round trip of its own where statements are pipelined).
         params: list[Any] = [count, count, at]
         for offset, (kind, agent_id, session_id, data) in enumerate(entries, 1):
             params += (offset, kind, agent_id, session_id, data)
-        tx.run(_ONE_STATEMENT.format(values=", ".join([_ROW] * count)), params)
+        tx.send(_one_statement(count), params)
     else:
         _write_in_chunks(tx, entries, count, at)
     if before_commit_seconds:
@@ -94,6 +96,11 @@ _ONE_STATEMENT = (
 _ROW = "(CAST(? AS BIGINT), ?, ?, CAST(? AS BIGINT), ?)"
 
 
+@functools.cache
+def _one_statement(count: int) -> str:
+    return _ONE_STATEMENT.format(values=", ".join([_ROW] * count))
+
+
 def _write_in_chunks(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, str]],
                      count: int, at: int) -> None:
     last = tx.one("UPDATE change_positions SET last = last + ? WHERE id = 1 RETURNING last",
@@ -104,8 +111,8 @@ def _write_in_chunks(tx: Tx, entries: Sequence[tuple[str, str | None, int | None
         params: list[Any] = []
         for offset, (kind, agent_id, session_id, data) in enumerate(chunk, first + start):
             params += (offset, at, kind, agent_id, session_id, data)
-        tx.run("INSERT INTO changes (position, at, kind, agent_id, session_id, data) VALUES "
-               + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), params)
+        tx.send("INSERT INTO changes (position, at, kind, agent_id, session_id, data) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), params)
 
 
 _INSERT_ROWS = 150  # 6 parameters a row: well inside every backend's parameter limit

@@ -284,9 +284,10 @@ class Engine(ABC):
                 for job in jobs:
                     recorded = len(tx.changes)
                     if isolated:
-                        tx.run("SAVEPOINT job")
+                        tx.send("SAVEPOINT job")
                     try:
                         job.result = job.fn(tx)
+                        tx.answer_sent()
                     except Exception as exc:
                         own = isinstance(exc, SessionError) or self.classify(exc) is Failure.JOB
                         if not own:
@@ -294,12 +295,13 @@ class Engine(ABC):
                         job.error = exc
                         if not isolated:
                             raise JobFailedError from exc
-                        tx.run("ROLLBACK TO SAVEPOINT job")
+                        tx.settle()
+                        tx.send("ROLLBACK TO SAVEPOINT job")
                         del tx.changes[recorded:]  # the job's entries went with its changes
                     except BaseException as exc:
                         raise JobAbortedError(job, exc) from exc
                     if isolated:
-                        tx.run("RELEASE SAVEPOINT job")
+                        tx.send("RELEASE SAVEPOINT job")
                 fed = bool(tx.changes)
                 if fed:
                     write_recorded(tx, tx.changes)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from aisopod_session.errors import InvalidInputError, StoreUnavailableError
-from aisopod_session.store._engine import Durability, Engine, Failure
+from aisopod_session.store._engine import CommitRefusedError, Durability, Engine, Failure
 from aisopod_session.store._migrations import migrate_postgres
 from aisopod_session.store._tx import Dialect, Tx
 from aisopod_session.store._wakeups import CHANNEL, FEED_CHANNEL
@@ -131,15 +131,26 @@ class PostgresEngine(Engine):
 
     @contextmanager
     def _write_tx(self) -> Iterator[Tx]:
+        # In pipeline mode: BEGIN travels with the first statement, and the statements whose
+        # answer nobody waits for (the change feed's, see Tx.send) travel with COMMIT, so a
+        # one-append transaction costs three round trips, not five.
         with self._pool.connection() as conn, conn.cursor() as cursor:
-            cursor.execute("BEGIN")
+            committing = False
             try:
-                yield Tx(cursor, self.dialect)
-            except BaseException:
-                if not conn.broken:
-                    cursor.execute("ROLLBACK")
+                with conn.pipeline() as pipeline:
+                    cursor.execute("BEGIN")
+                    yield Tx(cursor, self.dialect, pipeline.sync)
+                    committing = True
+                    cursor.execute("COMMIT")
+            except BaseException as exc:
+                if conn.broken:
+                    raise
+                # The server answered, so nothing was committed: a statement that travelled
+                # with COMMIT failed, or COMMIT itself was refused (PostgreSQL rolls back).
+                cursor.execute("ROLLBACK")
+                if committing and isinstance(exc, psycopg.Error):
+                    raise CommitRefusedError(exc) from exc
                 raise
-            cursor.execute("COMMIT")
 
     def classify(self, exc: BaseException) -> Failure:
         if isinstance(exc, psycopg.OperationalError | PoolTimeout):

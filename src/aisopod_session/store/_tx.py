@@ -6,6 +6,7 @@ between the backends. An operation becomes a :class:`Work`, which an engine runs
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -69,11 +70,17 @@ class Dialect:
 class Tx:
     """One connection inside one transaction (or one read), with the dialect applied."""
 
-    __slots__ = ("_cursor", "_sql", "changes", "dialect")
+    __slots__ = ("_cursor", "_sent", "_sql", "_wait", "changes", "dialect")
 
-    def __init__(self, cursor: Cursor, dialect: Dialect) -> None:
+    def __init__(self, cursor: Cursor, dialect: Dialect,
+                 wait: Callable[[], None] | None = None) -> None:
         self._cursor = cursor
         self._sql = dialect.sql
+        self._wait = wait
+        """Where statements are pipelined (PostgreSQL's write transactions): waits until every
+        statement sent so far has been answered, raising the error of one that failed. A
+        statement whose rows are fetched is waited for by the fetch itself."""
+        self._sent = False  # a statement was sent (see send) and nothing answered since
         self.dialect = dialect
         self.changes: list[tuple[str, str | None, int | None, str]] = []
         """Change-feed entries recorded by the transaction's writes (kind, agent, session,
@@ -81,15 +88,46 @@ class Tx:
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self._cursor.execute(self._sql(sql), params)
+        self._sent = False  # the answer comes after those of the statements sent before it
         return self._cursor.fetchall()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._cursor.execute(self._sql(sql), params)
+        self._sent = False
         return self._cursor.fetchone()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """A statement whose count of affected rows is wanted (waited for)."""
         self._cursor.execute(self._sql(sql), params)
+        if self._wait is not None:
+            self._wait()
+            self._sent = False
         return self._cursor.rowcount
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """A statement whose answer is not wanted. Where statements are pipelined it travels
+        with the next one that needs an answer, or with COMMIT: no round trip of its own. Its
+        failure surfaces there (see :meth:`answer_sent`), and fails the transaction."""
+        self._cursor.execute(self._sql(sql), params)
+        self._sent = self._wait is not None
+
+    def answer_sent(self) -> None:
+        """Raise now the failure of a statement sent and not answered yet (a round trip only
+        if there is one): the engine calls it after each job of a batch, so that such a
+        failure is blamed on the job that sent it, not on the next one."""
+        if self._sent and self._wait is not None:
+            self._sent = False
+            self._wait()
+
+    def settle(self) -> None:
+        """Wait for every statement sent so far, ignoring their errors: after a failed
+        statement, before ``ROLLBACK TO SAVEPOINT`` (a pipeline skips what follows an error
+        until it is settled)."""
+        if self._wait is not None:
+            # The failure was already raised where it belongs, by the statement that failed.
+            self._sent = False
+            with contextlib.suppress(Exception):
+                self._wait()
 
 
 class OneStatement(Generic[T]):
