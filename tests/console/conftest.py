@@ -3,6 +3,7 @@ through its real HTTP routes (starlette's TestClient keeps the cookies, like a b
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,34 @@ def seed(store: SessionStore) -> dict[str, int]:
     other.append_messages(other_key, [StoredMessage.user("secret of other")])
     ids["other"] = other.get(other_key).id
     return ids
+
+
+TOOL_ROUNDS = 10  # x 5 messages: the 50 of one transcript page
+
+
+def seed_tool_session(store: SessionStore, peer: str = "tool-user") -> int:
+    """A session of 50 messages, 30 of them tool traffic: each round a question, an assistant
+    message calling two tools, their two results and an answer (arguments and results of a few
+    hundred characters of JSON, as real tools produce)."""
+    bot = store.for_agent("bot")
+    tool_key = key(peer)
+    bot.get_or_create(tool_key)
+    messages = []
+    for n in range(TOOL_ROUNDS):
+        calls = [{"id": f"call_{n}_{t}", "type": "function", "function": {
+            "name": tool, "arguments": json.dumps({"query": f"round {n}", "filters": {
+                "fields": [f"field_{f}" for f in range(12)], "limit": 20}})}}
+            for t, tool in enumerate(("search_orders", "lookup_customer"))]
+        messages += [
+            StoredMessage.user(f"question {n}"),
+            StoredMessage.assistant("", tool_calls=calls),
+            *(StoredMessage.tool({"tool_call_id": call["id"], "output": {
+                "rows": [{"id": r, "status": "shipped", "total": r * 10} for r in range(8)]}})
+              for call in calls),
+            StoredMessage.assistant(f"answer {n}"),
+        ]
+    bot.append_messages(tool_key, messages)
+    return bot.get(tool_key).id
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from aisopod_session import (
     SessionFilter,
@@ -30,7 +30,15 @@ from aisopod_session import (
 )
 from aisopod_session.service.app import create_app
 
-from .conftest import ADMIN_TOKEN, BOT_TOKEN, UNBROKEN, config_for, key, seed
+from .conftest import (
+    ADMIN_TOKEN,
+    BOT_TOKEN,
+    UNBROKEN,
+    config_for,
+    key,
+    seed,
+    seed_tool_session,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("AISOPOD_SCREENSHOTS", REPO / "test-artifacts" / "screenshots"))
@@ -73,9 +81,24 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    yield from _opened(browser, DESKTOP)
+
+
+@pytest.fixture
+def phone(browser: Browser) -> Iterator[Page]:
+    """A page as wide as a phone's screen (390 CSS pixels, an iPhone 12 to 15)."""
+    yield from _opened(browser, PHONE)
+
+
+def _opened(browser: Browser, viewport: dict[str, int]) -> Iterator[Page]:
+    context = browser.new_context(viewport=viewport,  # type: ignore[arg-type]
+                                  accept_downloads=True)
     opened = context.new_page()
     dialogs: list[str] = []
     opened.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -131,19 +154,30 @@ def test_operator_journey(page: Page, served: tuple[str, Path, dict[str, int]],
     page.get_by_role("link", name=f"#{ids['long']}").click()
     expect(page).to_have_url(f"{base}/console/sessions/{ids['long']}")
 
-    # The transcript is paged: the newest 50 first, then older pages.
+    # The transcript is paged: the newest 50 first, read oldest to newest down the page like a
+    # chat, so "Older messages" sits above them and "Newer messages" below.
     messages = page.locator("ol.transcript > li.message")
     expect(messages).to_have_count(50)
+    expect(messages.first).to_contain_text("message number 71")
     expect(messages.last).to_contain_text("message number 120")
+    expect(page.locator(".transcript-order")).to_contain_text("Oldest at the top")
+    older, newer = (page.get_by_role("link", name="Older messages"),
+                    page.get_by_role("link", name="Newer messages"))
+    expect(older).to_have_count(1)
+    expect(newer).to_have_count(0)
+    assert _top(older) < _top(messages.first)
     shot(page, "session")
-    page.get_by_role("link", name="Older messages").first.click()
+    older.click()
     expect(messages.first).to_contain_text("message number 21")
     expect(messages.last).to_contain_text("message number 70")
-    page.get_by_role("link", name="Older messages").first.click()
+    expect(older).to_have_count(1)
+    expect(newer).to_have_count(1)
+    assert _top(older) < _top(messages.first) < _top(messages.last) < _top(newer)
+    older.click()
     expect(messages).to_have_count(20)
     expect(messages.first).to_contain_text("message number 1")
-    expect(page.get_by_role("link", name="Older messages")).to_have_count(0)
-    page.get_by_role("link", name="Newer messages").first.click()
+    expect(older).to_have_count(0)
+    newer.click()
     expect(messages.last).to_contain_text("message number 70")
 
     # Export: confirm, then a JSON Lines download.
@@ -168,6 +202,14 @@ def test_operator_journey(page: Page, served: tuple[str, Path, dict[str, int]],
     expect(page.locator("table.sessions")).to_contain_text("archived")
     with SessionStore.open(str(database)) as store:
         assert store.get_session_by_id(ids["long"]).status is SessionStatus.ARCHIVED
+    # The archived generation's page says what it is, and counts its messages as history.
+    page.goto(f"{base}/console/sessions/{ids['long']}")
+    state = page.locator("dl.facts.state")
+    expect(state).to_contain_text("archived")
+    expect(state).to_contain_text("Messages in the archived history")
+    expect(state).not_to_contain_text("Live messages")
+    expect(page.get_by_role("button", name="Reset…")).to_have_count(0)
+    shot(page, "session-archived")
 
     # A person across agents: export, then erase.
     page.goto(f"{base}/console/")
@@ -185,6 +227,16 @@ def test_operator_journey(page: Page, served: tuple[str, Path, dict[str, int]],
     page.get_by_role("button", name="Yes, erase").click()
     expect(page.get_by_role("status")).to_have_text("Deleted 2 sessions and 2 messages.")
     assert not {ids["dana-bot"], ids["dana-other"]} & live_ids(database)
+
+    # The audit log has both, newest first: who, what, how much (never whom in clear).
+    page.get_by_role("link", name="Audit log").click()
+    expect(page).to_have_url(f"{base}/console/audit")
+    rows = page.locator("table.audit tbody tr")
+    expect(rows.first).to_contain_text("forget_peer")
+    expect(rows.first).to_contain_text("console:admin")
+    expect(rows.nth(1)).to_contain_text("export_peer")
+    expect(page.locator("table.audit")).not_to_contain_text("dana")
+    shot(page, "audit")
 
 
 def test_hostile_content_renders_as_wrapped_text(page: Page,
@@ -216,6 +268,10 @@ def test_an_agent_token_cannot_reach_another_agents_pages_or_actions(
     sign_in(page, base, BOT_TOKEN)
     expect(page.get_by_role("heading", name="Overview · agent bot")).to_be_visible()
     expect(page.get_by_role("link", name="People")).to_have_count(0)
+    expect(page.get_by_role("link", name="Audit log")).to_have_count(0)
+    response = page.goto(f"{base}/console/audit")
+    assert response is not None and response.status == 403
+    expect(page.get_by_role("alert")).to_contain_text("only an admin token")
     page.goto(f"{base}/console/sessions")
     expect(page.locator("table.sessions")).not_to_contain_text("erin")
     response = page.goto(f"{base}/console/sessions/{ids['other']}")
@@ -266,9 +322,124 @@ def test_a_transcript_shows_new_messages_live(
     # No reload: the new message arrives through the change feed, escaped like the rest.
     expect(transcript.locator("li.message")).to_have_count(2, timeout=5_000)
     expect(transcript).to_contain_text("<script>alert(1)</script> second")
+    # At the bottom, where the newest belongs, and tool traffic arrives collapsed like the rest.
+    with SessionStore.open(str(database)) as store:
+        store.for_agent("bot").append_messages(fresh, [
+            StoredMessage.assistant("", tool_calls=[{"id": "call_live", "type": "function",
+                                                     "function": {"name": "live_tool",
+                                                                  "arguments": "{}"}}]),
+            StoredMessage.tool({"tool_call_id": "call_live", "output": "live result"})])
+    items = transcript.locator("li.message")
+    expect(items).to_have_count(4, timeout=5_000)
+    expect(items.nth(1)).to_contain_text("second")
+    expect(items.nth(2).locator("details.tool-calls summary")).to_contain_text("live_tool")
+    expect(items.last.locator("details.tool-result summary")).to_contain_text("call_live")
+    assert page.evaluate(
+        "[...document.querySelectorAll('ol.transcript details')].every(d => !d.open)")
+    expect(items.last.locator("details.tool-result pre")).to_be_hidden()
     note = page.locator("[data-changed-note]")
     expect(note).to_be_hidden()
     with SessionStore.open(str(database)) as store:
         store.for_agent("bot").compact(fresh, SlidingWindow(max_messages=1))
     expect(note).to_be_visible(timeout=5_000)
     shot(page, "live-transcript")
+
+
+def _top(locator: Locator) -> float:
+    box = locator.bounding_box()
+    assert box is not None, locator
+    return float(box["y"])
+
+
+def _inside(inner: Locator, outer: Locator) -> bool:
+    small, big = inner.bounding_box(), outer.bounding_box()
+    assert small is not None and big is not None
+    return (big["x"] <= small["x"] and small["x"] + small["width"] <= big["x"] + big["width"]
+            and big["y"] <= small["y"]
+            and small["y"] + small["height"] <= big["y"] + big["height"])
+
+
+def _fits(page: Page, what: str) -> None:
+    """Nothing overflows the page sideways, and the header holds its Sign out control."""
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"{what}: the page is {widths[0]} px wide in {widths[1]}"
+    header = page.locator("header.top")
+    sign_out = header.get_by_role("button", name="Sign out")
+    if sign_out.count():
+        assert _inside(sign_out, header), f"{what}: Sign out lies outside the header"
+
+
+def test_every_page_fits_a_phone(phone: Page, served: tuple[str, Path, dict[str, int]]) -> None:
+    """At 390 px the header wraps and wide tables scroll in their own box (issue 19)."""
+    base, database, ids = served
+    with SessionStore.open(str(database)) as store:
+        tools = seed_tool_session(store, "phone-tools")
+    sign_in(phone, base, ADMIN_TOKEN)
+    for name, url in (
+            ("overview", "/console/"),
+            ("sessions", "/console/sessions"),
+            ("session", f"/console/sessions/{ids['hostile']}"),
+            ("session-tools", f"/console/sessions/{tools}"),
+            ("session-long", f"/console/sessions/{ids['long']}?older=50"),
+            ("person", "/console/people?channel=discord&peer_id=carol"),
+            ("webhooks", "/console/webhooks"),
+            ("audit", "/console/audit")):
+        response = phone.goto(f"{base}{url}")
+        assert response is not None and response.status == 200, url
+        expect(phone.get_by_role("button", name="Sign out")).to_be_visible()
+        _fits(phone, url)
+        shot(phone, f"{name}-390")
+    # The wide table keeps its columns and scrolls inside its own box.
+    phone.goto(f"{base}/console/sessions")
+    scroller = phone.locator(".table-scroll").first
+    assert scroller.evaluate("e => e.scrollWidth > e.clientWidth")
+    assert scroller.evaluate("e => getComputedStyle(e).overflowX") == "auto"
+    # Opened tool calls and a confirmation page fit as well.
+    phone.goto(f"{base}/console/sessions/{tools}")
+    phone.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    _fits(phone, "tool calls opened")
+    phone.get_by_role("button", name="Delete…").click()
+    expect(phone.get_by_role("button", name="Yes, delete")).to_be_visible()
+    _fits(phone, "confirm delete")
+    shot(phone, "confirm-390")
+    phone.get_by_role("button", name="Sign out").click()
+    expect(phone.get_by_label("Token")).to_be_visible()
+    _fits(phone, "sign-in")
+    shot(phone, "login-390")
+
+
+def test_tool_traffic_is_collapsed_and_the_page_stays_short(
+        page: Page, served: tuple[str, Path, dict[str, int]]) -> None:
+    """Tool calls and results start as one-line summaries (issue 19: a 50-message session was an
+    8,800 px page of JSON)."""
+    base, database, _ = served
+    with SessionStore.open(str(database)) as store:
+        session = seed_tool_session(store)
+    sign_in(page, base, ADMIN_TOKEN, f"/console/sessions/{session}")
+    messages = page.locator("ol.transcript > li.message")
+    expect(messages).to_have_count(50)
+    details = page.locator("ol.transcript details")
+    expect(details).to_have_count(30)  # 10 messages calling tools, 20 results
+    assert page.evaluate(
+        "[...document.querySelectorAll('ol.transcript details')].every(d => !d.open)")
+    calls = messages.nth(1).locator("details.tool-calls summary")
+    expect(calls).to_contain_text("2 tool calls")
+    expect(calls).to_contain_text("search_orders")
+    expect(calls).to_contain_text("lookup_customer")
+    expect(messages.nth(2).locator("details.tool-result summary")).to_contain_text("call_0_0")
+    shot(page, "session-tools")
+    # Closed, a message is its meta line and one line of text or summary: at most four lines
+    # of body text tall with its padding, however much JSON it holds.
+    line = page.evaluate("parseFloat(getComputedStyle(document.body).lineHeight)")
+    heights = messages.evaluate_all("items => items.map(i => i.getBoundingClientRect().height)")
+    assert max(heights) <= 4 * line, (max(heights), line)
+    collapsed = page.evaluate("document.documentElement.scrollHeight")
+    # Open, each of the 30 holds 10 to 40 lines of JSON: the page is over twice as tall.
+    page.evaluate("document.querySelectorAll('ol.transcript details').forEach(d => d.open = 1)")
+    expanded = page.evaluate("document.documentElement.scrollHeight")
+    assert collapsed * 2 < expanded, (collapsed, expanded)
+    # One click opens one.
+    page.evaluate("document.querySelectorAll('ol.transcript details').forEach(d => d.open = 0)")
+    calls.click()
+    expect(messages.nth(1).locator("details.tool-calls pre")).to_contain_text('"call_0_1"')
+    expect(messages.nth(2).locator("details.tool-result pre")).to_be_hidden()

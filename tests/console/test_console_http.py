@@ -4,6 +4,7 @@ actions, without a browser (tests/console/test_browser.py drives the same in Chr
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,9 +23,12 @@ from .conftest import (
     csrf_of,
     key,
     page,
+    seed_tool_session,
     sign_in,
     store_at,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def live_ids(database: Path) -> set[int]:
@@ -43,7 +47,8 @@ def replace_cookie(client: TestClient, value: str) -> None:
 def test_every_page_and_action_needs_a_sign_in(client: TestClient, seeded: dict[str, int],
                                                database: Path) -> None:
     for url in ("/console/", "/console/sessions?channel=discord",
-                f"/console/sessions/{seeded['long']}", "/console/people", "/console/counts"):
+                f"/console/sessions/{seeded['long']}", "/console/people", "/console/counts",
+                "/console/audit", "/console/webhooks"):
         response = client.get(url)
         assert response.status_code == 303, url
         assert response.headers["location"].startswith("/console/login?next=%2Fconsole%2F")
@@ -420,3 +425,117 @@ def test_a_session_page_shows_its_run_and_inbox(client: TestClient, database: Pa
     shown = page(client, url)
     assert f"#{run.fence} held by &lt;b&gt;replica&lt;/b&gt;" in shown  # escaped
     assert "2 waiting" in shown
+
+
+
+# --- first use (issue 19) -----------------------------------------------------------------------
+
+
+def _messages_span(html: str) -> tuple[int, int]:
+    """Where the transcript's first message starts and its last one ends in the page."""
+    starts = [m.start() for m in re.finditer(r'<li class="message ', html)]
+    assert starts, "no messages on the page"
+    return starts[0], html.index("</li>", starts[-1])
+
+
+def test_the_transcript_reads_oldest_to_newest_with_older_above(
+        client: TestClient, seeded: dict[str, int]) -> None:
+    """Like a chat: the newest page first, read top to bottom, "Older messages" above it and
+    "Newer messages" below; the page and the README say the same."""
+    sign_in(client, BOT_TOKEN)
+    url = f"/console/sessions/{seeded['long']}"
+    newest = page(client, url)
+    first, last = _messages_span(newest)
+    assert newest.index("message number 71<") < newest.index("message number 120<")
+    assert "Newest last" not in newest
+    assert "Oldest at the top, newest at the bottom" in newest
+    assert [m.start() for m in re.finditer("Older messages", newest)] < [first]
+    assert "Newer messages" not in newest
+    middle = page(client, f"{url}?older=50")
+    first, last = _messages_span(middle)
+    assert all(at < first for at in [m.start() for m in re.finditer("Older messages", middle)])
+    newer = [m.start() for m in re.finditer("Newer messages", middle)]
+    assert newer and all(at > last for at in newer)
+    assert "Newest messages" not in middle  # the newer page is the newest
+    deeper = page(client, f"{url}?older=100")
+    assert "Newest messages" in deeper[_messages_span(deeper)[1]:]  # back in one click
+    readme = (ROOT / "README.md").read_text("utf-8")
+    console = readme[readme.index("## The operator console"):]
+    console = " ".join(console[:console.index("\n## ")].split())
+    assert "oldest at the top, newest at the bottom" in console
+    assert "newest 50 messages first" not in console
+
+
+def test_tool_calls_and_results_start_collapsed(client: TestClient, database: Path,
+                                                seeded: dict[str, int]) -> None:
+    with store_at(database) as store:
+        session = seed_tool_session(store)
+    sign_in(client, BOT_TOKEN)
+    html = page(client, f"/console/sessions/{session}")
+    opened = re.findall(r"<details[^>]*>", html)
+    assert len(opened) == 30 and not [tag for tag in opened if "open" in tag]
+    summaries = re.findall(r"<summary>(.*?)</summary>", html, flags=re.DOTALL)
+    assert any("2 tool calls" in s and "search_orders" in s and "call_0_0" in s
+               for s in summaries)
+    assert any("Tool result" in s and "call_9_1" in s for s in summaries)
+    # Live appends (console.js) get the same markup.
+    fragment = client.get(f"/console/sessions/{session}/messages?after_id=0").text
+    assert fragment.count("<details") == 30 and " open" not in fragment
+    # Hostile tool names and ids are escaped in the summary too.
+    hostile = page(client, f"/console/sessions/{seeded['hostile']}")
+    assert "lookup_order" in hostile and "call_1" in hostile
+    assert "<script>x()" not in hostile
+    with store_at(database) as store:
+        store.for_agent("bot").append_messages(key("tool-user"), [
+            StoredMessage.assistant("", tool_calls=[{"name": "<img src=x>", "id": "<b>c</b>"}]),
+            StoredMessage.tool({"tool_call_id": "<i>c</i>", "output": "<script>y()</script>"})])
+    summaries = re.findall(r"<summary>(.*?)</summary>",
+                           page(client, f"/console/sessions/{session}"), flags=re.DOTALL)
+    assert summaries[-2:] == [
+        "1 tool call: &lt;img src=x&gt; (&lt;b&gt;c&lt;/b&gt;) · 43 B",
+        "Tool result for &lt;i&gt;c&lt;/i&gt; · 62 B · &lt;script&gt;y()&lt;/script&gt;"]
+
+
+def test_an_archived_session_is_not_called_live(client: TestClient, database: Path,
+                                                seeded: dict[str, int]) -> None:
+    sign_in(client, BOT_TOKEN)
+    session = seeded["long"]
+    live = page(client, f"/console/sessions/{session}")
+    assert "Messages in the live history</dt><dd>120" in live
+    with store_at(database) as store:
+        store.for_agent("bot").reset(key("long-talker"))
+    archived = page(client, f"/console/sessions/{session}")
+    assert "Live messages" not in archived and "live history" not in archived
+    assert "Messages in the archived history</dt><dd>120" in archived
+    assert re.search(r"<dt>Status</dt><dd>.*archived.*read-only", archived)
+
+
+def test_the_audit_log_page_shows_console_actions_to_admins_only(
+        client: TestClient, database: Path, seeded: dict[str, int]) -> None:
+    sign_in(client, ADMIN_TOKEN)
+    assert 'href="/console/audit"' in page(client, "/console/")
+    assert "No audited operation yet." in page(client, "/console/audit")
+    token = csrf_of(page(client, "/console/people?channel=telegram&peer_id=dana"))
+    erased = client.post("/console/people/forget", data={
+        "csrf": token, "confirmed": "yes", "channel": "telegram", "peer_id": "dana"})
+    assert erased.status_code == 200
+    with store_at(database) as store:
+        store.forget_peer("discord", "nobody", actor="<b>api</b>")
+        record = store.audit_log(1)[0]
+    html = page(client, "/console/audit")
+    rows = html.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert len(rows) == 2
+    assert "&lt;b&gt;api&lt;/b&gt;" in rows[0] and "<b>api" not in html  # escaped, newest first
+    assert "console:admin" in rows[1] and "forget_peer" in rows[1]
+    assert re.search(r'class="num">2</td>\s*<td class="num">2</td>', rows[1])
+    assert record.subject is not None and record.subject[:24] in rows[0]
+    assert "dana" not in html.split("<tbody>")[1]  # a hash, never the person's id
+    limited = page(client, "/console/audit?limit=1")
+    assert limited.count("<tr>") == 2 and "Show more" in limited  # header row + one record
+    assert page(client, "/console/audit?limit=0", 400)
+    assert page(client, "/console/audit?limit=abc", 400)
+    for token_of_agent in (BOT_TOKEN, OTHER_TOKEN):
+        sign_in(client, token_of_agent)
+        refused = page(client, "/console/audit", 403)
+        assert "only an admin token" in refused and "console:admin" not in refused
+        assert 'href="/console/audit"' not in page(client, "/console/")

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jinja2
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     HTMLResponse,
@@ -36,7 +36,7 @@ from aisopod_session.errors import (
     SessionError,
     SessionNotFoundError,
 )
-from aisopod_session.limits import MAX_CONSOLE_OFFSET, MAX_SQL_INT
+from aisopod_session.limits import MAX_AUDIT_RECORDS, MAX_CONSOLE_OFFSET, MAX_SQL_INT
 from aisopod_session.models import (
     HistoryQuery,
     Session,
@@ -83,6 +83,71 @@ _templates.filters["when"] = lambda value: (
     "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
 _templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
 _templates.filters["number"] = lambda value: f"{value:,}"
+
+SUMMARY_NAMES = 3  # tool names a summary lists before "and N more"
+SUMMARY_TEXT = 60  # characters of a name, an id or a result's start in a summary
+
+
+def _size(value: Any) -> str:
+    """How much JSON a value is, as a reader weighs it: 340 B, 1.2 kB, 3.4 MB."""
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if size < 1000:
+        return f"{size} B"
+    return f"{size / 1000:.1f} kB" if size < 1_000_000 else f"{size / 1_000_000:.1f} MB"
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_TEXT else text[:SUMMARY_TEXT - 1] + "…"
+
+
+def _text_of(value: Any) -> str | None:
+    return _short(value) if isinstance(value, str) and value.strip() else None
+
+
+def _tool_calls_summary(calls: Any) -> str:
+    """One line for a message's tool calls (shown collapsed): how many, which tools with their
+    call ids, how big. Knows the OpenAI (``function.name``), Anthropic and LangChain (``name``)
+    shapes; anything else is summed up by its size alone."""
+    items = calls if isinstance(calls, list) else [calls]
+    named = []
+    for call in items:
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function")
+        name = _text_of(function.get("name") if isinstance(function, dict) else None) \
+            or _text_of(call.get("name")) or "?"
+        call_id = _text_of(call.get("id"))
+        named.append(f"{name} ({call_id})" if call_id else name)
+    count = f"{len(items)} tool call{'s' if len(items) != 1 else ''}"
+    if named:
+        shown = ", ".join(named[:SUMMARY_NAMES])
+        if len(named) > SUMMARY_NAMES:
+            shown += f" and {len(named) - SUMMARY_NAMES} more"
+        count += f": {shown}"
+    return f"{count} · {_size(calls)}"
+
+
+def _tool_result_summary(content: Any) -> str:
+    """One line for a tool message (shown collapsed): the call it answers, its size and start."""
+    data = content.get("data") if isinstance(content, dict) else None  # LangChain's shape
+    answered = None
+    for holder in (content, data):
+        if isinstance(holder, dict):
+            answered = answered or _text_of(holder.get("tool_call_id")) \
+                or _text_of(holder.get("tool_use_id"))
+    line = f"Tool result{f' for {answered}' if answered else ''} · {_size(content)}"
+    shown = content
+    for holder in (content, data):
+        if isinstance(holder, dict):
+            shown = next((holder[field] for field in ("output", "content", "result")
+                          if holder.get(field) not in (None, "")), shown)
+    start = _text_of(shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False))
+    return f"{line} · {start}" if start else line
+
+
+_templates.filters.update(tool_calls=_tool_calls_summary, tool_result=_tool_result_summary)
+
 
 SECURITY_HEADERS = {
     # No inline script or style anywhere: even an escaping mistake could not run a script.
@@ -475,7 +540,8 @@ async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, se
     generations = await store.list_all_sessions(SessionFilter(
         agent_id=key.agent_id, channel=key.channel, account_id=key.account_id,
         peer_kind=key.peer_kind, peer_id=key.peer_id, status=tuple(SessionStatus), limit=100))
-    # The newest page first (what an operator looks for); "older" pages back from the end.
+    # The newest page first (what an operator looks for), read oldest to newest like a chat;
+    # "older" pages back from the end.
     history = await store.get_history_by_id(session_id, HistoryQuery(
         include_compacted=True, tail=True, offset=older, limit=TRANSCRIPT_PAGE + 1))
     has_older = len(history) > TRANSCRIPT_PAGE
@@ -490,6 +556,7 @@ async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, se
         messages=messages, done=done if done in DONE_NOTES else None, done_notes=DONE_NOTES,
         older_url=_url(here, older=older + TRANSCRIPT_PAGE) if has_older else None,
         newer_url=_url(here, older=max(0, older - TRANSCRIPT_PAGE) or None) if older else None,
+        newest_url=_url(here) if older > TRANSCRIPT_PAGE else None,
         first_shown=older, live=live, run=run, waiting=waiting,
         # the newest page of a live session follows its new messages (see console.js)
         live_url=_url("changes/stream", agent=key.agent_id, session=session_id, since=seen)
@@ -633,6 +700,25 @@ async def webhooks_page(request: Request, sign_in: SignInDep, store: StoreDep) -
     return render(request, "webhooks.html", sign_in=sign_in, hooks=request.app.state.webhooks,
                   states=states, failed=await store.webhook_deliveries(status="failed", limit=50),
                   recent=await store.webhook_deliveries(limit=50))
+
+
+AUDIT_PAGE = 100
+
+
+@router.get("/audit")
+async def audit_page(request: Request, sign_in: SignInDep, store: StoreDep,
+                     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_RECORDS)] = AUDIT_PAGE
+                     ) -> Response:
+    """The newest audit records (admin): who did what to how much, when; never content, and
+    the person only as the keyed hash the log keeps. The store reads the newest ``limit``, so
+    "show more" asks for more rather than for a next page."""
+    if not sign_in.principal.admin:
+        raise HTTPException(403, "only an admin token may see the audit log")
+    records = await store.audit_log(limit)
+    more = min(limit * 2, MAX_AUDIT_RECORDS) if len(records) == limit < MAX_AUDIT_RECORDS \
+        else None
+    return render(request, "audit.html", sign_in=sign_in, records=records, limit=limit,
+                  more_url=_url("audit", limit=more) if more else None)
 
 
 def install(app: FastAPI) -> None:

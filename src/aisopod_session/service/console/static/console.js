@@ -39,6 +39,9 @@ document.querySelectorAll("[data-counts-url]").forEach((list) => {
   });
 });
 
+// Only the newest page of a live session follows (it alone has data-changes-url). The transcript
+// reads oldest to newest, so new messages go at the bottom, in the server's markup: the same
+// template as the page's, tool calls and results folded in a closed <details>.
 document.querySelectorAll("ol.transcript[data-changes-url]").forEach((transcript) => {
   const note = document.querySelector("[data-changed-note]");
   const append = async () => {
