@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -529,12 +530,16 @@ def test_server_mode_reads_like_local_mode(live_server: LiveServer) -> None:
     assert "messages" in ok([*remote, "usage"]).stdout
     assert "no live session" in fails([*remote, "sessions", "show",
                                        SessionKey("bot", "x", "y", "dm", "z").canonical()])
-    # the server's store raises what a local store raises: the same one-line errors
+    # the server's store raises what a local store raises: the same one-line errors, each
+    # saying where it looked
     for command in (["sessions", "history", "424242"], ["sessions", "show", "424242"],
                     ["sessions", "history", SessionKey("bot", "x", "y", "dm", "z").canonical()]):
-        assert fails([*remote, *command]) == fails([*local, *command]), command
+        remote_error, local_error = fails([*remote, *command]), fails([*local, *command])
+        assert remote_error.endswith(f" (looked in server {live_server.url})"), remote_error
+        assert " (looked in database " in local_error, local_error
+        assert remote_error.split(" (looked in ")[0] == local_error.split(" (looked in ")[0]
     assert fails([*remote, "sessions", "history", "424242"]) == \
-        "error: no session with id 424242"
+        f"error: no session with id 424242 (looked in server {live_server.url})"
 
 
 def test_server_mode_writes(live_server: LiveServer, tmp_path: Path) -> None:
@@ -588,8 +593,10 @@ def test_server_mode_auth_and_connection_errors(live_server: LiveServer) -> None
         assert line == f"error: server {live_server.url} refused access: {refusal}"
         assert "wrong-token" not in line
     agent = live_server.args(AGENT_TOKEN)
+    # every agent's sessions are an admin's to list; the error says how to list its own
     assert fails([*agent, "sessions", "list"]) == (
-        "error: this store's token is agent 'bot''s; admin operations need an admin token")
+        "error: this store's token is agent 'bot''s; admin operations need an admin token; an "
+        "agent token lists its own agent's sessions: pass --agent <its agent id>")
     assert "may not use agent 'helper'" in fails([*agent, "sessions", "show",
                                                   HELPER.canonical()])
     mine = json.loads(ok([*agent, "sessions", "list", "--agent", "bot", "--json"]).stdout)
@@ -626,9 +633,10 @@ def test_commands_call_the_store_directly() -> None:
         assert not {name for name in imported if name.split(".")[0] == "httpx"}, path.name
         classes[path.name] = [node.name for node in ast.walk(tree)
                               if isinstance(node, ast.ClassDef)]
-    # the error handler, the operator's error, the global options: nothing that holds a store
+    # the error handler, the operator's error, the global options, the help's display of
+    # options and arguments: nothing that holds a store
     assert sorted(name for found in classes.values() for name in found) == [
-        "CliError", "Settings", "_Cli"]
+        "CliError", "Settings", "_Cli", "_ReadableArgument", "_ReadableOption"]
 
 
 def test_sessions_show_has_the_run_and_stop_asks_it_to_stop(
@@ -648,3 +656,97 @@ def test_sessions_show_has_the_run_and_stop_asks_it_to_stop(
         assert store.for_agent(ALICE.agent_id).renew_run(run).stop_requested is True
     assert "no live session" in fails(
         [*args, "sessions", "stop", SessionKey("bot", "x", "y", "dm", "z").canonical()])
+
+
+# --- first use: readable help, a compaction that did nothing (issue 19) ------------------------
+
+
+def _command_paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _command_paths(sub, (*path, name))
+
+
+RAW_TYPE = re.compile(r"<(?:str|bool|int|float|path|Path|datetime|list\[[^>]*|[\w ]+ range|"
+                      r"[\w-]+(?:\|[\w-]+)+)>")
+
+
+def test_every_help_shows_readable_placeholders() -> None:
+    """No raw Python type (``<bool>``, ``<list[active|…]>``, ``<int range>``) in any --help:
+    flags are bare, choices read ``[a|b]``, values ``TEXT``, ``INTEGER`` or their metavar."""
+    from typer.main import get_command
+
+    paths = list(_command_paths(get_command(app)))
+    assert ("sessions", "list") in paths and ("webhooks", "status") in paths
+    assert len(paths) >= 25
+    env = {**CLEAN_ENV, "COLUMNS": "200"}
+    helps = {}
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], env=env)
+        assert result.exit_code == 0, (path, result.output)
+        assert not RAW_TYPE.search(result.output), (path, RAW_TYPE.search(result.output))
+        helps[path] = result.output
+
+    def row(path: tuple[str, ...], option: str) -> str:
+        return next(line for line in helps[path].splitlines()
+                    if re.match(rf"│\s*{option} ", line))  # a row of the options panel
+
+    assert "[active|idle|compacted|archived]" in row(("sessions", "list"), "--status")
+    assert "[dm|group|thread]" in row(("sessions", "list"), "--peer-kind")
+    assert "INTEGER [1<=x<=1000]" in row(("sessions", "list"), "--limit")
+    assert "TEXT" in row(("sessions", "list"), "--agent")
+    assert "[fail|skip|archive-existing]" in row(("import",), "--on-conflict")
+    assert "URL" in row((), "--db")
+    for path, flag in ((("sessions", "list"), "--json"), (("changes",), "--follow"),
+                       (("reset",), "--yes"), ((), "--help")):
+        # a flag takes no value: nothing between it and its help
+        assert re.search(rf"{flag}\s+(?:-\w\s+)?[A-Z]", row(path, flag)), row(path, flag)
+
+
+def test_import_help_says_what_it_prints() -> None:
+    """import prints one line (or JSON), never a table; its help says so."""
+    env = {**CLEAN_ENV, "COLUMNS": "200"}
+    for path in (["import"], ["compact"], ["sweep"], ["purge"], ["db", "migrate"],
+                 ["sessions", "reset"], ["sessions", "stop"], ["peers", "forget"]):
+        text = runner.invoke(app, [*path, "--help"], env=env).output
+        assert "table" not in text, path
+        assert "Print the result as JSON instead of a line of text." in text, path
+    assert "Prints one line" in runner.invoke(app, ["import", "--help"], env=env).output
+    assert "instead of a table" in runner.invoke(app, ["sessions", "list", "--help"],
+                                                 env=env).output
+
+
+def test_a_compaction_with_nothing_to_do_says_so(
+        db: tuple[list[str], str, dict[str, Any]]) -> None:
+    args, url, options = db
+    key = SPACED.canonical()  # one live message, never compacted
+    for strategy, why in (
+            (["--window", "5"], "it has 1 live message and --window keeps 5"),
+            (["--summary", "s", "--keep-recent", "3"],
+             "it has 1 live message and --keep-recent keeps 3"),
+            (["--truncate-tools", "100"], "no tool result is longer than 100 characters")):
+        result = ok([*args, "compact", key, *strategy])
+        assert result.stdout == f"nothing compacted in {key}: {why} (0 earlier compactions)\n"
+        # --json: the record as it stands on stdout, the sentence on stderr
+        result = ok([*args, "compact", key, *strategy, "--json"])
+        assert json.loads(result.stdout)["compaction_count"] == 0
+        assert f"nothing compacted in {key}: {why}" in result.stderr
+    with open_store(url, options) as store:
+        bot = store.for_agent("bot")
+        assert bot.get(SPACED).compaction_count == 0
+        # the newest message answers the tool call before it: a window cannot start between
+        bot.append_messages(THREAD, [
+            StoredMessage.assistant("calling", tool_calls=[{"id": "t"}]),
+            StoredMessage.tool("result")])
+    thread = THREAD.canonical()
+    assert ok([*args, "compact", thread, "--window", "1"]).stdout == (
+        f"nothing compacted in {thread}: it has 2 live messages; keeping the newest 1 without "
+        "the tool call they answer is not allowed, so all are kept (0 earlier compactions)\n")
+    assert ok([*args, "compact", thread, "--summary", "s"]).stdout == (
+        f"compacted {thread}: 1 compaction so far\n")
+    assert ok([*args, "compact", ALICE.canonical(), "--window", "5"]).stdout.endswith(
+        "(1 earlier compaction)\n")
+    # a compaction that did something, with --json: the record alone
+    compacted = ok([*args, "compact", ALICE.canonical(), "--window", "1", "--json"])
+    assert json.loads(compacted.stdout)["compaction_count"] == 2
+    assert compacted.stderr == ""

@@ -6,20 +6,70 @@ The commands themselves are in the topic modules; ``cli/__init__.py`` adds them 
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from aisopod_session.cli._output import CliError, one_line, os_message, silence_stdout
-from aisopod_session.cli._store import DEFAULT_DB_URL, Settings, open_store
-from aisopod_session.errors import SessionError
+from aisopod_session.cli._store import DEFAULT_DB_URL, Settings, location, open_store
+from aisopod_session.errors import SessionError, SessionNotFoundError
 from aisopod_session.store import SessionStore
 
 
+class _ReadableOption(TyperOption):
+    """An option whose help shows a flag as a flag, choices as ``[a|b|c]`` and a value's type as
+    ``TEXT``, ``INTEGER`` or its metavar (Typer's own shows ``<bool>``, ``<list[a|b]>``)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        if self.metavar is not None:
+            return self.metavar
+        described = self.type_descriptor
+        if described.is_choice:
+            # Typer's "<a|b>" or "<list[a|b]>": the choices, one value per --option
+            choices = self.display_type(ctx).strip("<>").removeprefix("list[").rstrip("]")
+            return f"[{choices}]"
+        annotation: object = described.annotation
+        if get_origin(annotation) is list:
+            (annotation,) = get_args(annotation)
+        return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", "VALUE").upper())
+
+
+class _ReadableArgument(TyperArgument):
+    """An argument whose help shows only its name (``KEY``, ``FILE``): no ``<str>`` beside it."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+_TYPE_NAMES: dict[object, str] = {str: "TEXT", int: "INTEGER", float: "NUMBER", Path: "PATH",
+                                  datetime: "DATETIME"}
+
+
+def _readable_help(command: Any) -> None:
+    """Give every option and argument of ``command`` (a Click command of Typer's) and of its
+    subcommands, ``--help`` included, the help of :class:`_ReadableOption` and
+    :class:`_ReadableArgument`: they are Typer's classes with only the help display changed."""
+    for param in command.get_params(typer.Context(command)):
+        if type(param) is TyperOption:
+            param.__class__ = _ReadableOption
+        elif type(param) is TyperArgument:
+            param.__class__ = _ReadableArgument
+    for sub in getattr(command, "commands", {}).values():
+        _readable_help(sub)
+
+
 class _Cli(TyperGroup):
-    """Turns the errors an operator can act on into one ``error:`` line and exit status 1."""
+    """Turns the errors an operator can act on into one ``error:`` line and exit status 1, and
+    makes the help of every command readable (see :class:`_ReadableOption`)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # the subcommands are built by now
+        _readable_help(self)
 
     def invoke(self, ctx: Any) -> Any:
         message: str
@@ -28,6 +78,9 @@ class _Cli(TyperGroup):
         except BrokenPipeError:
             silence_stdout()
             raise typer.Exit(1) from None
+        except SessionNotFoundError as exc:
+            # a user in the wrong directory (or on the wrong server) sees where it looked
+            message = f"{exc} ({looked_in(ctx)})"
         except (CliError, SessionError) as exc:
             message = str(exc)
         except OSError as exc:
@@ -59,6 +112,8 @@ KeyArg = Annotated[str, typer.Argument(
 RefArg = Annotated[str, typer.Argument(
     metavar="KEY", help="Canonical key (the live session), or a session id (any generation).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonResultOpt = Annotated[bool, typer.Option(
+    "--json", help="Print the result as JSON instead of a line of text.")]
 DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Only count what would change; change nothing.")]
 ChannelArg = Annotated[str, typer.Argument(
@@ -121,6 +176,20 @@ def settings(ctx: typer.Context) -> Settings:
     found = ctx.find_object(Settings)
     assert found is not None
     return found
+
+
+def looked_in(ctx: typer.Context) -> str:
+    """``looked in database /abs/path.db`` (or ``server URL``): where this invocation read."""
+    found = ctx.find_object(Settings)
+    if found is None:  # the global options were not read (a usage error)
+        return "no database opened"
+    return f"looked in {location(found)}"
+
+
+def nothing_found(ctx: typer.Context, what: str) -> None:
+    """Say on stderr that a reading command found nothing, and where it looked: an empty result
+    from the wrong database (the wrong directory, a missing --db) is noticed."""
+    typer.echo(f"{what} ({looked_in(ctx)})", err=True)
 
 
 def store_for(ctx: typer.Context) -> SessionStore:

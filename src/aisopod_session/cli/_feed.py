@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from aisopod_session.cli._app import JsonOpt, store_for
+from aisopod_session.cli._app import JsonOpt, nothing_found, store_for
 from aisopod_session.cli._output import console, print_json, when
 from aisopod_session.limits import MAX_PAGE_SIZE
 from aisopod_session.results import Change
@@ -44,6 +44,8 @@ def changes(
                 return
             return
         page = store.changes(since, agent_id=agent, limit=limit)
+    if not page:
+        nothing_found(ctx, "no changes" if since is None else "no changes after that cursor")
     if as_json:
         print_json({"changes": [c.model_dump(mode="json") for c in page],
                     "next_cursor": page.next_cursor})
@@ -55,8 +57,6 @@ def changes(
                       Text("" if change.key is None else str(change.key)), Text(_data(change)))
     if page:
         console().print(table)
-    else:
-        typer.echo("no changes after that cursor", err=True)
     typer.echo(f"next: --since {page.next_cursor}", err=True)
 
 

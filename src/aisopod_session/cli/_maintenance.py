@@ -14,8 +14,10 @@ from aisopod_session.cli._app import (
     ChannelArg,
     DryRunOpt,
     JsonOpt,
+    JsonResultOpt,
     PeerIdArg,
     YesOpt,
+    nothing_found,
     settings,
     store_for,
 )
@@ -47,7 +49,7 @@ def serve(
     server.serve(config)
 
 
-def migrate(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def migrate(ctx: typer.Context, as_json: JsonResultOpt = False) -> None:
     """Create or upgrade the database schema; print its version."""
     with store_for(ctx) as store:
         name = store.backend
@@ -67,6 +69,8 @@ def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         found = store.stats()
     # every status, in their order, also those no session is in
     by_status = {s.value: found.sessions_by_status.get(s, 0) for s in SessionStatus}
+    if not any(by_status.values()):
+        nothing_found(ctx, "no sessions")
     if as_json:
         print_json({"sessions_by_status": by_status, "agents": found.agents,
                     "messages_live": found.messages_live,
@@ -92,11 +96,12 @@ def usage(
     """Messages stored and their tokens per UTC day and agent (what the console charts)."""
     with store_for(ctx) as store:
         rows = store.usage_by_day(days, agent_id=agent)
+    if not rows:
+        nothing_found(ctx, "no messages in that window")
     if as_json:
         print_json([row.model_dump(mode="json") for row in rows])
         return
     if not rows:
-        typer.echo("no messages in that window", err=True)
         return
     table = Table("day (UTC)", "agent", "messages", "tokens")
     for column in table.columns[2:]:
@@ -109,7 +114,8 @@ def usage(
 # --- lifecycle, retention and privacy ----------------------------------------------------------
 
 
-def sweep(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+def sweep(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonResultOpt = False
+          ) -> None:
     """Apply the lifecycle policy: silent sessions go idle, long-idle ones are archived."""
     with store_for(ctx) as store:
         result = store.sweep(dry_run=dry_run)
@@ -122,7 +128,8 @@ def sweep(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = Fal
         typer.echo(f"made {plural(result.idled, 'session')} idle, archived {result.archived}")
 
 
-def purge(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+def purge(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonResultOpt = False
+          ) -> None:
     """Apply the retention policy: delete old compacted messages, archived sessions and
     change-feed entries."""
     with store_for(ctx) as store:
@@ -137,7 +144,7 @@ def purge(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonOpt = Fal
 
 
 def forget_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg, yes: YesOpt = False,
-                as_json: JsonOpt = False) -> None:
+                as_json: JsonResultOpt = False) -> None:
     """Erase every direct-conversation session of a person, across agents and accounts,
     archived generations and compacted messages included (group chats are not touched)."""
     with store_for(ctx) as store:
@@ -160,11 +167,12 @@ def audit(
     """The newest audit records, newest first: who erased or exported whose data, how much."""
     with store_for(ctx) as store:
         records = store.audit_log(limit)
+    if not records:
+        nothing_found(ctx, "no audit records")
     if as_json:
         print_json([record.model_dump(mode="json") for record in records])
         return
     if not records:
-        typer.echo("no audit records", err=True)
         return
     table = Table("id", "at (UTC)", "actor", "action", "subject", "sessions", "messages")
     table.columns[4].overflow = "fold"

@@ -160,9 +160,11 @@ def confirm(question: str, yes: bool) -> None:
 
 
 @contextmanager
-def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
-    """A byte-counting progress bar on stderr, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
+def progress(total: int | None, label: str, *, shown: bool = True
+             ) -> Iterator[Callable[[int], None]]:
+    """A byte-counting progress bar on stderr (``total`` None: bytes so far, no bar's end), only
+    when stderr is a terminal and ``shown``."""
+    if not (shown and sys.stderr.isatty()):
         yield lambda _: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

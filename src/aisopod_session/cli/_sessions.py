@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from aisopod_session.cli._app import JsonOpt, KeyArg, RefArg, YesOpt, store_for
+from aisopod_session.cli._app import (
+    JsonOpt,
+    JsonResultOpt,
+    KeyArg,
+    RefArg,
+    YesOpt,
+    nothing_found,
+    store_for,
+)
 from aisopod_session.cli._output import (
     CliError,
     confirm,
@@ -24,6 +32,7 @@ from aisopod_session.compaction import (
     Summarize,
     TruncateToolResults,
 )
+from aisopod_session.errors import AccessDeniedError
 from aisopod_session.limits import MAX_PAGE_SIZE
 from aisopod_session.models import (
     HistoryQuery,
@@ -66,16 +75,23 @@ def list_sessions(
                            peer_id=peer, status=tuple(status) if status else None,
                            limit=limit, cursor=cursor)
     with store_for(ctx) as store:
-        page = (store.list_all_sessions(filter) if agent is None
-                else store.for_agent(agent).list(filter))
+        try:
+            page = (store.list_all_sessions(filter) if agent is None
+                    else store.for_agent(agent).list(filter))
+        except AccessDeniedError as exc:
+            if agent is not None or not store.backend.startswith("http"):
+                raise
+            # an agent token: every agent's sessions are an admin's, its own agent's are not
+            raise CliError(f"{exc}; an agent token lists its own agent's sessions: pass "
+                           "--agent <its agent id>") from exc
+    if not page:
+        nothing_found(ctx, "no sessions")
     if as_json:
         print_json({"items": [s.model_dump(mode="json") for s in page],
                     "next_cursor": page.next_cursor})
         return
     if page:
         console().print(session_table(page))
-    else:
-        typer.echo("no sessions", err=True)
     if page.next_cursor:
         typer.echo(f"more: --cursor {page.next_cursor}", err=True)
 
@@ -101,7 +117,7 @@ def show(ctx: typer.Context, key: RefArg, as_json: JsonOpt = False) -> None:
         console().print(session_details(session, run, waiting))
 
 
-def stop(ctx: typer.Context, key: KeyArg, as_json: JsonOpt = False) -> None:
+def stop(ctx: typer.Context, key: KeyArg, as_json: JsonResultOpt = False) -> None:
     """Ask the session's current run to stop (its holder sees it on its next renewal)."""
     parsed = parse_key(key)
     with store_for(ctx) as store:
@@ -135,13 +151,12 @@ def history(
     with store_for(ctx) as store:
         messages = (store.get_history_by_id(ref, query) if isinstance(ref, int)
                     else store.for_agent(ref.agent_id).get_history(ref, query))
+    if not messages:
+        nothing_found(ctx, "no messages")
     if as_json:
         print_json([m.model_dump(mode="json") for m in messages])
-        return
-    if not messages:
-        typer.echo("no messages", err=True)
-        return
-    console().print(message_table(messages))
+    elif messages:
+        console().print(message_table(messages))
 
 
 def delete(ctx: typer.Context, key: KeyArg, yes: YesOpt = False) -> None:
@@ -155,7 +170,7 @@ def delete(ctx: typer.Context, key: KeyArg, yes: YesOpt = False) -> None:
     typer.echo(f"deleted {parsed}")
 
 
-def reset_session(ctx: typer.Context, key: KeyArg, as_json: JsonOpt = False) -> None:
+def reset_session(ctx: typer.Context, key: KeyArg, as_json: JsonResultOpt = False) -> None:
     """Archive the live session (history kept) and start a fresh one: the chat /new."""
     parsed = parse_key(key)
     with store_for(ctx) as store:
@@ -204,7 +219,7 @@ def compact(
         min=0, metavar="N", help="With --summary: keep the newest N messages.")] = None,
     truncate_tools: Annotated[int | None, typer.Option(
         metavar="N", help="TruncateToolResults: cut tool results to N characters.")] = None,
-    as_json: JsonOpt = False,
+    as_json: JsonResultOpt = False,
 ) -> None:
     """Compact a session's live history (nothing is deleted; see --include-compacted)."""
     given = [name for name, value in (("--window", window), ("--summary", summary),
@@ -224,9 +239,33 @@ def compact(
         assert truncate_tools is not None
         strategy = TruncateToolResults(max_chars=truncate_tools)
     with store_for(ctx) as store:
-        record = store.for_agent(parsed.agent_id).compact(parsed, strategy)
+        agent = store.for_agent(parsed.agent_id)
+        before = agent.get(parsed)
+        record = agent.compact(parsed, strategy)
+    # compact() answers the record as it stands; a strategy with nothing to do leaves it as it
+    # was, which the operator must not read as a compaction
+    compacted = record.compaction_count > before.compaction_count
     if as_json:
         print_json(record.model_dump(mode="json"))
-    else:
-        typer.echo(f"compacted {parsed}: {record.compaction_count} compaction"
-                   f"{'' if record.compaction_count == 1 else 's'} so far")
+    if compacted:
+        if not as_json:
+            typer.echo(f"compacted {parsed}: {plural(record.compaction_count, 'compaction')} "
+                       "so far")
+        return
+    typer.echo(f"nothing compacted in {parsed}: {_why_nothing(strategy, before.message_count)}"
+               f" ({plural(record.compaction_count, 'earlier compaction')})",
+               err=as_json)
+
+
+def _why_nothing(strategy: CompactionStrategy, live: int) -> str:
+    """Why ``strategy`` changed nothing in a history of ``live`` messages."""
+    messages = plural(live, "live message")
+    if isinstance(strategy, TruncateToolResults):
+        return f"no tool result is longer than {strategy.max_chars} characters"
+    option, keep = (("--window", strategy.max_messages) if isinstance(strategy, SlidingWindow)
+                    else ("--keep-recent", strategy.keep_recent))
+    if live <= keep:
+        return f"it has {messages} and {option} keeps {keep}"
+    # the kept part widened back to the assistant message whose tool calls it answers
+    return (f"it has {messages}; keeping the newest {keep} without the tool call they answer "
+            f"is not allowed, so all are kept")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ from aisopod_session.errors import AccessDeniedError, StoreUnavailableError
 from aisopod_session.lifecycle import Policies
 from aisopod_session.store import SessionStore
 
-__all__ = ["DEFAULT_DB_URL", "Settings", "cli_actor", "open_store"]
+__all__ = ["DEFAULT_DB_URL", "Settings", "cli_actor", "location", "open_store"]
 
 DEFAULT_DB_URL = "sqlite:///data/sessions.db"
 """The service's default database too (``serve``, ``./scripts/run``)."""
@@ -43,6 +44,28 @@ def open_store(settings: Settings) -> SessionStore:
         return _server_store(settings.server, settings.token)
     url, schema, policies = _local_database(settings)
     return SessionStore.open(url, schema=schema, policies=policies)
+
+
+def location(settings: Settings) -> str:
+    """Where the options point, for the operator's eyes (stderr): ``server URL``, or ``database
+    …`` with a SQLite file's absolute path (a relative one depends on the current directory) or
+    a URL without its password."""
+    if settings.server:
+        return f"server {_without_password(settings.server)}"
+    url, schema, _ = _local_database(settings)
+    if re.match(r"postgres(ql)?(\+\w+)?://", url):
+        return f"database {_without_password(url)}" + (f", schema {schema}" if schema else "")
+    if url in (":memory:", "sqlite://", "sqlite:///:memory:"):
+        return "database :memory:"
+    path = url.removeprefix("sqlite:///")
+    return f"database {os.path.abspath(path)}"
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` and of a ``password=`` parameter
+    masked."""
+    masked = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
 
 
 def cli_actor() -> str:

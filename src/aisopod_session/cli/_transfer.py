@@ -11,7 +11,7 @@ from typing import IO, Annotated
 
 import typer
 
-from aisopod_session.cli._app import ChannelArg, JsonOpt, PeerIdArg, store_for
+from aisopod_session.cli._app import ChannelArg, JsonResultOpt, PeerIdArg, store_for
 from aisopod_session.cli._output import plural, print_json, progress
 from aisopod_session.cli._store import cli_actor
 from aisopod_session.limits import MAX_IMPORT_LINE_BYTES
@@ -21,25 +21,29 @@ OutOpt = Annotated[Path | None, typer.Option(
     "--out", "-o", metavar="FILE", help="Write here (default: stdout).")]
 
 
-def _write_lines(lines: Iterable[str], out: IO[bytes]) -> int:
+def _write_lines(lines: Iterable[str], out: IO[bytes], advance: Callable[[int], None]) -> int:
     count = 0
     for line in lines:
-        out.write(line.encode("utf-8") + b"\n")
+        data = line.encode("utf-8") + b"\n"
+        out.write(data)
+        advance(len(data))
         count += 1
     out.flush()
     return count
 
 
 def _write_out(lines: Iterable[str], out: Path | None) -> None:
-    """Lines to stdout, or to ``out`` through ``out.partial`` (only a complete file is kept)."""
+    """Lines to stdout, or to ``out`` through ``out.partial`` (only a complete file is kept),
+    with a progress bar on a terminal's stderr (not when the lines go to that terminal too)."""
     if out is None:
         sys.stdout.flush()
-        _write_lines(lines, sys.stdout.buffer)
+        with progress(None, "exporting", shown=not sys.stdout.isatty()) as advance:
+            _write_lines(lines, sys.stdout.buffer, advance)
         return
     partial = out.with_name(out.name + ".partial")
     try:
-        with partial.open("wb") as handle:
-            count = _write_lines(lines, handle)
+        with partial.open("wb") as handle, progress(None, "exporting") as advance:
+            count = _write_lines(lines, handle, advance)
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
@@ -68,14 +72,17 @@ def import_(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(metavar="FILE", help="An export; - reads stdin.")],
     on_conflict: Annotated[ImportConflictPolicy, typer.Option(
-        "--on-conflict", metavar="POLICY",
+        "--on-conflict",
         help="A session of the file that already exists: fail (nothing is imported), skip "
              "(keep the stored one), archive-existing (archive it, import the file's).")
     ] = "fail",
-    as_json: JsonOpt = False,
+    as_json: JsonResultOpt = False,
 ) -> None:
     """Import an export (JSON Lines), streamed: every line is checked first, then the whole
-    file is stored at once; on any error nothing of it is."""
+    file is stored at once; on any error nothing of it is.
+
+    Prints one line: the sessions and messages imported, and those skipped or archived by
+    --on-conflict (with --json, those counts as JSON)."""
     source: AbstractContextManager[IO[bytes]]
     if file == "-":
         total = None

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from aisopod_session.cli._app import JsonOpt, store_for
+from aisopod_session.cli._app import JsonOpt, nothing_found, store_for
 from aisopod_session.cli._output import console, print_json, when
 from aisopod_session.limits import MAX_PAGE_SIZE
 from aisopod_session.results import WebhookDeliveryStatus
@@ -32,11 +32,12 @@ def deliveries(
     """The delivery log, newest first: what was POSTed where, tries, answers and errors."""
     with store_for(ctx) as store:
         found = store.webhook_deliveries(webhook, status=status, limit=limit)
+    if not found:
+        nothing_found(ctx, "no deliveries")
     if as_json:
         print_json([delivery.model_dump(mode="json") for delivery in found])
         return
     if not found:
-        typer.echo("no deliveries", err=True)
         return
     table = Table("id", "webhook", "cursor", "kind", "status", "tries", "answer", "error",
                   "last try (UTC)", "by")
@@ -52,11 +53,12 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Where each webhook's delivery stands: position, entries behind, lease holder, counts."""
     with store_for(ctx) as store:
         found = store.webhook_states()
+    if not found:
+        nothing_found(ctx, "no webhook has been delivered yet")
     if as_json:
         print_json([state.model_dump(mode="json") for state in found])
         return
     if not found:
-        typer.echo("no webhook has been delivered yet", err=True)
         return
     table = Table("webhook", "cursor", "behind", "holder", "lease until (UTC)", "delivered",
                   "failed", "duplicates", "skipped")

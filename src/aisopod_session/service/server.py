@@ -4,6 +4,7 @@ service on a thread of this process, for tests and examples)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import threading
@@ -32,9 +33,64 @@ def prepare_database_dir(config: ServiceConfig) -> None:
         Path(DEFAULT_DB_URL.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
+class ListenError(OSError):
+    """The service cannot listen where its configuration says (a port in use, an address that
+    is not this machine's): one sentence with what to change."""
+
+
 def serve(config: ServiceConfig) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish and the store closes cleanly."""
+    """Serve until SIGINT/SIGTERM; in-flight requests finish and the store closes cleanly.
+    Raises :class:`ListenError` before anything starts when the address cannot be listened
+    on."""
     config.check_bind_address()
+    sockets = listen(config.server.host, config.server.port)
+    try:
+        _serve_on(config, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of ``host`` (as asyncio's create_server binds them), bound
+    before the app starts: uvicorn binds after the application's startup and reports a port in
+    use as an errno after "Application startup complete"."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {host!r}: {exc.strerror}; pass --host or set "
+                          "[server] host") from None
+    sockets: list[socket.socket] = []
+    bound: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in addresses:
+            if (family, address) in bound:  # getaddrinfo may name an address twice
+                continue
+            bound.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio: IPv4 gets its own socket
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"port {port} is in use on {host}; pass --port or set [server] "
+                              "port") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ListenError(f"not allowed to listen on port {port} (ports below 1024 need "
+                              "privileges); pass --port or set [server] port") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ListenError(f"{host} is not an address of this machine; pass --host or set "
+                              "[server] host") from None
+        raise ListenError(f"cannot listen on {host} port {port}: {exc.strerror}") from None
+    return sockets
+
+
+def _serve_on(config: ServiceConfig, sockets: list[socket.socket]) -> None:
     prepare_database_dir(config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not config.auth_enabled:
@@ -53,7 +109,7 @@ def serve(config: ServiceConfig) -> None:
         access_log=True,
         server_header=False,
         **connection_limits(config.server),
-    )).run()
+    )).run(sockets=sockets)
 
 
 def connection_limits(server: ServerSettings) -> dict[str, Any]:
