@@ -16,6 +16,7 @@ __all__ = [
     "InvalidInputError",
     "RunLostError",
     "SchemaVersionError",
+    "SearchDisabledError",
     "SessionBusyError",
     "SessionError",
     "SessionNotFoundError",
@@ -76,6 +77,11 @@ class CursorExpiredError(SessionError):
     """A change-feed cursor points before the oldest entry still kept (the feed's retention
     pruned entries the consumer has not seen): start again from ``latest_cursor()`` or from
     the start of the feed, after a full re-read of what the consumer keeps."""
+
+
+class SearchDisabledError(ConflictError):
+    """The store was opened with search turned off (``search=False``): its messages are not
+    indexed, so it answers no search. Open it with search on to index them again."""
 
 
 class SchemaVersionError(SessionError):

@@ -67,3 +67,24 @@ MAX_OWNER_LENGTH = MAX_ID_LENGTH
 
 MAX_INBOX_BATCH = 500
 """Most inbox messages one ``inbox`` peek or ``take_inbox`` returns when given a limit."""
+
+MAX_SEARCH_QUERY_CHARS = 1_000
+"""Longest search query, in characters."""
+
+MAX_SEARCH_TERMS = 32
+"""Most words, phrases and exclusions in one search query."""
+
+MAX_SEARCH_LIMIT = 100
+"""Most hits one search page returns."""
+
+MAX_SEARCH_TOKEN_CHARS = 64
+"""Longest word the search index keeps: longer words are compared on their first 64
+characters (PostgreSQL's lexemes are bounded, and both backends must agree)."""
+
+MAX_SEARCHED_CHARS = 65_536
+"""How much of one message is searched: its words up to this many characters of indexed text
+(a PostgreSQL tsvector holds at most 1 MB; both backends search the same part)."""
+
+MAX_RANKED_MATCHES = 1_000
+"""How many matching messages (the newest) a search ordered by ``best`` ranks: a query with
+more matches says so (``SearchPage.partial_ranking``); narrow it or page by ``newest``."""

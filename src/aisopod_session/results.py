@@ -16,16 +16,29 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 from aisopod_session.base import Model
+from aisopod_session.limits import MAX_CURSOR_LENGTH
 from aisopod_session.models import (
+    Kind,
     Name,
+    PeerId,
+    Role,
     Session,
     SessionKey,
     SessionStatus,
     SessionSummary,
     StoredMessage,
+    UtcDatetime,
 )
 
 __all__ = [
@@ -43,8 +56,14 @@ __all__ = [
     "QueuedMessage",
     "Resolution",
     "Run",
+    "SearchFilter",
+    "SearchHit",
+    "SearchIndexStatus",
+    "SearchOrder",
+    "SearchPage",
     "SessionDetailPage",
     "SessionPage",
+    "SnippetSegment",
     "StoreStats",
     "Webhook",
     "WebhookDelivery",
@@ -383,3 +402,94 @@ class WebhookState(Model):
     skipped: int = 0
     """Feed positions pruned before they were delivered (the webhook was stopped longer than
     the feed's retention): at most this many entries were never sent."""
+
+
+# --- search ------------------------------------------------------------------------------------
+
+
+def _one_or_many(value: Any) -> Any:
+    """A single value or a sequence of them, as a tuple (None stays None)."""
+    if value is None or isinstance(value, str):
+        return value if value is None else (value,)
+    if isinstance(value, Iterable) and not isinstance(value, dict | bytes | bytearray):
+        return tuple(value)
+    return (value,)
+
+
+SearchOrder = Literal["best", "newest"]
+"""``best``: highest score first (ties: newest first); ``newest``: newest ``created_at`` first."""
+
+
+class SearchFilter(Model):
+    """Which messages a search looks at. By default the live history of live sessions: compacted
+    originals with ``include_compacted``, archived generations with ``include_archived`` (or a
+    ``status`` naming ``archived``). ``after`` / ``before`` are exclusive bounds on the message's
+    ``created_at``."""
+
+    channel: Name | None = None
+    account_id: Name | None = None
+    peer_kind: Kind | None = None
+    peer_id: PeerId | None = None
+    role: Annotated[tuple[Role, ...] | None, BeforeValidator(_one_or_many)] = None
+    status: Annotated[tuple[SessionStatus, ...] | None, BeforeValidator(_one_or_many)] = None
+    after: UtcDatetime | None = None
+    before: UtcDatetime | None = None
+    include_compacted: StrictBool = False
+    include_archived: StrictBool = False
+
+    @property
+    def statuses(self) -> tuple[SessionStatus, ...]:
+        """The session statuses searched."""
+        chosen = self.status or (SessionStatus.ACTIVE, SessionStatus.IDLE,
+                                 SessionStatus.COMPACTED)
+        if self.include_archived and SessionStatus.ARCHIVED not in chosen:
+            chosen = (*chosen, SessionStatus.ARCHIVED)
+        return tuple(sorted(set(chosen)))
+
+
+class SnippetSegment(Model):
+    """A piece of a hit's snippet: ``match`` is true for the characters of a matched term.
+    Plain text, never markup: a renderer escapes it (HTML) and highlights the matched ones."""
+
+    text: str
+    match: bool = False
+
+
+class SearchHit(Model):
+    """One message a search found, with its session."""
+
+    session_id: int
+    key: SessionKey
+    session_status: SessionStatus
+    message_id: int
+    seq: int
+    """The message's position in its session's history (``HistoryQuery`` reads around it)."""
+    role: Role
+    created_at: datetime
+    compacted: bool = False
+    score: float
+    """Relevance computed from the message alone (see the README), the same on every backend."""
+    snippet: list[SnippetSegment]
+
+
+class SearchPage(Model):
+    """One page of search hits; pass ``next_cursor`` back (with the same query, filter and
+    order) for the next one. ``next_cursor`` is None on the last page."""
+
+    hits: list[SearchHit]
+    next_cursor: Annotated[StrictStr, Field(max_length=MAX_CURSOR_LENGTH)] | None = None
+    complete: bool = True
+    """False while the search index of messages stored before search existed is still being
+    built (``build_search_index``): older messages may be missing."""
+    partial_ranking: bool = False
+    """``best`` order only: more messages matched than the newest ``MAX_RANKED_MATCHES`` that
+    were ranked; narrow the search (a time range, a session filter) or page by ``newest``."""
+
+
+class SearchIndexStatus(Model):
+    """Whether search is on, and how much of the messages stored before it is still to index."""
+
+    enabled: bool
+    pending: int
+    """Messages stored before the index existed (or was turned back on) not yet indexed."""
+

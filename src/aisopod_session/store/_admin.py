@@ -17,6 +17,7 @@ from aisopod_session.store._changes import record_sessions
 from aisopod_session.store._fence import forget_runs
 from aisopod_session.store._migrations import MIGRATIONS_TABLE
 from aisopod_session.store._schema import SESSION_COLUMNS, session_from_row
+from aisopod_session.store._search_index import scrub
 from aisopod_session.store._tx import OneStatement, Tx, Work
 
 
@@ -55,6 +56,8 @@ def clear(agent_id: str | None) -> Work[int]:
                           (agent_id,))
             forget_runs(tx, "agent_id = ?", (agent_id,))
         record_sessions(tx, ChangeKind.SESSION_DELETED, gone, reason="clear")
+        if gone:
+            scrub(tx)  # nothing of the deleted messages left in the search index
         return len(gone)
 
     return Work(write=write)

@@ -30,6 +30,9 @@ from aisopod_session.results import (
     QueuedMessage,
     Resolution,
     Run,
+    SearchFilter,
+    SearchOrder,
+    SearchPage,
     SessionDetailPage,
     SessionPage,
 )
@@ -41,6 +44,7 @@ from aisopod_session.store import (
     _lifecycle,
     _messages,
     _runs,
+    _search,
     _sessions,
 )
 from aisopod_session.store._engine import Engine
@@ -244,6 +248,14 @@ class AsyncAgentSessions:
         """This agent's changes as they commit, after ``since`` (None: from now on); ends when
         the store closes."""
         return watch_changes(self._engine, since, self.agent_id)
+
+    async def search(self, query: str, *, filter: SearchFilter | None = None, limit: int = 10,
+                     cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
+        """This agent's messages matching ``query`` (words, "phrases", prefix*, -excluded; see
+        the README's Search section), best or newest first, one page at a time; pass the
+        page's ``next_cursor`` back as ``cursor``. SearchDisabledError if search is off."""
+        return await run_work(self._engine, _search.search(query, self.agent_id, filter, limit,
+                                                           cursor, order))
 
     # Operations added for the framework integrations (aisopod_session.integrations).
 

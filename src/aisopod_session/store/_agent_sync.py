@@ -32,6 +32,9 @@ from aisopod_session.results import (
     QueuedMessage,
     Resolution,
     Run,
+    SearchFilter,
+    SearchOrder,
+    SearchPage,
     SessionDetailPage,
     SessionPage,
 )
@@ -43,6 +46,7 @@ from aisopod_session.store import (
     _lifecycle,
     _messages,
     _runs,
+    _search,
     _sessions,
 )
 from aisopod_session.store._engine import Engine
@@ -245,6 +249,14 @@ class AgentSessions:
         """This agent's changes as they commit, after ``since`` (None: from now on); ends when
         the store closes."""
         return watch_changes(self._engine, since, self.agent_id)
+
+    def search(self, query: str, *, filter: SearchFilter | None = None, limit: int = 10,
+                     cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
+        """This agent's messages matching ``query`` (words, "phrases", prefix*, -excluded; see
+        the README's Search section), best or newest first, one page at a time; pass the
+        page's ``next_cursor`` back as ``cursor``. SearchDisabledError if search is off."""
+        return run_work(self._engine, _search.search(query, self.agent_id, filter, limit,
+                                                           cursor, order))
 
     # Operations added for the framework integrations (aisopod_session.integrations).
 

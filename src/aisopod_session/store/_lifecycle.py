@@ -30,6 +30,7 @@ from aisopod_session.results import ChangeKind, Resolution
 from aisopod_session.store import _changes, _checks
 from aisopod_session.store._changes import record, record_removed_messages, record_sessions
 from aisopod_session.store._schema import archive_live, create_live, live_session, lock_order
+from aisopod_session.store._search_index import scrub
 from aisopod_session.store._tx import Tx, Work
 
 SWEEP_BATCH = 1000
@@ -186,6 +187,8 @@ def _purge_messages_batch(cutoff: int, batch: int) -> Work[int]:
             (cutoff, cutoff, batch),
         )
         record_removed_messages(tx, [row[0] for row in gone], "retention")
+        if gone:
+            scrub(tx)  # nothing of the purged messages left in the search index
         return len(gone)
 
     return Work(write=write)
@@ -201,6 +204,8 @@ def _purge_sessions_batch(cutoff: int, batch: int) -> Work[tuple[int, int]]:
         messages = tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", ids)
         gone = tx.all(f"DELETE FROM sessions WHERE id IN ({marks}) RETURNING id, agent_id", ids)
         record_sessions(tx, ChangeKind.SESSION_DELETED, gone, reason="retention")
+        if messages:
+            scrub(tx)
         return len(gone), messages
 
     return Work(write=write)
@@ -218,6 +223,8 @@ def purge_compacted(older_than: Any) -> Work[int]:
             gone = tx.all("DELETE FROM messages WHERE compacted = 1 AND compacted_at < ? "
                           "RETURNING session_id", (bound,))
         record_removed_messages(tx, [row[0] for row in gone], "retention")
+        if gone:
+            scrub(tx)
         return len(gone)
 
     return Work(write=write)

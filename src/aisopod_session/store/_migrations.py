@@ -7,6 +7,7 @@ here was written by a newer aisopod-session: it is refused before anything is ch
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -46,10 +47,14 @@ def latest_version(backend: str) -> int:
     return migrations(backend)[-1].version
 
 
+_STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
+
+
 def _statements(script: str) -> tuple[str, ...]:
-    """Split a migration into statements (our files keep ``;`` out of comments and strings)."""
+    """Split a migration into statements: each ends with a ``;`` that ends its line (so a
+    trigger's body, written on one line, keeps its inner ``;``)."""
     lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return tuple(s.strip() for s in "\n".join(lines).split(";") if s.strip())
+    return tuple(s.strip() for s in _STATEMENT_END.split("\n".join(lines)) if s.strip())
 
 
 def _refuse_newer(found: int, backend: str, where: str) -> None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
 from aisopod_session import _time
 from aisopod_session._time import from_us, to_us
+from aisopod_session.errors import InvalidInputError
+from aisopod_session.limits import MAX_SQL_INT
 from aisopod_session.results import AuditRecord, ChangeKind, PeerResult
 from aisopod_session.store import _checks
 from aisopod_session.store._changes import record_sessions
 from aisopod_session.store._fence import forget_runs
 from aisopod_session.store._schema import INSERT_CHUNK
+from aisopod_session.store._search_index import scrub
 from aisopod_session.store._transfer import Plan, export_plan, queued_where, sessions_where
 from aisopod_session.store._tx import Tx, Work
 
@@ -40,6 +44,30 @@ def _audit(tx: Tx, actor: str, action: str, about: str | None, sessions: int,
            (to_us(_time.utc_now()), actor, action, about, sessions, messages))
 
 
+AGENT_ACTION = re.compile(r"tool\.[a-z_]{1,60}")
+"""What an agent may record about itself: the session tools' calls (``tool.<name>``), never an
+operator's action such as ``forget_peer``."""
+
+
+def record_agent_audit(agent_id: str, action: Any, about: Any, sessions: Any,
+                       messages: Any) -> Work[None]:
+    """An audit record whose actor is ``agent:<agent_id>`` (the facade's own agent: an agent
+    cannot write in another's name)."""
+    if not isinstance(action, str) or not AGENT_ACTION.fullmatch(action):
+        raise InvalidInputError.for_field("action", "must be 'tool.<name>' (a-z and _)")
+    checked = None if about is None else _checks.actor(about)  # same rules: a short name
+    counts = []
+    for field, value in (("sessions", sessions), ("messages", messages)):
+        if type(value) is not int or not 0 <= value <= MAX_SQL_INT:
+            raise InvalidInputError.for_field(field, "must be a whole number >= 0")
+        counts.append(value)
+
+    def write(tx: Tx) -> None:
+        _audit(tx, f"agent:{agent_id}", action, checked, counts[0], counts[1])
+
+    return Work(write=write)
+
+
 def forget_peer(channel: Any, peer_id: Any, actor: Any) -> Work[PeerResult]:
     params = _checks.peer(channel, peer_id)
     who = _checks.actor(actor)
@@ -53,6 +81,8 @@ def forget_peer(channel: Any, peer_id: Any, actor: Any) -> Work[PeerResult]:
             marks = ", ".join("?" for _ in chunk)
             messages += tx.run(f"DELETE FROM messages WHERE session_id IN ({marks})", chunk)
             tx.run(f"DELETE FROM sessions WHERE id IN ({marks})", chunk)
+        if messages:
+            scrub(tx)  # nothing of the erased messages left in the search index's storage
         messages += forget_runs(tx, PEER_WHERE, params)  # and what waited in their inbox
         record_sessions(tx, ChangeKind.PERSON_ERASED, found)
         _audit(tx, who, "forget_peer", subject(tx, *params), len(ids), messages)

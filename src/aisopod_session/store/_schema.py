@@ -27,6 +27,7 @@ from aisopod_session.models import (
 )
 from aisopod_session.results import ChangeKind, QueuedMessage
 from aisopod_session.store._changes import record
+from aisopod_session.store._search_index import index_messages, indexing
 from aisopod_session.store._tx import LockKey, Tx
 
 INSERT_CHUNK = 500
@@ -257,6 +258,7 @@ def insert_messages(tx: Tx, session_id: int, rows: Sequence[MessageRow], *,
         row = tx.one(_INSERT_ONE, (session_id, r.seq, r.role, r.content, r.tool_calls,
                                    r.created_at, r.token_count, r.external_id,
                                    int(r.compacted), r.compacted_at))
+        index_messages(tx, ((row[0], r.content, r.tool_calls),))
         return [int(row[0])]
     ids_by_seq: dict[int, int] = {}
     for start in range(0, len(rows), INSERT_CHUNK):
@@ -267,11 +269,23 @@ def insert_messages(tx: Tx, session_id: int, rows: Sequence[MessageRow], *,
                            r.token_count, r.external_id, int(r.compacted), r.compacted_at))
         values = ", ".join(_ONE_ROW for _ in chunk)
         if not returning:
-            tx.run(f"{_MESSAGE_INSERT}{values}", params)
+            if not indexing(tx):
+                tx.run(f"{_MESSAGE_INSERT}{values}", params)
+                continue
+            # Positions may repeat here (an import's compacted originals): the ids, handed out
+            # in the order of the rows, are matched back in that order.
+            new_ids = sorted(int(found[0]) for found in tx.all(
+                f"{_MESSAGE_INSERT}{values} RETURNING id", params))
+            index_messages(tx, ((id_, r.content, r.tool_calls)
+                                for id_, r in zip(new_ids, chunk, strict=True)))
             continue
         found = tx.all(f"{_MESSAGE_INSERT}{values} RETURNING seq, id", params)
         ids_by_seq.update((int(seq), int(id_)) for seq, id_ in found)
-    return [ids_by_seq[r.seq] for r in rows] if returning else []
+    if not returning:
+        return []
+    ids = [ids_by_seq[r.seq] for r in rows]
+    index_messages(tx, ((id_, r.content, r.tool_calls) for id_, r in zip(ids, rows, strict=True)))
+    return ids
 
 
 # --- runs and the inbox -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ from aisopod_session.store._schema import (
     summary_from_row,
     summary_position,
 )
+from aisopod_session.store._search_index import scrub
 from aisopod_session.store._tx import OneStatement, Tx, Work
 
 _LIVE_SESSION_SQL = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {LIVE_KEY_WHERE}"
@@ -197,6 +198,8 @@ def delete(key: SessionKey) -> Work[bool]:
         for (session_id,) in gone:
             record(tx, ChangeKind.SESSION_DELETED, key.agent_id, session_id, reason="delete")
         forget_runs(tx, KEY_WHERE, key_params(key))
+        if gone:
+            scrub(tx)  # nothing of the deleted messages left in the search index
         return bool(gone)
 
     return Work(write=write, lock_key=lock_order(key))

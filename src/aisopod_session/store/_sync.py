@@ -33,6 +33,10 @@ from aisopod_session.results import (
     ImportResult,
     PeerResult,
     QueuedMessage,
+    SearchFilter,
+    SearchIndexStatus,
+    SearchOrder,
+    SearchPage,
     SessionPage,
     StoreStats,
     Webhook,
@@ -48,6 +52,8 @@ from aisopod_session.store import (
     _lifecycle,
     _messages,
     _privacy,
+    _search,
+    _search_index,
     _sessions,
     _transfer,
     _webhook_dispatch,
@@ -87,24 +93,36 @@ class SessionStore:
         policies: Policies | None = None,
         token: str | None = None,
         timeout: float | None = None,
+        search: bool = True,
     ) -> SessionStore:
         """Open (creating and migrating) the store at ``url``; see the README for URL forms.
 
         An ``http://`` or ``https://`` URL opens the store of a running service instead, with
         ``token`` (or ``$AISOPOD_TOKEN``) and ``timeout`` seconds per request; the database
         options are then the server's own and cannot be given here.
+
+        ``search=False`` turns full-text search off for the database: writes stop indexing and
+        the index is emptied (see the README's Search section).
         """
         if policies is not None and not isinstance(policies, Policies):
             raise InvalidInputError.for_field("policies", "expected a Policies")
+        if type(search) is not bool:
+            raise InvalidInputError.for_field("search", "expected True or False")
         remote = remote_url(url, durability=durability, pool_size=pool_size, schema=schema,
-                            policies=policies, token=token, timeout=timeout)
+                            policies=policies, token=token, timeout=timeout, search=search)
         if remote is not None:
             # imported here: httpx is needed only for a remote store (the `client` extra)
             from aisopod_session.store._remote_sync import RemoteSessionStore
 
             return RemoteSessionStore.connect(remote, token=token, timeout=timeout)
         engine = _in_thread(partial(
-            open_engine, url, durability=durability, pool_size=pool_size, schema=schema))
+            open_engine, url, durability=durability, pool_size=pool_size, schema=schema,
+            search=search))
+        try:
+            run_work(engine, _search_index.configure(search))
+        except BaseException:
+            _in_thread(engine.close)
+            raise
         return cls(engine, policies)
 
     @property
@@ -215,6 +233,41 @@ class SessionStore:
             else:
                 sent = None
                 yield step
+
+    # Full-text search (admin: every agent's messages, or one agent's).
+
+    def search_all(self, query: str, *, agent_id: str | None = None,
+                         filter: SearchFilter | None = None, limit: int = 10,
+                         cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
+        """Messages of every agent (or of ``agent_id``) matching ``query``; see
+        ``AgentSessions.search`` and the README's Search section (admin: no isolation)."""
+        checked = _checks.agent_or_none(agent_id)
+        return run_work(self._engine, _search.search(query, checked, filter, limit,
+                                                           cursor, order))
+
+    def search_index_status(self) -> SearchIndexStatus:
+        """Whether search is on, and how many older messages wait to be indexed (admin)."""
+        return run_work(self._engine, _search_index.status())
+
+    def build_search_index(
+        self, *, batch_size: int = _search_index.BUILD_BATCH,
+        on_progress: Callable[[SearchIndexStatus], None] | None = None,
+    ) -> SearchIndexStatus:
+        """Index the messages stored before search existed (or before it was turned back on),
+        newest first, ``batch_size`` at a time, each batch its own short write (the store keeps
+        working meanwhile; an interrupted build resumes where it stopped). ``on_progress`` is
+        called after each batch with what is left (admin)."""
+        batch = _search_index.build_batch(batch_size)
+        left = (self.search_index_status()).pending
+        while True:
+            done = run_work(self._engine, batch)
+            left = max(0, left - done)
+            if done < batch_size:
+                left = 0
+            if on_progress is not None:
+                on_progress(SearchIndexStatus(enabled=True, pending=left))
+            if not left:
+                return self.search_index_status()
 
     # The change feed (admin: every agent's entries, or one agent's).
 

@@ -1,0 +1,252 @@
+"""Full-text search over stored messages (the read side; ``_search_index`` keeps the index).
+
+The database index selects *candidates* (every message holding all the wanted tokens: an FTS5
+MATCH on SQLite, a tsquery on PostgreSQL), newest first, inside the caller's scope and filters
+(the agent is a condition of the statement, never a check afterwards). The matcher of
+``_search_text`` confirms each candidate, scores it and cuts its snippet, so both backends give
+the same hits in the same order. A search reads one snapshot; its cursor remembers the newest
+message id of its first page, so messages stored while a caller pages are not mixed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from pydantic import ValidationError
+
+from aisopod_session._time import from_us, to_us
+from aisopod_session.base import invalid_input_from
+from aisopod_session.errors import InvalidInputError, SearchDisabledError
+from aisopod_session.limits import MAX_CURSOR_LENGTH, MAX_RANKED_MATCHES, MAX_SEARCH_LIMIT
+from aisopod_session.models import PeerKind, Role, SessionKey, SessionStatus
+from aisopod_session.results import SearchFilter, SearchHit, SearchPage, SnippetSegment
+from aisopod_session.store._search_text import (
+    Query,
+    matches,
+    message_text,
+    padded,
+    parse,
+    score,
+    snippet,
+    tokens,
+)
+from aisopod_session.store._tx import Tx, Work
+
+ORDERS = ("best", "newest")
+_CHUNK = 500
+"""Candidates read per statement."""
+_COLUMNS = ("m.id, m.seq, m.role, m.created_at, m.content, m.tool_calls, m.compacted, s.id, "
+            "s.agent_id, s.channel, s.account_id, s.peer_kind, s.peer_id, s.status")
+
+
+class _Candidate(NamedTuple):
+    """A row of :data:`_COLUMNS`."""
+
+    id: int
+    seq: int
+    role: str
+    created_at: int
+    content: str
+    tool_calls: str | None
+    compacted: int
+    session_id: int
+    agent_id: str
+    channel: str
+    account_id: str
+    peer_kind: str
+    peer_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    row: _Candidate
+    text: str
+    score: float
+
+    @property
+    def newest_key(self) -> tuple[int, int]:
+        return int(self.row.created_at), int(self.row.id)
+
+    @property
+    def best_key(self) -> tuple[float, int, int]:
+        return self.score, int(self.row.created_at), int(self.row.id)
+
+
+def _filter(value: Any) -> SearchFilter:
+    if value is None:
+        return SearchFilter()
+    if isinstance(value, SearchFilter):
+        return value
+    if isinstance(value, dict):
+        try:
+            return SearchFilter.model_validate(value)
+        except ValidationError as exc:
+            raise invalid_input_from(exc, "filter") from None
+    raise InvalidInputError.for_field("filter", f"expected a SearchFilter, got "
+                                                f"{type(value).__name__}")
+
+
+def _candidates_sql(dialect: str, query: Query, where: list[str]) -> tuple[str, Any]:
+    """The FROM clause joining the index, and the index's condition's parameter."""
+    if dialect == "sqlite":
+        match = " AND ".join('"' + " ".join(term.tokens).replace('"', '""') + '"'
+                             + ("*" if term.prefix else "") for term in query.wanted)
+        where.insert(0, "f.body MATCH ?")
+        return "message_fts f JOIN messages m ON m.id = f.rowid", match
+    prefix_only: dict[str, bool] = {}  # a token wanted whole anywhere is wanted whole
+    for term in query.wanted:
+        for index, token in enumerate(term.tokens):
+            prefix = term.prefix and index == len(term.tokens) - 1
+            prefix_only[token] = prefix_only.get(token, True) and prefix
+    tsquery = " & ".join(
+        "'" + token.replace("\\", "\\\\").replace("'", "''") + "'" + (":*" if prefix else "")
+        for token, prefix in prefix_only.items())
+    where.insert(0, "f.terms @@ CAST(? AS tsquery)")
+    return "message_search f JOIN messages m ON m.id = f.message_id", tsquery
+
+
+def _scope(agent_id: str | None, checked: SearchFilter) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("s.agent_id", agent_id), ("s.channel", checked.channel),
+                          ("s.account_id", checked.account_id), ("s.peer_id", checked.peer_id),
+                          ("s.peer_kind", None if checked.peer_kind is None
+                           else checked.peer_kind.value)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    statuses = [status.value for status in checked.statuses]
+    where.append(f"s.status IN ({', '.join('?' for _ in statuses)})")
+    params.extend(statuses)
+    if checked.role:
+        where.append(f"m.role IN ({', '.join('?' for _ in checked.role)})")
+        params.extend(role.value for role in checked.role)
+    if not checked.include_compacted:
+        where.append("m.compacted = 0")
+    if checked.after is not None:
+        where.append("m.created_at > ?")
+        params.append(to_us(checked.after))
+    if checked.before is not None:
+        where.append("m.created_at < ?")
+        params.append(to_us(checked.before))
+    return where, params
+
+
+def _encode_cursor(fingerprint: str, bound: int, last: tuple[Any, ...]) -> str:
+    raw = json.dumps([fingerprint, bound, *last], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: Any, fingerprint: str, order: str) -> tuple[int, tuple[Any, ...]]:
+    bad = InvalidInputError.for_field(
+        "cursor", "is not a cursor of this search (pass next_cursor back unchanged, with the "
+                  "same query, filter and order)")
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= MAX_CURSOR_LENGTH:
+        raise bad
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad from None
+    size = 5 if order == "best" else 4
+    if (not isinstance(values, list) or len(values) != size or values[0] != fingerprint
+            or not all(type(v) in (int, float) for v in values[1:])):
+        raise bad
+    return int(values[1]), tuple(values[2:])
+
+
+def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list[Any],
+               wanted: int, after: tuple[int, int] | None) -> list[_Found]:
+    """Up to ``wanted`` matches, newest first (after ``after``), read ``_CHUNK`` candidates
+    at a time and each confirmed by the matcher."""
+    found: list[_Found] = []
+    while len(found) < wanted:
+        clauses, values = list(where), list(params)
+        if after is not None:
+            clauses.append("(m.created_at < ? OR (m.created_at = ? AND m.id < ?))")
+            values.extend((after[0], after[0], after[1]))
+        rows = tx.all(f"{select}{' AND '.join(clauses)} "
+                      "ORDER BY m.created_at DESC, m.id DESC LIMIT ?", (*values, _CHUNK))
+        for row in map(_Candidate._make, rows):
+            text = message_text(row.content, row.tool_calls)
+            found_tokens = tokens(text)
+            document = padded(found_tokens)
+            if matches(query, document):
+                found.append(_Found(row, text, score(query, document, len(found_tokens))))
+                if len(found) == wanted:
+                    return found
+        if len(rows) < _CHUNK:
+            return found
+        last = _Candidate._make(rows[-1])
+        after = (int(last.created_at), int(last.id))
+    return found
+
+
+def _hit(query: Query, found: _Found) -> SearchHit:
+    row = found.row
+    key = SessionKey._from_store({"agent_id": row.agent_id, "channel": row.channel,
+                                  "account_id": row.account_id,
+                                  "peer_kind": PeerKind(row.peer_kind), "peer_id": row.peer_id})
+    return SearchHit(
+        session_id=int(row.session_id), key=key, session_status=SessionStatus(row.status),
+        message_id=int(row.id), seq=int(row.seq), role=Role(row.role),
+        created_at=from_us(int(row.created_at)), compacted=bool(row.compacted),
+        score=found.score,
+        snippet=[SnippetSegment(text=text, match=hit) for text, hit in snippet(query, found.text)],
+    )
+
+
+def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: Any,
+           order: Any) -> Work[SearchPage]:
+    """One page of the messages matching ``query`` (see the README's Search section)."""
+    parsed = parse(query)
+    checked = _filter(filter)
+    if type(limit) is not int or not 1 <= limit <= MAX_SEARCH_LIMIT:
+        raise InvalidInputError.for_field("limit", f"must be 1 to {MAX_SEARCH_LIMIT}")
+    if order not in ORDERS:
+        raise InvalidInputError.for_field("order", f"must be one of {list(ORDERS)}")
+    fingerprint = hashlib.sha256(repr((parsed.fingerprint(), agent_id, order,
+                                       checked.model_dump_json())).encode()).hexdigest()[:16]
+    position = None if cursor is None else _decode_cursor(cursor, fingerprint, order)
+
+    def read(tx: Tx) -> SearchPage:
+        state = tx.one("SELECT enabled, pending_below FROM search_state WHERE id = 1")
+        if not state[0]:
+            raise SearchDisabledError("search is turned off for this store (it was opened "
+                                      "with search=False): open it with search on")
+        bound = position[0] if position else int(
+            tx.one("SELECT coalesce(max(id), 0) FROM messages")[0])
+        where, params = _scope(agent_id, checked)
+        source, index_param = _candidates_sql(tx.dialect.name, parsed, where)
+        where.append("m.id <= ?")
+        params.append(bound)
+        if order == "newest" and position is not None:
+            wanted = max(1, limit + 1)
+            after: tuple[int, int] | None = (int(position[1][0]), int(position[1][1]))
+        else:
+            wanted = limit + 1 if order == "newest" else MAX_RANKED_MATCHES
+            after = None
+        found = _confirmed(tx, parsed, f"SELECT {_COLUMNS} FROM {source} JOIN sessions s ON "
+                           "s.id = m.session_id WHERE ", where, [index_param, *params],
+                           wanted, after)
+        partial = False
+        if order == "best":
+            partial = len(found) == MAX_RANKED_MATCHES
+            found.sort(key=lambda f: f.best_key, reverse=True)
+            if position is not None:
+                last = tuple(position[1])
+                found = [f for f in found if f.best_key < last]
+        page, more = found[:limit], len(found) > limit
+        next_cursor = None
+        if more and page:
+            last_key = page[-1].best_key if order == "best" else page[-1].newest_key
+            next_cursor = _encode_cursor(fingerprint, bound, last_key)
+        return SearchPage(hits=[_hit(parsed, f) for f in page], next_cursor=next_cursor,
+                          complete=not state[1], partial_ranking=partial)
+
+    return Work(read=read)

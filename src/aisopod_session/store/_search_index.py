@@ -1,0 +1,153 @@
+"""Keeping the search index: messages indexed in the transaction that stores them, erased
+ones scrubbed from it in the one that deletes them, the index of older messages built in
+batches, and the switch that turns it off.
+
+SQLite: an FTS5 table ``message_fts`` (rowid = message id, body = the tokens); PostgreSQL:
+``message_search`` (a tsvector of the tokens, GIN-indexed). The tokens come from
+``_search_text``, so both backends index exactly what the matcher searches. Deleting a message
+removes its row from the index in the same transaction on both (a trigger on SQLite, the
+foreign key's cascade on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aisopod_session.errors import InvalidInputError, SearchDisabledError
+from aisopod_session.results import SearchIndexStatus
+from aisopod_session.store._search_text import index_tokens
+from aisopod_session.store._tx import Dialect, Tx, Work
+
+_CHUNK = 200
+"""Messages per multi-row INSERT into the index."""
+BUILD_BATCH = 1000
+"""Messages one batch of ``build_search_index`` indexes (one short write transaction)."""
+MAX_BUILD_BATCH = 10_000
+
+_STATE = "SELECT enabled, pending_below FROM search_state WHERE id = 1"
+
+_NOT_INDEXING: weakref.WeakSet[Dialect] = weakref.WeakSet()
+"""The dialects of stores opened with ``search=False``: their writes leave the index alone."""
+
+
+def without_search(dialect: Dialect) -> Dialect:
+    """A copy of ``dialect`` for an engine whose writes do not keep the search index."""
+    twin = copy.copy(dialect)
+    _NOT_INDEXING.add(twin)
+    return twin
+
+
+def indexing(tx: Tx) -> bool:
+    """Whether this transaction's writes keep the search index."""
+    return tx.dialect not in _NOT_INDEXING
+
+
+def index_messages(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool = False) -> None:
+    """Index stored messages given as (id, content JSON, tool_calls JSON) rows, unless the
+    store was opened with search off. ``replace``: a message may be indexed already."""
+    if not indexing(tx):
+        return
+    entries = []
+    for id_, content, tool_calls in rows:
+        found = index_tokens(content, tool_calls)
+        if found:
+            entries.append((int(id_), found))
+    for start in range(0, len(entries), _CHUNK):
+        chunk = entries[start : start + _CHUNK]
+        params: list[Any] = []
+        if tx.dialect.name == "sqlite":
+            for id_, found in chunk:
+                params.extend((id_, " ".join(found)))
+            verb = "INSERT OR REPLACE" if replace else "INSERT"
+            tx.run(f"{verb} INTO message_fts (rowid, body) VALUES "
+                   + ", ".join("(?, ?)" for _ in chunk), params)
+        else:
+            for id_, found in chunk:
+                params.extend((id_, sorted(set(found))))
+            # Joined to messages: a message deleted meanwhile is skipped, not a foreign-key error.
+            tx.run("INSERT INTO message_search (message_id, terms) "
+                   "SELECT v.id, array_to_tsvector(v.terms) FROM (VALUES "
+                   + ", ".join("(CAST(? AS BIGINT), CAST(? AS text[]))" for _ in chunk)
+                   + ") AS v (id, terms) JOIN messages m ON m.id = v.id "
+                   "ON CONFLICT (message_id) DO UPDATE SET terms = excluded.terms", params)
+
+
+def scrub(tx: Tx) -> None:
+    """Leave nothing of deleted messages in the index's storage (call after deleting them).
+
+    FTS5 (without ``secure-delete``, which SQLite 3.40 lacks) records a delete as a marker in a
+    new segment: the words stay in the older segments of ``message_fts_data`` until those are
+    merged. ``optimize`` merges every segment into one, dropping deleted entries, in this
+    transaction; it rewrites the whole index (measured in the README). On PostgreSQL the rows
+    are gone for every query at once; their dead tuples are reclaimed by VACUUM.
+    """
+    if tx.dialect.name == "sqlite":
+        tx.run("INSERT INTO message_fts (message_fts) VALUES ('optimize')")
+
+
+def _clear(tx: Tx) -> None:
+    if tx.dialect.name == "sqlite":
+        tx.run("DELETE FROM message_fts")
+        scrub(tx)
+    else:
+        tx.run("TRUNCATE message_search")
+
+
+def configure(search: bool) -> Work[bool]:
+    """Make the database's search state what the store was opened with.
+
+    Turning search off empties the index (nothing is kept that is not maintained); turning it
+    back on marks every stored message as pending, for ``build_search_index``.
+    """
+
+    def read(tx: Tx) -> bool | None:
+        return True if bool(tx.one(_STATE)[0]) == search else None
+
+    def write(tx: Tx) -> bool:
+        if bool(tx.one(_STATE + tx.dialect.for_update)[0]) == search:
+            return True
+        _clear(tx)
+        below = 0
+        if search:
+            below = int(tx.one("SELECT coalesce(max(id) + 1, 0) FROM messages")[0])
+        tx.run("UPDATE search_state SET enabled = ?, pending_below = ? WHERE id = 1",
+               (int(search), below))
+        return True
+
+    return Work(read=read, write=write)
+
+
+def status() -> Work[SearchIndexStatus]:
+    def read(tx: Tx) -> SearchIndexStatus:
+        enabled, below = tx.one(_STATE)
+        pending = 0
+        if enabled and below:
+            pending = int(tx.one("SELECT count(*) FROM messages WHERE id < ?", (below,))[0])
+        return SearchIndexStatus(enabled=bool(enabled), pending=pending)
+
+    return Work(read=read)
+
+
+def build_batch(size: Any) -> Work[int]:
+    """Index the newest ``size`` of the messages still pending; how many it indexed (0 when
+    none is left). Each batch is one short write, so appends keep going meanwhile."""
+    if type(size) is not int or not 1 <= size <= MAX_BUILD_BATCH:
+        raise InvalidInputError.for_field("batch_size", f"must be 1 to {MAX_BUILD_BATCH}")
+
+    def write(tx: Tx) -> int:
+        enabled, below = tx.one(_STATE + tx.dialect.for_update)
+        if not enabled:
+            raise SearchDisabledError("search is turned off for this store (search=False)")
+        if not below:
+            return 0
+        rows = tx.all("SELECT id, content, tool_calls FROM messages WHERE id < ? "
+                      f"ORDER BY id DESC LIMIT ?{tx.dialect.for_update}", (below, size))
+        index_messages(tx, rows, replace=True)
+        left = int(rows[-1][0]) if len(rows) == size else 0
+        tx.run("UPDATE search_state SET pending_below = ? WHERE id = 1", (left,))
+        return len(rows)
+
+    return Work(write=write)
