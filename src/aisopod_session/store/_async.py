@@ -287,15 +287,12 @@ class AsyncSessionStore:
         called after each batch with what is left (admin)."""
         batch = _search_index.build_batch(batch_size)
         left = (await self.search_index_status()).pending
-        while True:
-            done = await run_work(self._engine, batch)
-            left = max(0, left - done)
-            if done < batch_size:
-                left = 0
+        while left:
+            done, finished = await run_work(self._engine, batch)
+            left = 0 if finished else max(0, left - done)
             if on_progress is not None:
                 on_progress(SearchIndexStatus(enabled=True, pending=left))
-            if not left:
-                return await self.search_index_status()
+        return await self.search_index_status()
 
     # The change feed (admin: every agent's entries, or one agent's).
 

@@ -131,23 +131,25 @@ def status() -> Work[SearchIndexStatus]:
     return Work(read=read)
 
 
-def build_batch(size: Any) -> Work[int]:
-    """Index the newest ``size`` of the messages still pending; how many it indexed (0 when
-    none is left). Each batch is one short write, so appends keep going meanwhile."""
+def build_batch(size: Any) -> Work[tuple[int, bool]]:
+    """Index the newest ``size`` of the messages still pending: how many it indexed, and
+    whether none is left. Each batch is one short write, so appends keep going meanwhile."""
     if type(size) is not int or not 1 <= size <= MAX_BUILD_BATCH:
         raise InvalidInputError.for_field("batch_size", f"must be 1 to {MAX_BUILD_BATCH}")
 
-    def write(tx: Tx) -> int:
+    def write(tx: Tx) -> tuple[int, bool]:
         enabled, below = tx.one(_STATE + tx.dialect.for_update)
         if not enabled:
             raise SearchDisabledError("search is turned off for this store (search=False)")
         if not below:
-            return 0
+            return 0, True
         rows = tx.all("SELECT id, content, tool_calls FROM messages WHERE id < ? "
                       f"ORDER BY id DESC LIMIT ?{tx.dialect.for_update}", (below, size))
         index_messages(tx, rows, replace=True)
         left = int(rows[-1][0]) if len(rows) == size else 0
+        if left and tx.one("SELECT 1 FROM messages WHERE id < ? LIMIT 1", (left,)) is None:
+            left = 0  # that was the last batch
         tx.run("UPDATE search_state SET pending_below = ? WHERE id = 1", (left,))
-        return len(rows)
+        return len(rows), not left
 
     return Work(write=write)
