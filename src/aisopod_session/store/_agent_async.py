@@ -138,6 +138,12 @@ class AsyncAgentSessions:
         """The live history in append order (``HistoryQuery`` pages, tails and filters it)."""
         return await run_work(self._engine, _messages.get_history(self._key(key), query))
 
+    async def get_contents(self, key: SessionKey, query: HistoryQuery | None = None
+                           ) -> list[Any]:
+        """The ``content`` of each message :meth:`get_history` would return, without the rest
+        of the message (a lean read for turning a history into a prompt)."""
+        return await run_work(self._engine, _messages.get_contents(self._key(key), query))
+
     async def reset(self, key: SessionKey) -> Session:
         """Archive the live session (history kept) and start a fresh one under the same key."""
         return await run_work(self._engine, _sessions.reset(self._key(key)))

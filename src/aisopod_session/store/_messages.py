@@ -7,7 +7,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from aisopod_session import _time
+from aisopod_session import _json, _time
 from aisopod_session._time import to_us
 from aisopod_session.errors import InvalidInputError, SessionNotFoundError
 from aisopod_session.limits import MAX_TOKEN_USAGE
@@ -142,7 +142,8 @@ _BY_LIVE_KEY = f"session_id = (SELECT id FROM sessions WHERE {LIVE_KEY_WHERE})"
 
 @functools.lru_cache(maxsize=1024)
 def _history_sql(
-    unlimited: str, query: HistoryQuery, session: str = _BY_SESSION_ID
+    unlimited: str, query: HistoryQuery, session: str = _BY_SESSION_ID,
+    columns: str = MESSAGE_COLUMNS,
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement and its parameters after the session's (cached: a gateway reads with the
     same few queries, and ``query`` is the one validated instance for its values)."""
@@ -159,7 +160,7 @@ def _history_sql(
     order = "seq, id" if query.include_compacted else "seq"
     if query.tail:
         order = "seq DESC, id DESC" if query.include_compacted else "seq DESC"
-    sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(clauses)} ORDER BY {order}"
+    sql = f"SELECT {columns} FROM messages WHERE {' AND '.join(clauses)} ORDER BY {order}"
     if query.limit is not None:
         sql += " LIMIT ?"
         params.append(query.limit)
@@ -195,6 +196,38 @@ def get_history(key: SessionKey, query: Any) -> Work[list[StoredMessage]]:
         if not messages:
             live_id(tx, key)
         return messages
+
+    return Work(read=OneStatement(first, read))
+
+
+def _content(row: Sequence[Any]) -> Any:
+    """``content`` of a row whose one column it is (a string without escapes, most chat text,
+    is its interior, as in ``_schema``)."""
+    text: str = row[0]
+    return text[1:-1] if text[0] == '"' and "\\" not in text else _json.loads(text)
+
+
+def get_contents(key: SessionKey, query: Any) -> Work[list[Any]]:
+    """What :func:`get_history` reads, only each message's ``content``: no model is built per
+    row, for callers that turn the history straight into a prompt (the integrations)."""
+    checked = _checks.query(query)
+    params = key_params(key)
+
+    def contents(tx: Tx) -> list[Any]:
+        sql, extra = _history_sql(tx.dialect.unlimited, checked, _BY_LIVE_KEY, "content")
+        found = [_content(row) for row in tx.all(sql, (*params, *extra))]
+        if checked.tail:
+            found.reverse()
+        return found
+
+    def first(tx: Tx) -> list[Any] | None:
+        return contents(tx) or None  # empty: a missing session or an empty history (see read)
+
+    def read(tx: Tx) -> list[Any]:
+        found = contents(tx)
+        if not found:
+            live_id(tx, key)
+        return found
 
     return Work(read=OneStatement(first, read))
 

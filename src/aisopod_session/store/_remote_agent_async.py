@@ -221,6 +221,10 @@ class AsyncRemoteAgentSessions(AsyncAgentSessions):
                                 params=_http.history_params(_checks.query(query)))
         return [StoredMessage.model_validate(message) for message in body]
 
+    async def get_contents(self, key: SessionKey, query: HistoryQuery | None = None
+                           ) -> list[Any]:
+        return [message.content for message in await self.get_history(key, query)]
+
     async def reset(self, key: SessionKey) -> Session:
         checked = self._key(key)
         return Session.model_validate(

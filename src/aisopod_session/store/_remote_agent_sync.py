@@ -216,6 +216,10 @@ class RemoteAgentSessions(AgentSessions):
                                 params=_http.history_params(_checks.query(query)))
         return [StoredMessage.model_validate(message) for message in body]
 
+    def get_contents(self, key: SessionKey, query: HistoryQuery | None = None
+                           ) -> list[Any]:
+        return [message.content for message in self.get_history(key, query)]
+
     def reset(self, key: SessionKey) -> Session:
         checked = self._key(key)
         return Session.model_validate(
