@@ -27,12 +27,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "src/aisopod_session/store"
+TOOLS = ROOT / "src/aisopod_session/tools"
 PAIRS = [(STORE / "_async.py", STORE / "_sync.py"),
          (STORE / "_agent_async.py", STORE / "_agent_sync.py"),
          (STORE / "_remote_async.py", STORE / "_remote_sync.py"),
-         (STORE / "_remote_agent_async.py", STORE / "_remote_agent_sync.py")]
+         (STORE / "_remote_agent_async.py", STORE / "_remote_agent_sync.py"),
+         (TOOLS / "_tools_async.py", TOOLS / "_tools_sync.py")]
 
 RENAMES = {
+    "AsyncSessionTools": "SessionTools",
+    "_tools_async": "_tools_sync",
     "AsyncRemoteAgentSessions": "RemoteAgentSessions",
     "AsyncRemoteSessionStore": "RemoteSessionStore",
     "_remote_agent_async": "_remote_agent_sync",

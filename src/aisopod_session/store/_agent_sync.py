@@ -45,6 +45,7 @@ from aisopod_session.store import (
     _compaction,
     _lifecycle,
     _messages,
+    _privacy,
     _runs,
     _search,
     _sessions,
@@ -303,3 +304,12 @@ class AgentSessions:
                 "shared", f"expected a dict of keys to merges, got {type(shared).__name__}"
             )
         return {self._key(other): merge for other, merge in shared.items()}
+
+    # The audit log: what the session tools (aisopod_session.tools) did as this agent.
+
+    def record_audit(self, action: str, subject: str | None = None, *, sessions: int = 0,
+                           messages: int = 0) -> None:
+        """Add an audit record with this agent as its actor (``agent:<id>``): ``action`` is
+        ``tool.<name>``, ``subject`` what it looked at or sent into (never content)."""
+        run_work(self._engine, _privacy.record_agent_audit(
+            self.agent_id, action, subject, sessions, messages))

@@ -12,6 +12,7 @@ from aisopod_session import _time
 from aisopod_session._time import from_us, to_us
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.limits import MAX_SQL_INT
+from aisopod_session.models import normalize_peer_id_or_raise
 from aisopod_session.results import AuditRecord, ChangeKind, PeerResult
 from aisopod_session.store import _checks
 from aisopod_session.store._changes import record_sessions
@@ -55,7 +56,7 @@ def record_agent_audit(agent_id: str, action: Any, about: Any, sessions: Any,
     cannot write in another's name)."""
     if not isinstance(action, str) or not AGENT_ACTION.fullmatch(action):
         raise InvalidInputError.for_field("action", "must be 'tool.<name>' (a-z and _)")
-    checked = None if about is None else _checks.actor(about)  # same rules: a short name
+    checked = None if about is None else normalize_peer_id_or_raise("subject", about)
     counts = []
     for field, value in (("sessions", sessions), ("messages", messages)):
         if type(value) is not int or not 0 <= value <= MAX_SQL_INT:

@@ -41,7 +41,15 @@ from aisopod_session.results import (
     SessionDetailPage,
     SessionPage,
 )
-from aisopod_session.store import _changes, _checks, _commit, _http, _runs, _sessions
+from aisopod_session.store import (
+    _changes,
+    _checks,
+    _commit,
+    _http,
+    _privacy,
+    _runs,
+    _sessions,
+)
 from aisopod_session.store._agent_async import AsyncAgentSessions
 
 Messages = list[StoredMessage]
@@ -353,6 +361,12 @@ class AsyncRemoteAgentSessions(AsyncAgentSessions):
                     else Session.model_validate(entry["session"]) for entry in body["shared"]},
         )
 
+
+    async def record_audit(self, action: str, subject: str | None = None, *, sessions: int = 0,
+                           messages: int = 0) -> None:
+        _privacy.record_agent_audit(self.agent_id, action, subject, sessions, messages)  # checks
+        await self._call("POST", f"/v1/agents/{_http.part(self.agent_id)}/audit", json={
+            "action": action, "subject": subject, "sessions": sessions, "messages": messages})
 
 def _fence(run: Run | None) -> _http.Params:
     """The query of a write a run makes (the service fences it with the run's fence)."""
