@@ -57,6 +57,7 @@ T = TypeVar("T")
 
 # Named outside the classes, where ``list`` is the builtin and not the method.
 Messages = list[StoredMessage]
+Contents = list[Any]
 Queued = list[QueuedMessage]
 
 
@@ -140,7 +141,7 @@ class AsyncAgentSessions:
         return await run_work(self._engine, _messages.get_history(self._key(key), query))
 
     async def get_contents(self, key: SessionKey, query: HistoryQuery | None = None
-                           ) -> list[Any]:
+                           ) -> Contents:
         """The ``content`` of each message :meth:`get_history` would return, without the rest
         of the message (a lean read for turning a history into a prompt)."""
         return await run_work(self._engine, _messages.get_contents(self._key(key), query))

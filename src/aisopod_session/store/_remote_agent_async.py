@@ -53,6 +53,7 @@ from aisopod_session.store import (
 from aisopod_session.store._agent_async import AsyncAgentSessions
 
 Messages = list[StoredMessage]
+Contents = list[Any]
 REMOTE_POLL_SECONDS = 0.05
 """How often a remote start_run waiting for a busy session asks again (it is not woken)."""
 Queued = list[QueuedMessage]
@@ -230,7 +231,7 @@ class AsyncRemoteAgentSessions(AsyncAgentSessions):
         return [StoredMessage.model_validate(message) for message in body]
 
     async def get_contents(self, key: SessionKey, query: HistoryQuery | None = None
-                           ) -> list[Any]:
+                           ) -> Contents:
         return [message.content for message in await self.get_history(key, query)]
 
     async def reset(self, key: SessionKey) -> Session:

@@ -50,6 +50,7 @@ from aisopod_session.store import (
 from aisopod_session.store._agent_sync import AgentSessions
 
 Messages = list[StoredMessage]
+Contents = list[Any]
 REMOTE_POLL_SECONDS = 0.05
 """How often a remote start_run waiting for a busy session asks again (it is not woken)."""
 Queued = list[QueuedMessage]
@@ -225,7 +226,7 @@ class RemoteAgentSessions(AgentSessions):
         return [StoredMessage.model_validate(message) for message in body]
 
     def get_contents(self, key: SessionKey, query: HistoryQuery | None = None
-                           ) -> list[Any]:
+                           ) -> Contents:
         return [message.content for message in self.get_history(key, query)]
 
     def reset(self, key: SessionKey) -> Session:
