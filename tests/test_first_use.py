@@ -150,7 +150,10 @@ def test_an_empty_answer_names_the_database_it_read(tmp_path: Path, pg_schema: s
                            (["audit"], "no audit records"),
                            (["usage"], "no messages in that window"),
                            (["db", "stats"], "no sessions"),
-                           (["webhooks", "deliveries"], "no deliveries")):
+                           (["webhooks", "deliveries"], "no deliveries"),
+                           (["export"], "no sessions to export"),
+                           (["peers", "export", "telegram", "@nobody"],
+                            "no sessions to export")):
         done = _cli(tmp_path, *command)
         assert done.returncode == 0, (command, done.stderr)
         assert f"{empty} {where}" in done.stderr, (command, done.stderr)

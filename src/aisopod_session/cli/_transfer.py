@@ -11,7 +11,13 @@ from typing import IO, Annotated
 
 import typer
 
-from aisopod_session.cli._app import ChannelArg, JsonResultOpt, PeerIdArg, store_for
+from aisopod_session.cli._app import (
+    ChannelArg,
+    JsonResultOpt,
+    PeerIdArg,
+    nothing_found,
+    store_for,
+)
 from aisopod_session.cli._output import plural, print_json, progress
 from aisopod_session.cli._store import cli_actor
 from aisopod_session.limits import MAX_IMPORT_LINE_BYTES
@@ -32,22 +38,24 @@ def _write_lines(lines: Iterable[str], out: IO[bytes], advance: Callable[[int], 
     return count
 
 
-def _write_out(lines: Iterable[str], out: Path | None) -> None:
+def _write_out(ctx: typer.Context, lines: Iterable[str], out: Path | None) -> None:
     """Lines to stdout, or to ``out`` through ``out.partial`` (only a complete file is kept),
     with a progress bar on a terminal's stderr (not when the lines go to that terminal too)."""
     if out is None:
         sys.stdout.flush()
         with progress(None, "exporting", shown=not sys.stdout.isatty()) as advance:
-            _write_lines(lines, sys.stdout.buffer, advance)
-        return
-    partial = out.with_name(out.name + ".partial")
-    try:
-        with partial.open("wb") as handle, progress(None, "exporting") as advance:
-            count = _write_lines(lines, handle, advance)
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
-    typer.echo(f"wrote {count} line{'' if count == 1 else 's'} to {out}")
+            count = _write_lines(lines, sys.stdout.buffer, advance)
+    else:
+        partial = out.with_name(out.name + ".partial")
+        try:
+            with partial.open("wb") as handle, progress(None, "exporting") as advance:
+                count = _write_lines(lines, handle, advance)
+            partial.replace(out)
+        finally:
+            partial.unlink(missing_ok=True)
+        typer.echo(f"wrote {count} line{'' if count == 1 else 's'} to {out}")
+    if count <= 1:  # the header alone
+        nothing_found(ctx, "no sessions to export")
 
 
 def _numbered(stream: IO[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
@@ -65,7 +73,7 @@ def export(
 ) -> None:
     """Every session (all generations) and message as JSON Lines, streamed."""
     with store_for(ctx) as store:
-        _write_out(store.export_jsonl(agent), out)
+        _write_out(ctx, store.export_jsonl(agent), out)
 
 
 def import_(
@@ -109,4 +117,4 @@ def export_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg,
                 out: OutOpt = None) -> None:
     """Everything held about a person, as export JSON Lines (importable), streamed."""
     with store_for(ctx) as store:
-        _write_out(store.export_peer(channel, peer_id, actor=cli_actor()), out)
+        _write_out(ctx, store.export_peer(channel, peer_id, actor=cli_actor()), out)
