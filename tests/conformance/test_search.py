@@ -14,8 +14,8 @@ import pytest
 from aisopod_session import (
     AccessDeniedError,
     InvalidInputError,
-    RetentionPolicy,
     Policies,
+    RetentionPolicy,
     SearchDisabledError,
     SearchFilter,
     SessionKey,

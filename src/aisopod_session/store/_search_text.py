@@ -224,9 +224,18 @@ def score(query: Query, text: str, token_count: int) -> float:
     move when other messages are stored): for each wanted term, its length in tokens times
     ``1 + ln(occurrences)``, summed and divided by ``1 + ln(1 + tokens / 64)`` (long messages
     count for less); rounded to 4 decimals."""
-    total = sum(len(term.tokens) * (1 + math.log(max(1, text.count(term.pattern))))
+    total = sum(len(term.tokens) * (1 + math.log(max(1, _occurrences(text, term.pattern))))
                 for term in query.wanted)
     return round(total / (1 + math.log(1 + token_count / 64)), 4)
+
+
+def _occurrences(text: str, pattern: str) -> int:
+    """How often ``pattern`` occurs (two may share the space between them)."""
+    count, at = 0, text.find(pattern)
+    while at >= 0:
+        count += 1
+        at = text.find(pattern, at + len(pattern) - 1)
+    return count
 
 
 @functools.lru_cache(maxsize=4096)

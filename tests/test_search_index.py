@@ -1,0 +1,290 @@
+"""The search index itself, on both backends: what its own tables hold after an erasure (read
+byte by byte), the same hits on SQLite and PostgreSQL for one corpus, every write path keeping
+it (import, the inbox, group commit), and a database from before search being indexed in
+batches while the store keeps working.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from aisopod_session import (
+    Policies,
+    RetentionPolicy,
+    SearchFilter,
+    SessionKey,
+    SessionStore,
+    SlidingWindow,
+    StoredMessage,
+)
+from aisopod_session.store._migrations import migrations
+from tests.conftest import PG_URL
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+SECRETS = ("xylophonic", "quetzalcoatlus", "zebrafinch", "东京塔")
+
+
+def key(peer: str, agent: str = "bot") -> SessionKey:
+    return SessionKey(agent, "discord", "acct", "dm", peer)
+
+
+def open_store(url: str, options: dict[str, Any], **more: Any) -> SessionStore:
+    return SessionStore.open(url, **options, **more)
+
+
+def index_bytes(url: str, options: dict[str, Any]) -> bytes:
+    """Every byte of every value in the index's own tables."""
+    chunks: list[bytes] = []
+    if "schema" in options:
+        with psycopg.connect(PG_URL) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(options["schema"])))
+            for row in conn.execute("SELECT message_id, terms::text FROM message_search"):
+                chunks.append(repr(row).encode())
+        return b"\n".join(chunks)
+    with sqlite3.connect(url) as conn:
+        tables = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'message_fts%'")]
+        assert {"message_fts_data", "message_fts_idx", "message_fts_content",
+                "message_fts_config"} <= set(tables)
+        for table in tables:
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                for value in row:
+                    chunks.append(value if isinstance(value, bytes) else str(value).encode())
+    return b"\n".join(chunks)
+
+
+def traces(word: str) -> list[bytes]:
+    """What of ``word`` an index may hold: the word, or each character of a word indexed one
+    character at a time (the test's CJK word; none of its characters is used elsewhere)."""
+    if word.isascii():
+        return [word.encode()]
+    return [char.encode() for char in word]
+
+
+def secret_left(url: str, options: dict[str, Any], word: str) -> bool:
+    """Whether anything of ``word`` is in the index's tables (for a CJK word, any character)."""
+    data = index_bytes(url, options)
+    return any(trace in data for trace in traces(word))
+
+
+def secret_indexed(url: str, options: dict[str, Any], word: str) -> bool:
+    data = index_bytes(url, options)
+    return all(trace in data for trace in traces(word))
+
+
+@pytest.mark.parametrize("erase", ["forget_peer", "delete", "clear", "purge_compacted", "purge"])
+def test_erased_words_leave_the_index_tables(
+        backend_url: tuple[str, dict[str, Any]], erase: str) -> None:
+    url, options = backend_url
+    policies = Policies(retention=RetentionPolicy(
+        compacted_messages=timedelta(seconds=1), archived_sessions=timedelta(seconds=1)))
+    store = open_store(url, options, policies=policies)
+    bot = store.for_agent("bot")
+    victim, keeper = key("victim"), key("keeper")
+    for k in (victim, keeper):
+        bot.get_or_create(k)
+    bot.append_messages(keeper, [StoredMessage.user(f"common words {i}") for i in range(50)])
+    bot.append_messages(victim, [StoredMessage.user(f"my {word} and common words")
+                                 for word in SECRETS])
+    bot.append_messages(keeper, [StoredMessage.user("more common words")])
+    assert all(secret_indexed(url, options, word) for word in SECRETS)
+    assert len(bot.search("xylophonic").hits) == 1
+    if erase == "forget_peer":
+        store.forget_peer("discord", "victim")
+    elif erase == "delete":
+        bot.delete(victim)
+    elif erase == "clear":
+        store.clear_sessions("bot")
+    elif erase == "purge_compacted":
+        bot.append_messages(victim, [StoredMessage.user("last")])
+        bot.compact(victim, SlidingWindow(max_messages=1))
+        store.purge_compacted()
+    else:
+        bot.reset(victim)
+        store.purge(datetime.now(UTC) + timedelta(hours=1))
+    everything = SearchFilter(include_compacted=True, include_archived=True)
+    for word in SECRETS:
+        assert store.search_all(word, filter=everything).hits == []
+        assert not secret_left(url, options, word), f"{word} left in the index after {erase}"
+    if erase != "clear":
+        assert len(bot.search("common words").hits) == 10  # the rest is still found
+    store.close()
+
+
+def test_a_popped_message_leaves_results_but_not_yet_the_segments(tmp_path: Path) -> None:
+    """What the erasing operations' optimize is for: without it (pop, the integrations' undo),
+    FTS5 keeps a deleted word in its segments until they are merged. (The test above would
+    fail without the optimize: this shows the bytes it reads are where the words are.)"""
+    url = str(tmp_path / "s.db")
+    store = SessionStore.open(url)
+    bot = store.for_agent("bot")
+    bot.get_or_create(key("alice"))
+    bot.append_messages(key("alice"), [StoredMessage.user("plain"),
+                                       StoredMessage.user("xylophonic")])
+    bot.pop_message(key("alice"))
+    assert bot.search("xylophonic").hits == []
+    assert secret_left(url, {}, "xylophonic")
+    store.forget_peer("discord", "nobody-at-all")  # erases nothing: no optimize needed
+    bot.delete(key("alice"))
+    assert not secret_left(url, {}, "xylophonic")
+    store.close()
+
+
+CORPUS = [
+    "The refund was promised on Tuesday, order A-1042",
+    "Ein Café in Zürich; naïve façade; STRASSE",
+    "我在东京工作了三年\uff0c東京タワーが見えます",
+    "refunds refunds refund: processed weekly",
+    "near or not and body:refund ^refund (refund)",
+    "order order order of the phoenix",
+    "안녕하세요 반갑습니다 order",
+    "x" * 80 + " long word",
+    "Ǆemal Łódź ØRESUND ﬁnance",
+]
+QUERIES = [
+    "refund", "refund*", '"refund was promised"', "order -phoenix", "cafe zurich", "strasse",
+    "东京", "京", "タワー", "반갑", "NEAR OR", "body:refund", "a-1042", "x" * 70, "x" * 64 + "*",
+    "dzemal lodz", "oresund", "finance", '"order of"', "ord* -refund",
+]
+
+
+def _answers(store: SessionStore) -> list[Any]:
+    answers = []
+    for query in QUERIES:
+        for order in ("best", "newest"):
+            page = store.search_all(query, order=order, limit=100)
+            answers.append([(hit.key.peer_id, hit.seq, hit.score,
+                             [(s.text, s.match) for s in hit.snippet]) for hit in page.hits])
+    return answers
+
+
+def test_both_backends_give_the_same_hits_in_the_same_order(
+        tmp_path: Path, pg_schema: str) -> None:
+    results = []
+    places: list[tuple[str, dict[str, Any]]] = [(str(tmp_path / "s.db"), {}),
+                                                (PG_URL, {"schema": pg_schema})]
+    for url, options in places:
+        store = SessionStore.open(url, **options)
+        bot = store.for_agent("bot")
+        for round_ in range(3):
+            for index, text in enumerate(CORPUS):
+                k = key(f"peer{index}")
+                bot.get_or_create(k)
+                bot.append_messages(k, [StoredMessage.user(
+                    f"{text} {round_}", created_at=T0 + timedelta(minutes=index % 4))])
+        results.append(_answers(store))
+        store.close()
+    sqlite_answers, postgres_answers = results
+    assert sqlite_answers == postgres_answers
+    assert sum(1 for answer in sqlite_answers if answer) >= len(QUERIES) * 2 - 1
+
+
+def test_every_write_path_indexes(backend_url: tuple[str, dict[str, Any]]) -> None:
+    url, options = backend_url
+    store = open_store(url, options)
+    bot = store.for_agent("bot")
+    k = key("alice")
+    bot.enqueue(k, [StoredMessage.user("inbox marmalade")])
+    assert bot.search("marmalade").hits == []  # waiting in the inbox: not history yet
+    run = bot.start_run(k, "worker")
+    bot.take_inbox(run)
+    bot.finish_run(run)
+    assert len(bot.search("marmalade").hits) == 1
+    # group commit: many writers at once, every message indexed
+    threads = [threading.Thread(target=lambda i=i: bot.append_messages(
+        key(f"t{i}"), [StoredMessage.user(f"threaded kumquat {i}")]) if bot.get_or_create(
+        key(f"t{i}")) else None) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(bot.search("kumquat", limit=100).hits) == 16
+    # import (compacted originals included) into a fresh store
+    bot.append_messages(k, [StoredMessage.user(f"lantern {i}") for i in range(3)])
+    bot.compact(k, SlidingWindow(max_messages=1))
+    exported = list(store.export_jsonl())
+    store.clear_sessions()
+    assert store.search_all("lantern").hits == []
+    store.import_jsonl(exported)
+    assert len(store.search_all("lantern").hits) == 1
+    assert len(store.search_all("lantern", filter=SearchFilter(include_compacted=True)).hits) == 3
+    assert len(store.search_all("kumquat", limit=100).hits) == 16
+    store.close()
+
+
+def _database_before_search(url: str, options: dict[str, Any], messages: int) -> None:
+    """A database at schema version 9 (before search), with messages, written by plain SQL."""
+    before = [m for m in migrations("postgres" if "schema" in options else "sqlite")
+              if m.version < 10]
+    rows = [(f"old message {i} {'dodo' if i % 7 == 0 else 'emu'}",) for i in range(messages)]
+    if "schema" in options:
+        with psycopg.connect(PG_URL, autocommit=True) as conn, conn.transaction():
+            ident = sql.Identifier(options["schema"])
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
+            conn.execute("CREATE TABLE aisopod_schema (version INTEGER PRIMARY KEY, "
+                         "name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+            for m in before:
+                for statement in m.statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO aisopod_schema VALUES (%s, %s, 0)", (m.version, m.name))
+            _old_rows(conn, "%s", rows)
+        return
+    with sqlite3.connect(url, isolation_level=None) as lite:
+        lite.execute("BEGIN")
+        lite.execute("CREATE TABLE aisopod_schema (version INTEGER PRIMARY KEY, "
+                     "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+        for m in before:
+            for statement in m.statements:
+                lite.execute(statement)
+            lite.execute("INSERT INTO aisopod_schema VALUES (?, ?, 0)", (m.version, m.name))
+        _old_rows(lite, "?", rows)
+        lite.execute("COMMIT")
+
+
+def _old_rows(conn: Any, mark: str, rows: list[tuple[str]]) -> None:
+    now = 1_770_000_000_000_000
+    session = conn.execute(
+        "INSERT INTO sessions (agent_id, channel, account_id, peer_kind, peer_id, status, "
+        f"created_at, updated_at, message_count, last_seq) VALUES ('bot', 'discord', 'acct', "
+        f"'dm', 'old', 'active', {mark}, {mark}, {mark}, {mark}) RETURNING id",
+        (now, now, len(rows), len(rows))).fetchone()[0]
+    for seq, (text,) in enumerate(rows, start=1):
+        conn.execute("INSERT INTO messages (session_id, seq, role, content, created_at) "
+                     f"VALUES ({mark}, {mark}, 'user', {mark}, {mark})",
+                     (session, seq, f'"{text}"', now + seq))
+
+
+def test_a_database_from_before_search_is_indexed_in_batches_while_it_works(
+        backend_url: tuple[str, dict[str, Any]]) -> None:
+    url, options = backend_url
+    _database_before_search(url, options, 250)
+    store = open_store(url, options)
+    bot = store.for_agent("bot")
+    assert store.search_index_status().pending == 250
+    bot.append_messages(key("old"), [StoredMessage.user("new dodo")])  # indexed at once
+    page = bot.search("dodo", limit=100)
+    assert not page.complete and [hit.seq for hit in page.hits] == [251]
+    progress: list[int] = []
+
+    def step(status: Any) -> None:
+        progress.append(status.pending)
+        if len(progress) == 2:  # the store works between batches
+            bot.append_messages(key("old"), [StoredMessage.user("dodo during the build")])
+
+    done = store.build_search_index(batch_size=60, on_progress=step)
+    assert progress == [190, 130, 70, 10, 0] and done.pending == 0
+    page = bot.search("dodo", limit=100, order="newest")
+    assert page.complete
+    assert [hit.seq for hit in page.hits] == [252, 251, *range(246, 0, -7)]
+    assert len(bot.search("emu", limit=100).hits) == 100
+    assert store.build_search_index().pending == 0  # again: nothing to do
+    store.close()
