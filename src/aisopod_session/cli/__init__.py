@@ -17,7 +17,7 @@ the order ``--help`` lists them.
 
 from __future__ import annotations
 
-from aisopod_session.cli import _feed, _maintenance, _sessions, _transfer, _webhooks
+from aisopod_session.cli import _feed, _maintenance, _mcp, _sessions, _transfer, _webhooks
 from aisopod_session.cli._app import app, db_app, peers_app, sessions_app
 from aisopod_session.cli._store import cli_actor
 
@@ -47,6 +47,7 @@ peers_app.command("forget")(_maintenance.forget_peer)
 peers_app.command("export")(_transfer.export_peer)
 app.command("audit")(_maintenance.audit)
 app.command("changes")(_feed.changes)
+app.command("mcp")(_mcp.mcp)
 app.add_typer(_webhooks.webhooks_app, name="webhooks")
 _webhooks.webhooks_app.command("deliveries")(_webhooks.deliveries)
 _webhooks.webhooks_app.command("status")(_webhooks.status)

@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from aisopod_session.service import _docs, console, problems
+from aisopod_session.service import _docs, _routes_tools, console, problems
 from aisopod_session.service._middleware import LimitBody, add_request_metrics
 from aisopod_session.service._paths import RouteOnEncodedSlashes
 from aisopod_session.service._routes_admin import IMPORT_PATH, admin
@@ -96,6 +96,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     app.include_router(admin)
     app.include_router(webhooks)
     app.include_router(probes)
+    _routes_tools.install(app)  # the audit route of the session tools, and MCP at /mcp
     console.install(app)
     _docs.install(app)
     add_request_metrics(app)
