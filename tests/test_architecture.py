@@ -1,7 +1,8 @@
 """The tree tells the architecture, and this keeps it so.
 
 Layers, from the bottom: the core (types, limits, time, errors, routing, compaction and lifecycle
-policies, results) → ``store`` → ``service`` / ``cli`` / ``integrations``. Imports point down only.
+policies, results) → ``store`` → ``service`` / ``cli`` / ``integrations`` / ``tools``. Imports point
+down only (the service and the CLI serve the tools over MCP: they may import ``tools``).
 Inside ``store``, each concept module keeps its private names to itself, only ``_schema`` reads
 rows by position, and no module grows past ``MAX_STORE_MODULE_LINES``. Nothing outside
 ``store`` imports one of its private ``_*`` modules.
@@ -23,11 +24,12 @@ MAX_STORE_MODULE_LINES = 450
 CORE = {"_json", "_time", "base", "compaction", "errors", "lifecycle", "limits", "models",
         "results", "routing"}
 LAYER = {**dict.fromkeys(CORE, 0), "store": 1, "service": 2, "cli": 2, "integrations": 2,
-         "__init__": 3, "demo": 4, "__main__": 4, "__version__": 0}
+         "tools": 2, "__init__": 3, "demo": 4, "__main__": 4, "__version__": 0}
 """Which layer each top-level module or package is in; a module imports only from lower layers
 (or its own package; the core's modules import each other). ``service`` and ``cli`` sit side by
-side: neither imports the other, except that the CLI's ``serve`` command starts the service."""
-ALLOWED_SIDEWAYS = {("cli", "service")}
+side: neither imports the other, except that the CLI's ``serve`` command starts the service;
+both serve the session tools (``tools``), which import neither."""
+ALLOWED_SIDEWAYS = {("cli", "service"), ("cli", "tools"), ("service", "tools")}
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,18 @@ def positional_row_violations(path: Path) -> list[str]:
 
 def test_imports_point_down_the_layers() -> None:
     assert layering_violations(all_imports()) == []
+
+
+def test_the_session_tools_sit_beside_the_service_and_the_cli() -> None:
+    def imports(module: str, target: str) -> list[str]:
+        return layering_violations([Import(module, target, (), 1)])
+
+    assert imports("aisopod_session.service._routes_tools", "aisopod_session.tools") == []
+    assert imports("aisopod_session.cli._mcp", "aisopod_session.tools") == []
+    assert imports("aisopod_session.tools._tools_async", "aisopod_session.store") == []
+    for above in ("aisopod_session.service.app", "aisopod_session.cli",
+                  "aisopod_session.integrations.adk", "aisopod_session"):
+        assert imports("aisopod_session.tools._tools_async", above) != [], above
 
 
 def test_nothing_reaches_into_the_store_s_private_modules() -> None:
