@@ -41,7 +41,10 @@ ORDERS = ("best", "newest")
 _CHUNK = 500
 """Candidates read per statement."""
 _COLUMNS = ("m.id, m.seq, m.role, m.created_at, m.content, m.tool_calls, m.compacted, s.id, "
-            "s.agent_id, s.channel, s.account_id, s.peer_kind, s.peer_id, s.status")
+            "s.agent_id, s.channel, s.account_id, s.peer_kind, s.peer_id, s.status, ")
+_INDEXED_TOKENS = {"sqlite": "f.body"}
+"""The column holding a candidate's indexed tokens (FTS5 keeps them: no need to compute them
+again from the message); elsewhere NULL, and the matcher computes them."""
 
 
 class _Candidate(NamedTuple):
@@ -61,12 +64,12 @@ class _Candidate(NamedTuple):
     peer_kind: str
     peer_id: str
     status: str
+    indexed: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class _Found:
     row: _Candidate
-    text: str
     score: float
 
     @property
@@ -165,23 +168,27 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
     """Up to ``wanted`` matches, newest first (after ``after``), read ``_CHUNK`` candidates
     at a time and each confirmed by the matcher."""
     found: list[_Found] = []
+    chunk = min(wanted, _CHUNK)  # newest first: most pages need few candidates
     while len(found) < wanted:
         clauses, values = list(where), list(params)
         if after is not None:
             clauses.append("(m.created_at < ? OR (m.created_at = ? AND m.id < ?))")
             values.extend((after[0], after[0], after[1]))
         rows = tx.all(f"{select}{' AND '.join(clauses)} "
-                      "ORDER BY m.created_at DESC, m.id DESC LIMIT ?", (*values, _CHUNK))
+                      "ORDER BY m.created_at DESC, m.id DESC LIMIT ?", (*values, chunk))
         for row in map(_Candidate._make, rows):
-            text = message_text(row.content, row.tool_calls)
-            found_tokens = tokens(text)
-            document = padded(found_tokens)
+            if row.indexed is not None:
+                document, count = " " + row.indexed + " ", row.indexed.count(" ") + 1
+            else:
+                found_tokens = tokens(message_text(row.content, row.tool_calls))
+                document, count = padded(found_tokens), len(found_tokens)
             if matches(query, document):
-                found.append(_Found(row, text, score(query, document, len(found_tokens))))
+                found.append(_Found(row, score(query, document, count)))
                 if len(found) == wanted:
                     return found
-        if len(rows) < _CHUNK:
+        if len(rows) < chunk:
             return found
+        chunk = min(chunk * 4, _CHUNK)
         last = _Candidate._make(rows[-1])
         after = (int(last.created_at), int(last.id))
     return found
@@ -197,7 +204,8 @@ def _hit(query: Query, found: _Found) -> SearchHit:
         message_id=int(row.id), seq=int(row.seq), role=Role(row.role),
         created_at=from_us(int(row.created_at)), compacted=bool(row.compacted),
         score=found.score,
-        snippet=[SnippetSegment(text=text, match=hit) for text, hit in snippet(query, found.text)],
+        snippet=[SnippetSegment(text=text, match=hit) for text, hit in
+                 snippet(query, message_text(row.content, row.tool_calls))],
     )
 
 
@@ -223,7 +231,8 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
             tx.one("SELECT coalesce(max(id), 0) FROM messages")[0])
         where, params = _scope(agent_id, checked)
         source, index_param = _candidates_sql(tx.dialect.name, parsed, where)
-        where.append("m.id <= ?")
+        # "+": on SQLite, the id bound must not lead the plan away from the index's MATCH
+        where.append("+m.id <= ?" if tx.dialect.name == "sqlite" else "m.id <= ?")
         params.append(bound)
         if order == "newest" and position is not None:
             wanted = max(1, limit + 1)
@@ -231,7 +240,8 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         else:
             wanted = limit + 1 if order == "newest" else MAX_RANKED_MATCHES
             after = None
-        found = _confirmed(tx, parsed, f"SELECT {_COLUMNS} FROM {source} JOIN sessions s ON "
+        columns = _COLUMNS + _INDEXED_TOKENS.get(tx.dialect.name, "NULL")
+        found = _confirmed(tx, parsed, f"SELECT {columns} FROM {source} JOIN sessions s ON "
                            "s.id = m.session_id WHERE ", where, [index_param, *params],
                            wanted, after)
         partial = False

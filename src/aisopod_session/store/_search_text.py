@@ -74,9 +74,13 @@ def fold(text: str) -> str:
 def tokens(text: str) -> list[str]:
     """The searched tokens of ``text``: folded, cut, each at most ``MAX_SEARCH_TOKEN_CHARS``
     characters, and only those within the first ``MAX_SEARCHED_CHARS`` of the token text."""
+    every = _TOKEN.findall(fold(text))
+    if (sum(map(len, every)) + len(every) <= MAX_SEARCHED_CHARS
+            and max(map(len, every), default=0) <= MAX_SEARCH_TOKEN_CHARS):
+        return every  # the usual message: nothing to cut
     found: list[str] = []
     used = 0
-    for whole in _TOKEN.findall(fold(text)):
+    for whole in every:
         token = whole[:MAX_SEARCH_TOKEN_CHARS]
         used += len(token) + 1
         if used > MAX_SEARCHED_CHARS:
