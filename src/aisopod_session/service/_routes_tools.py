@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -47,12 +47,16 @@ class AuditBody(BaseModel):
     messages: Annotated[int, Field(ge=0, le=MAX_SQL_INT)] = 0
 
 
-@tools_routes.post("/audit", status_code=204, response_class=Response,
-                   summary="Add an audit record as this agent (what a session tool did)")
-async def record_audit(agent: AgentDep, body: AuditBody) -> Response:
+class RecordedBody(BaseModel):
+    recorded: bool = Field(description="Always true: the record was written")
+
+
+@tools_routes.post("/audit", summary="Add an audit record as this agent (what a session tool "
+                   "did: actor agent:<id>, action tool.<name>; never content)")
+async def record_audit(agent: AgentDep, body: AuditBody) -> RecordedBody:
     await agent.record_audit(body.action, body.subject, sessions=body.sessions,
                              messages=body.messages)
-    return Response(status_code=204)
+    return RecordedBody(recorded=True)
 
 
 class _Refused(Exception):  # noqa: N818 - an HTTP answer, not a bug
