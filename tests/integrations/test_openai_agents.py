@@ -23,6 +23,7 @@ from aisopod_session import (
     SessionKey,
     SessionStatus,
     SessionStore,
+    StoreClosedError,
 )
 from aisopod_session.integrations.openai_agents import (
     PAIRING,
@@ -143,39 +144,52 @@ def _check_tail(tail: list[Any], history: list[Any], limit: int) -> None:
         assert tail == plain  # widened only when it had to be
 
 
-def test_a_limit_never_splits_a_call_from_its_output(real_store: Any) -> None:
+def test_a_limit_gives_exactly_the_newest_items_as_the_protocol_says(real_store: Any) -> None:
     history = _history()
-    session = AisopodSession("long", real_store)
+    session = AisopodSession("exact", real_store)
     run(session.add_items(history))
     for limit in range(1, len(history) + 3):
-        _check_tail(run(session.get_items(limit=limit)), history, limit)
+        assert run(session.get_items(limit=limit)) == history[-limit:]
+    assert run(session.get_items(limit=1)) == [output("g")]  # an orphan, as SQLiteSession gives
     assert run(session.get_items(limit=0)) == []
     assert run(session.get_items(limit=-1)) == history  # as SQLiteSession: negative = all
 
 
+def test_pair_safe_widens_a_limit_so_no_call_loses_its_output(real_store: Any) -> None:
+    history = _history()
+    session = AisopodSession("long", real_store, pair_safe=True)
+    run(session.add_items(history))
+    for limit in range(1, len(history) + 3):
+        _check_tail(run(session.get_items(limit=limit)), history, limit)
+    assert run(session.get_items(limit=0)) == []
+    assert run(session.get_items(limit=-1)) == history
+
+
 def test_a_limit_reads_only_the_tail_of_a_long_history(real_store: Any) -> None:
-    session = AisopodSession("very-long", real_store)
     turn = [user("q"), call("x"), output("x"), said("a", "m")]
     items = []
     for index in range(300):
         items.extend({**item, "n": index} if "role" in item else
                      {**item, "call_id": f"{item['call_id']}{index}"} if "call_id" in item
                      else item for item in turn)
-    run(session.add_items(items))
-    reads: list[int] = []
-    calls = session._calls
-    original = calls.call
+    for pair_safe, expected, windows in ((True, items[-3:], [10]), (False, items[-2:], [2])):
+        session = AisopodSession(f"very-long-{pair_safe}", real_store, pair_safe=pair_safe)
+        run(session.add_items(items))
+        reads: list[int] = []
+        handle = session._calls.handle
+        original = handle.get_contents
 
-    async def counting(name: str, *args: Any) -> Any:
-        if name == "get_history":
-            query = args[1]
+        def counting(key: Any, query: Any, original: Any = original,
+                     reads: list[int] = reads) -> Any:
             reads.append(query.limit if isinstance(query, HistoryQuery) else -1)
-        return await original(name, *args)
+            return original(key, query)
 
-    calls.call = counting  # type: ignore[method-assign]
-    tail = run(session.get_items(limit=2))
-    assert tail == items[-3:]  # widened back to the call of the output it would have cut
-    assert reads == [10]  # one read of limit + 8 rows, not the 1,200-item history
+        handle.get_contents = counting  # type: ignore[method-assign]
+        try:
+            assert run(session.get_items(limit=2)) == expected
+        finally:
+            del handle.get_contents
+        assert reads == windows  # one read of the tail, not the 1,200-item history
 
 
 def test_session_settings_limit_is_the_default(real_store: Any) -> None:
@@ -193,7 +207,7 @@ def test_pop_item_and_clear_session(real_store: Any) -> None:
     assert run(session.pop_item()) == output("c")
     assert run(session.get_items()) == [user("a"), call("c")]
     run(session.add_items([output("c")]))
-    assert run(session.get_items(limit=1)) == [call("c"), output("c")]
+    assert run(session.get_items(limit=1)) == [output("c")]
     run(session.clear_session())
     assert run(session.get_items()) == []
     assert run(session.pop_item()) is None
@@ -378,8 +392,10 @@ def test_a_conversation_with_tool_calls_resumes_in_a_new_process(
         session = AisopodSession("traveller-1", store, agent_id="weather-bot")
         assert run(session.get_items()) == second["items"]
         assert store.for_agent("weather-bot").get(session.key).message_count == 13
-        # a limit that would start on a tool output starts at the calls (and their reasoning)
-        assert run(session.get_items(limit=4)) == second["items"][5:]
+        # exactly the newest 4; pair_safe starts at the calls (and their reasoning) instead
+        assert run(session.get_items(limit=4)) == second["items"][-4:]
+        paired = AisopodSession("traveller-1", store, agent_id="weather-bot", pair_safe=True)
+        assert run(paired.get_items(limit=4)) == second["items"][5:]
 
 
 def test_model_step_helpers_are_the_sdks(real_store: Any) -> None:
@@ -393,3 +409,80 @@ def test_model_step_helpers_are_the_sdks(real_store: Any) -> None:
     run(session.add_items([user("earlier"), said("before", "m0")]))
     Runner.run_sync(_agent(ScriptedModel([ModelStep.respond(respond)])), "now", session=session)
     assert seen == [[user("earlier"), said("before", "m0"), {"content": "now", "role": "user"}]]
+
+
+# --- built from a URL, owning its store ---------------------------------------------------------
+
+
+def test_built_from_a_url_it_owns_and_closes_its_store(tmp_path: Path) -> None:
+    path = tmp_path / "conversations.db"
+    session = AisopodSession("user-123", f"sqlite:///{path}")  # as SQLiteSession(id, path)
+    assert session.owns_store
+    run(session.add_items([user("hi")]))
+    session.close()
+    session.close()  # twice is fine
+    with pytest.raises(StoreClosedError):
+        run(session.get_items())
+    with pytest.raises(StoreClosedError):
+        run(session.add_items([user("lost")]))
+    with AisopodSession("user-123", path) as again:  # a plain path, a with block
+        assert run(again.get_items()) == [user("hi")]
+        assert again.key == key_for_session_id("user-123")
+    with pytest.raises(StoreClosedError):
+        run(again.get_items())
+    with SessionStore.open(str(path)) as store:  # what the store itself holds
+        stored = store.for_agent("openai-agents").get_history(key_for_session_id("user-123"))
+        assert [m.content for m in stored] == [user("hi")]
+
+
+def test_from_url_takes_the_store_s_options(backend_url: tuple[str, dict[str, Any]]) -> None:
+    url, options = backend_url
+
+    async def main() -> list[Any]:  # built and closed in asyncio code
+        async with AisopodSession.from_url(url, "u-1", agent_id="bot", session_settings=
+                                           SessionSettings(limit=1), **options) as session:
+            await session.add_items([user("a"), user("b")])
+            return await session.get_items()
+
+    assert run(main()) == [user("b")]
+    with SessionStore.open(url, **options) as store:
+        assert [m.content for m in store.for_agent("bot").get_history(
+            key_for_session_id("u-1", "bot"))] == [user("a"), user("b")]
+    with pytest.raises(InvalidInputError):
+        AisopodSession.from_url(url, "u-1", durability="sometimes", **options)  # type: ignore[arg-type]
+
+
+def test_a_shared_store_stays_open(sync_store: SessionStore) -> None:
+    session = AisopodSession("shared", sync_store)
+    assert not session.owns_store
+    run(session.add_items([user("x")]))
+    session.close()
+    other = AisopodSession("shared", sync_store)
+    assert run(other.get_items()) == [user("x")]
+
+
+def test_in_memory_sessions_are_private_to_each_object() -> None:
+    first, second, third = AisopodSession("s"), AisopodSession("s"), AisopodSession("s", ":memory:")
+    run(first.add_items([user("only in the first")]))
+    assert run(first.get_items()) == [user("only in the first")]
+    assert run(second.get_items()) == [] == run(third.get_items())
+    for session in (first, second, third):
+        session.close()
+
+
+def test_runner_run_sync_with_a_session_built_in_blocking_code(tmp_path: Path) -> None:
+    model = ScriptedModel([*_tool_turn("c1", 1, 2, "3", "m1"), *_tool_turn("c2", 3, 4, "7", "m2")])
+    with AisopodSession("calc", tmp_path / "calc.db") as session:
+        assert Runner.run_sync(_agent(model), "1+2?", session=session).final_output == "3"
+        assert Runner.run_sync(_agent(model), "3+4?", session=session).final_output == "7"
+        assert len(run(session.get_items())) == 8
+        assert model.calls[-2].input[:4] == run(session.get_items(limit=8))[:4]
+
+
+def test_bad_arguments_are_refused_with_a_typed_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="store"):
+        AisopodSession("s", 42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="pair_safe"):
+        AisopodSession("s", pair_safe="yes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        AisopodSession("s", tmp_path / "missing-folder" / "x.db")
