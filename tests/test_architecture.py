@@ -24,12 +24,16 @@ MAX_STORE_MODULE_LINES = 450
 CORE = {"_json", "_time", "base", "compaction", "errors", "lifecycle", "limits", "models",
         "results", "routing"}
 LAYER = {**dict.fromkeys(CORE, 0), "store": 1, "service": 2, "cli": 2, "integrations": 2,
-         "tools": 2, "__init__": 3, "demo": 4, "__main__": 4, "__version__": 0}
+         "tools": 2, "importers": 2, "__init__": 3, "demo": 4, "__main__": 4, "__version__": 0}
 """Which layer each top-level module or package is in; a module imports only from lower layers
 (or its own package; the core's modules import each other). ``service`` and ``cli`` sit side by
 side: neither imports the other, except that the CLI's ``serve`` command starts the service;
 both serve the session tools (``tools``), which import neither."""
-ALLOWED_SIDEWAYS = {("cli", "service"), ("cli", "tools"), ("service", "tools")}
+ALLOWED_SIDEWAYS = {("cli", "service"), ("cli", "tools"), ("service", "tools"),
+                    ("cli", "importers"), ("importers", "integrations")}
+"""The CLI's ``import-from`` runs the importers, which build keys exactly as the integrations do
+with the framework-free helpers of ``integrations._common`` (and nothing else of
+``integrations``: see ``importer_violations``)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,22 @@ def positional_row_violations(path: Path) -> list[str]:
             for match in re.finditer(r"\brows?\[([3-9]|\d\d+)\]", text)]
 
 
+def importer_violations(imports: list[Import]) -> list[str]:
+    """The importers read other systems' data without their code: from ``integrations`` only
+    ``_common`` (no framework behind it), and no framework package at all."""
+    frameworks = ("agents", "google", "langchain", "langchain_core", "langchain_community",
+                  "sqlalchemy")
+    return [f"{imp.module}:{imp.line} imports {imp.target}" for imp in imports
+            if imp.module.startswith("aisopod_session.importers")
+            and ((imp.target.startswith("aisopod_session.integrations")
+                  and imp.target != "aisopod_session.integrations._common")
+                 or imp.target.split(".")[0] in frameworks)]
+
+
+def test_the_importers_use_no_framework() -> None:
+    assert importer_violations(all_imports()) == []
+
+
 def test_imports_point_down_the_layers() -> None:
     assert layering_violations(all_imports()) == []
 
@@ -194,6 +214,10 @@ def test_the_rules_catch_what_they_are_for(tmp_path: Path) -> None:
                Import("aisopod_session.store._sessions", "aisopod_session.store._schema",
                       ("_opt_iso",), 2)]
     assert len(private_store_violations(private)) == 2
+    framework = [Import("aisopod_session.importers._adk", "google.adk.sessions", (), 1),
+                 Import("aisopod_session.importers._adk", "aisopod_session.integrations.adk",
+                        (), 2)]
+    assert len(importer_violations(framework)) == 2
     module = tmp_path / "_bad.py"
     module.write_text("from aisopod_session.store import _schema\n"
                       "x = _schema._loads('1')\nvalue = row[15]\n")

@@ -17,7 +17,15 @@ the order ``--help`` lists them.
 
 from __future__ import annotations
 
-from aisopod_session.cli import _feed, _maintenance, _mcp, _sessions, _transfer, _webhooks
+from aisopod_session.cli import (
+    _feed,
+    _import_from,
+    _maintenance,
+    _mcp,
+    _sessions,
+    _transfer,
+    _webhooks,
+)
 from aisopod_session.cli._app import app, db_app, peers_app, sessions_app
 from aisopod_session.cli._store import cli_actor
 
@@ -37,6 +45,7 @@ app.command("compact")(_sessions.compact)
 
 app.command("export")(_transfer.export)
 app.command("import")(_transfer.import_)
+app.command("import-from")(_import_from.import_from)
 
 db_app.command("migrate")(_maintenance.migrate)
 db_app.command("stats")(_maintenance.stats)
