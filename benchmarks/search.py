@@ -106,9 +106,9 @@ def fill(url: str, options: dict[str, Any], messages: int) -> None:
         batch = []
         for i in range(start, min(messages, start + 50)):
             if i % 13 == 0:
+                arguments = json.dumps({"q": corpus_text(rng, i)})
                 batch.append(StoredMessage.assistant(None, tool_calls=[{
-                    "id": f"c{i}", "function": {"name": "lookup",
-                                                "arguments": json.dumps({"q": corpus_text(rng, i)})}}]))
+                    "id": f"c{i}", "function": {"name": "lookup", "arguments": arguments}}]))
             else:
                 batch.append(StoredMessage.user(corpus_text(rng, i)))
         agent.append_messages(key, batch)
@@ -186,7 +186,9 @@ def timings(step: Callable[[], object], runs: int) -> tuple[float, float]:
     return common.percentile(samples, 0.5), common.percentile(samples, 0.99)
 
 
-def w1_rate(url: str, options: dict[str, Any], search: bool, seconds: float) -> float:
+def w1_rate(url: str, options: dict[str, Any], search: bool,
+            seconds: float) -> tuple[float, float]:
+    """Appends per second, and this process's CPU microseconds per append."""
     store = SessionStore.open(url, **options, search=search)
     agent = store.for_agent(AGENT)
     key = SessionKey(AGENT, "discord", "acct", "dm", "w1")
@@ -194,12 +196,14 @@ def w1_rate(url: str, options: dict[str, Any], search: bool, seconds: float) -> 
     for i in range(20):
         agent.append_messages(key, [StoredMessage.user(common.text(i))])
     count, deadline, started = 0, time.perf_counter() + seconds, time.perf_counter()
+    cpu = time.process_time()
     while time.perf_counter() < deadline:
         agent.append_messages(key, [StoredMessage.user(common.text(count))])
         count += 1
     rate = count / (time.perf_counter() - started)
+    cpu_us = (time.process_time() - cpu) / count * 1e6
     store.close()
-    return rate
+    return rate, cpu_us
 
 
 def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[str]:
@@ -231,7 +235,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[s
         lines.extend(rows)
     finally:
         drop(url, options)
-    on, off = [], []
+    on: list[tuple[float, float]] = []
+    off: list[tuple[float, float]] = []
     for round_ in range(args.rounds):
         for search in ((True, False) if round_ % 2 == 0 else (False, True)):
             w_url, w_options = place(backend, workdir, args.pg_url)
@@ -239,10 +244,13 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[s
                 (on if search else off).append(w1_rate(w_url, w_options, search, args.seconds))
             finally:
                 drop(w_url, w_options)
-    median_on, median_off = statistics.median(on), statistics.median(off)
+    median_on = statistics.median(rate for rate, _ in on)
+    median_off = statistics.median(rate for rate, _ in off)
+    cpu_on = statistics.median(cpu for _, cpu in on)
+    cpu_off = statistics.median(cpu for _, cpu in off)
     lines.append("")
     lines.append(f"| {name} | {median_on:,.0f}/s | {median_off:,.0f}/s | "
-                 f"{median_on / median_off:.2f}{X} |")
+                 f"{median_on / median_off:.2f}{X} | {cpu_on:.0f} µs | {cpu_off:.0f} µs |")
     return lines
 
 
@@ -285,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for line in section[2:split]:
             print(line)
     print("\n### W1 appends/s, search on and off (medians)\n")
-    print(f"| backend | search on | search off | on ÷ off |\n|---|---|---|---|")
+    print("| backend | search on | search off | on ÷ off | CPU/append on | off |\n"
+          "|---|---|---|---|---|---|")
     for backend in backends:
         print(results[backend][-1])
 

@@ -73,3 +73,20 @@ def test_report_sets_each_framework_beside_its_aisopod_backed_store() -> None:
     assert rows == [f"| {label} | Agents SDK: SQLiteSession vs AisopodSession | 100/s | 250/s | "
                     f"**2.50{report.X}** |"]
     assert "| ADK: DatabaseSessionService vs AisopodSessionService | 40/s | — | — |" in text
+
+
+@pytest.mark.slow
+def test_quick_search_benchmark_produces_its_tables() -> None:
+    """benchmarks.search end to end on SQLite: the index build (time, peak RSS), search latency
+    beside the raw statement for every query kind and order, W1 with search on and off."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.search", "--quick", "--no-postgres"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for heading in ("### Building the index of an existing database", "### Search latency",
+                    "### W1 appends/s, search on and off"):
+        assert heading in result.stdout
+    for kind in ("rare word", "common word", "phrase", "prefix", "exclusion", "CJK substring"):
+        assert f"| SQLite | {kind} " in result.stdout
+    assert "| SQLite | 600 |" in result.stdout

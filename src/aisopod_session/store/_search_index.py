@@ -64,6 +64,11 @@ def index_messages(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool = Fal
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             tx.run(f"{verb} INTO message_fts (rowid, body) VALUES "
                    + ", ".join("(?, ?)" for _ in chunk), params)
+        elif not replace:  # messages this transaction stored
+            for id_, found in chunk:
+                params.extend((id_, sorted(set(found))))
+            tx.run("INSERT INTO message_search (message_id, terms) VALUES "
+                   + ", ".join("(?, array_to_tsvector(CAST(? AS text[])))" for _ in chunk), params)
         else:
             for id_, found in chunk:
                 params.extend((id_, sorted(set(found))))
