@@ -288,3 +288,38 @@ def test_a_database_from_before_search_is_indexed_in_batches_while_it_works(
     assert len(bot.search("emu", limit=100).hits) == 100
     assert store.build_search_index().pending == 0  # again: nothing to do
     store.close()
+
+
+def test_the_largest_message_is_indexed_on_both_backends(
+        backend_url: tuple[str, dict[str, Any]]) -> None:
+    """A 1 MiB message of distinct words: the searched part is cut at MAX_SEARCHED_CHARS of
+    tokens, within a PostgreSQL tsvector's bounds; a word past it is not found, on both."""
+    import random
+
+    url, options = backend_url
+    store = open_store(url, options)
+    bot = store.for_agent("bot")
+    bot.get_or_create(key("alice"))
+    rng = random.Random(3)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
+             for _ in range(110_000)]
+    text = " ".join(words)[: 1_048_576 - 2]
+    bot.append_messages(key("alice"), [StoredMessage.user(text)])
+    assert len(bot.search(words[0]).hits) == 1
+    assert len(bot.search(words[7000]).hits) == 1  # within the first 65,536 characters
+    assert bot.search(words[100_000]).hits == []  # past them
+    store.close()
+
+
+def test_with_search_off_nothing_is_indexed(backend_url: tuple[str, dict[str, Any]]) -> None:
+    url, options = backend_url
+    store = open_store(url, options, search=False)
+    bot = store.for_agent("bot")
+    bot.get_or_create(key("alice"))
+    bot.append_messages(key("alice"), [StoredMessage.user("xylophonic"),
+                                       StoredMessage.user("zebrafinch")])
+    store.import_jsonl(list(store.export_jsonl()), on_conflict="archive-existing")
+    assert len(bot.get_history(key("alice"))) == 2
+    assert not secret_left(url, options, "xylophonic")
+    assert store.search_index_status().enabled is False
+    store.close()
