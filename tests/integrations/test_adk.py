@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from google.adk.agents import LlmAgent
+from google.adk.cli.service_registry import ServiceRegistry
 from google.adk.errors import StaleSessionError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events import Event, EventActions
@@ -31,12 +32,19 @@ from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.genai import types
 from pydantic import Field
 
-from aisopod_session import InvalidInputError, SessionFilter, SessionKey, SessionStore
+from aisopod_session import (
+    InvalidInputError,
+    SessionFilter,
+    SessionKey,
+    SessionStore,
+    StoreClosedError,
+)
 from aisopod_session.integrations import adk as adk_module
 from aisopod_session.integrations.adk import (
     AisopodSessionService,
     adk_ids,
     app_state_key,
+    register_adk_services,
     session_key,
     user_state_key,
 )
@@ -487,3 +495,98 @@ def test_adk_runner_conversation_matches_the_in_memory_service(real_store: Any) 
     assert state["last_answer"] == "You asked about Paris." and state["user:name"] == "Ada"
     assert len(events) == 6  # user, call, response, answer; user, answer
     assert len(requests[-1]) == 5  # the last model call saw the whole stored conversation
+
+
+# --- built from a URL, owning its store; ADK's service registry ---------------------------------
+
+
+def test_from_url_owns_its_store_and_closes_it(tmp_path: Path) -> None:
+    path = tmp_path / "adk.db"
+
+    async def main() -> None:
+        async with AisopodSessionService.from_url(f"sqlite:///{path}") as service:
+            assert service.owns_store
+            await service.create_session(app_name="app", user_id="u", session_id="s",
+                                         state={"k": 1})
+        with pytest.raises(StoreClosedError):
+            await service.get_session(app_name="app", user_id="u", session_id="s")
+        await service.close()  # twice is fine
+        again = AisopodSessionService.from_url(path)
+        found = await again.get_session(app_name="app", user_id="u", session_id="s")
+        assert found is not None and found.state == {"k": 1}
+        await again.close()
+
+    asyncio.run(main())
+
+
+def test_a_shared_store_stays_open(sync_store: SessionStore) -> None:
+    async def main() -> None:
+        async with AisopodSessionService(sync_store) as service:
+            assert not service.owns_store
+            await service.create_session(app_name="app", user_id="u", session_id="s")
+        other = AisopodSessionService(sync_store)
+        assert await other.get_session(app_name="app", user_id="u", session_id="s") is not None
+
+    asyncio.run(main())
+    with pytest.raises(InvalidInputError, match="store"):
+        AisopodSessionService("sqlite:///x.db")  # type: ignore[arg-type]
+
+
+def test_adks_registry_resolves_the_aisopod_schemes(
+    backend_url: tuple[str, dict[str, Any]], tmp_path: Path,
+) -> None:
+    registry = ServiceRegistry()
+    register_adk_services(registry)
+    url, options = backend_url
+    uri = url if "://" in url else f"sqlite:///{url}"
+    service = registry.create_session_service(f"aisopod+{uri}", agents_dir=str(tmp_path),
+                                              **options)
+    assert isinstance(service, AisopodSessionService) and service.owns_store
+
+    async def main() -> None:
+        await service.create_session(app_name="app", user_id="u", session_id="via-registry")
+        await service.close()
+
+    asyncio.run(main())
+    with SessionStore.open(url, **options) as store:
+        assert store.for_agent("app").get(adk_module.session_key("app", "u", "via-registry"))
+    with pytest.raises(InvalidInputError, match="session_db_kwargs"):
+        registry.create_session_service(f"aisopod+{uri}", echo=True)
+    with pytest.raises(InvalidInputError, match="session_service_uri"):
+        adk_module.store_url("sqlite:///plain.db")
+
+
+def test_adk_web_s_session_service_uri_option_selects_it(tmp_path: Path) -> None:
+    """What ``adk web --session_service_uri aisopod+sqlite:///…`` builds (get_fast_api_app, the
+    app ``adk web`` serves), with the schemes registered by the agents folder's services.py."""
+    from fastapi.testclient import TestClient
+    from google.adk.cli import service_registry
+    from google.adk.cli.fast_api import get_fast_api_app
+
+    agents = tmp_path / "agents"
+    (agents / "helper").mkdir(parents=True)
+    (agents / "helper" / "__init__.py").write_text("from . import agent\n")
+    (agents / "helper" / "agent.py").write_text(
+        "from google.adk.agents import LlmAgent\n"
+        "root_agent = LlmAgent(name='helper', model='gemini-2.0-flash')\n")
+    (agents / "services.py").write_text(
+        "from aisopod_session.integrations.adk import register_adk_services\n"
+        "register_adk_services()\n")
+    database = tmp_path / "web.db"
+    saved = service_registry._service_registry_instance
+    try:
+        service_registry._service_registry_instance = None  # a fresh registry, as in a new process
+        app = get_fast_api_app(agents_dir=str(agents), web=False,
+                               session_service_uri=f"aisopod+sqlite:///{database}")
+        with TestClient(app) as client:
+            answer = client.post("/apps/helper/users/ann/sessions", json={"state": {"n": 1}})
+            assert answer.status_code == 200, answer.text
+            session_id = answer.json()["id"]
+    finally:
+        service_registry._service_registry_instance = saved
+        import sys
+
+        sys.modules.pop("services", None)
+    with SessionStore.open(str(database)) as store:
+        stored = store.for_agent("helper").get(adk_module.session_key("helper", "ann", session_id))
+        assert stored.metadata["state"] == {"n": 1}

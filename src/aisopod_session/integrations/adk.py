@@ -2,11 +2,20 @@
 
 The one-line switch::
 
-    session_service = InMemorySessionService()           # before
-    session_service = AisopodSessionService(store)       # after
+    session_service = InMemorySessionService()                                     # before
+    session_service = AisopodSessionService.from_url("sqlite:///sessions.db")      # after
 
-``store`` is a :class:`~aisopod_session.SessionStore` or an
-:class:`~aisopod_session.AsyncSessionStore`.
+:meth:`AisopodSessionService.from_url` opens a store of its own (a SQLite path or URL,
+``postgresql://…``, a service's ``https://…``, ``:memory:``) and closes it in
+:meth:`~AisopodSessionService.close` or at the end of an ``async with`` block;
+``AisopodSessionService(store)`` shares a :class:`~aisopod_session.SessionStore` or
+:class:`~aisopod_session.AsyncSessionStore` the application opened (and closes).
+
+``adk web`` / ``adk api_server`` select it with ``--session_service_uri`` once
+:func:`register_adk_services` has registered the URI schemes ``aisopod+sqlite://…``,
+``aisopod+postgresql://…``, ``aisopod+http://…`` and ``aisopod+https://…`` (the store's URL with
+``aisopod+`` in front) with ADK's service registry; ADK runs a ``services.py`` in the agents
+folder for that purpose (see docs/integrations/adk.md).
 
 Key mapping (reversible): ADK's ``(app_name, user_id, session_id)`` is the key
 ``SessionKey(app_name, "adk", user_id, "dm", session_id)``. App and user names go into key parts
@@ -31,7 +40,8 @@ import asyncio
 import hashlib
 import math
 from datetime import datetime
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 try:
     from google.adk.errors import StaleSessionError
@@ -57,14 +67,21 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in CI
 
 from aisopod_session import _json
 from aisopod_session._time import from_us, to_us
-from aisopod_session.errors import ConflictError, SessionNotFoundError
+from aisopod_session.errors import (
+    ConflictError,
+    InvalidInputError,
+    SessionNotFoundError,
+    StoreClosedError,
+)
 from aisopod_session.integrations._common import (
     AnyStore,
     StoreCalls,
+    StoreLocation,
     decode_name,
     decode_peer,
     encode_name,
     encode_peer,
+    open_owned_store,
 )
 from aisopod_session.limits import MAX_ID_LENGTH
 from aisopod_session.models import (
@@ -76,14 +93,21 @@ from aisopod_session.models import (
     SessionKey,
     StoredMessage,
 )
+from aisopod_session.store import Durability, SessionStore
+
+if TYPE_CHECKING:
+    from google.adk.cli.service_registry import ServiceRegistry
 
 __all__ = [
     "CHANNEL",
+    "SCHEMES",
     "STATE_CHANNEL",
     "AisopodSessionService",
     "adk_ids",
     "app_state_key",
+    "register_adk_services",
     "session_key",
+    "store_url",
     "user_state_key",
 ]
 
@@ -191,10 +215,57 @@ class AisopodSessionService(BaseSessionService):
     """
 
     def __init__(self, store: AnyStore) -> None:
+        if not isinstance(store, AnyStore):
+            raise InvalidInputError.for_field(
+                "store", "expected a SessionStore or AsyncSessionStore (from_url opens one), got "
+                f"{type(store).__name__}")
         self._store = store
         self._apps: dict[str, StoreCalls] = {}
+        self._owned: SessionStore | None = None
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: StoreLocation,
+        *,
+        durability: Durability = "full",
+        pool_size: int | None = None,
+        schema: str | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> AisopodSessionService:
+        """A service on a store of its own at ``url`` (options as in
+        :meth:`aisopod_session.SessionStore.open`), closed by :meth:`close`."""
+        options: dict[str, Any] = {"durability": durability, "pool_size": pool_size,
+                                   "schema": schema, "token": token, "timeout": timeout}
+        store = open_owned_store(url, **{k: v for k, v in options.items() if v is not None})
+        service = cls(store)
+        service._owned = store
+        return service
+
+    @property
+    def owns_store(self) -> bool:
+        """Whether the service opened its store (and closes it)."""
+        return self._owned is not None
+
+    async def close(self) -> None:
+        """Close the service: its own store is closed, a shared one stays open. Closing twice
+        does nothing; any other call afterwards raises ``StoreClosedError``."""
+        self._closed = True
+        if self._owned is not None:
+            await asyncio.to_thread(self._owned.close)
+
+    async def __aenter__(self) -> AisopodSessionService:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.close()
 
     def _calls(self, app_name: str) -> StoreCalls:
+        if self._closed:
+            raise StoreClosedError("the session service is closed")
         agent = encode_name(app_name, "app_name")
         calls = self._apps.get(agent)
         if calls is None:
@@ -389,3 +460,45 @@ class AisopodSessionService(BaseSessionService):
         session.last_update_time = event.timestamp
         session._storage_update_marker = _marker(result.session)
         return self._commit_event_to_session(session, event)
+
+
+# --- ADK's service registry (adk web / api_server --session_service_uri) ---------------------
+
+SCHEMES = ("aisopod+sqlite", "aisopod+postgresql", "aisopod+http", "aisopod+https")
+"""The URI schemes :func:`register_adk_services` registers: the store's own URL with
+``aisopod+`` in front (``aisopod+sqlite:///sessions.db``, ``aisopod+postgresql://host/db``)."""
+_STORE_OPTIONS = frozenset({"durability", "pool_size", "schema", "token", "timeout"})
+
+
+def store_url(uri: str) -> str:
+    """The store URL of a registry URI: ``aisopod+sqlite:///x.db`` -> ``sqlite:///x.db``."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme not in SCHEMES:
+        raise InvalidInputError.for_field(
+            "session_service_uri", f"expected a URI starting with one of "
+            f"{', '.join(s + '://' for s in SCHEMES)}, got {uri[:60]!r}")
+    return uri[len("aisopod+"):]
+
+
+def _service_from_uri(uri: str, **kwargs: Any) -> AisopodSessionService:
+    kwargs.pop("agents_dir", None)  # ADK passes the agents folder to every factory
+    unknown = sorted(set(kwargs) - _STORE_OPTIONS)
+    if unknown:
+        raise InvalidInputError.for_field(
+            "session_db_kwargs", f"unknown store options {unknown}; expected some of "
+            f"{sorted(_STORE_OPTIONS)}")
+    return AisopodSessionService.from_url(store_url(uri), **kwargs)
+
+
+def register_adk_services(registry: ServiceRegistry | None = None) -> None:
+    """Register :data:`SCHEMES` with ADK's service registry (the process's own by default), so
+    that ``--session_service_uri aisopod+sqlite:///sessions.db`` (or ADK's
+    ``create_session_service``) builds an :class:`AisopodSessionService` owning its store.
+    Registering again is harmless."""
+    if registry is None:
+        # Imported here: ADK's CLI package is needed only by those who register.
+        from google.adk.cli.service_registry import get_service_registry
+
+        registry = get_service_registry()
+    for scheme in SCHEMES:
+        registry.register_session_service(scheme, _service_from_uri)
