@@ -90,3 +90,18 @@ def test_quick_search_benchmark_produces_its_tables() -> None:
     for kind in ("rare word", "common word", "phrase", "prefix", "exclusion", "CJK substring"):
         assert f"| SQLite | {kind} " in result.stdout
     assert "| SQLite | 600 |" in result.stdout
+
+
+@pytest.mark.slow
+def test_import_from_benchmark_runs_end_to_end() -> None:
+    """benchmarks.import_from on a tiny Agents SDK database: both imports store every message
+    and the table is printed (nothing is asserted about speed)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.import_from", "--messages", "300",
+         "--per-session", "50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| import-from openai-agents | 300 |" in result.stdout
+    assert "| import (JSON Lines) | 300 |" in result.stdout
+    assert "x the rate of the JSON Lines import" in result.stdout
