@@ -38,6 +38,9 @@ from aisopod_session.results import (
     QueuedMessage,
     Resolution,
     Run,
+    SearchFilter,
+    SearchOrder,
+    SearchPage,
     SessionDetailPage,
     SessionPage,
 )
@@ -48,6 +51,7 @@ from aisopod_session.store import (
     _http,
     _privacy,
     _runs,
+    _search,
     _sessions,
 )
 from aisopod_session.store._agent_async import AsyncAgentSessions
@@ -318,6 +322,10 @@ class AsyncRemoteAgentSessions(AsyncAgentSessions):
         checked = self._key(key)
         return CompactionRecord.model_validate(
             await self._call("GET", _http.key_path(checked) + "/compaction", write=False))
+
+    async def search(self, query: str, *, filter: SearchFilter | None = None, limit: int = 10,
+                     cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
+        raise _search.not_over_http()  # not on the service yet (the next step)
 
     async def pop_message(self, key: SessionKey) -> StoredMessage | None:
         checked = self._key(key)

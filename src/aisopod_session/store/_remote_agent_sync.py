@@ -35,6 +35,9 @@ from aisopod_session.results import (
     QueuedMessage,
     Resolution,
     Run,
+    SearchFilter,
+    SearchOrder,
+    SearchPage,
     SessionDetailPage,
     SessionPage,
 )
@@ -45,6 +48,7 @@ from aisopod_session.store import (
     _http,
     _privacy,
     _runs,
+    _search,
     _sessions,
 )
 from aisopod_session.store._agent_sync import AgentSessions
@@ -313,6 +317,10 @@ class RemoteAgentSessions(AgentSessions):
         checked = self._key(key)
         return CompactionRecord.model_validate(
             self._call("GET", _http.key_path(checked) + "/compaction", write=False))
+
+    def search(self, query: str, *, filter: SearchFilter | None = None, limit: int = 10,
+                     cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
+        raise _search.not_over_http()  # not on the service yet (the next step)
 
     def pop_message(self, key: SessionKey) -> StoredMessage | None:
         checked = self._key(key)

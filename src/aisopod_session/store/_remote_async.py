@@ -43,6 +43,10 @@ from aisopod_session.results import (
     ImportResult,
     Page,
     PeerResult,
+    SearchFilter,
+    SearchIndexStatus,
+    SearchOrder,
+    SearchPage,
     SessionPage,
     StoreStats,
     Webhook,
@@ -58,6 +62,7 @@ from aisopod_session.store import (
     _import,
     _lifecycle,
     _privacy,
+    _search,
     _webhook_dispatch,
     _webhooks,
 )
@@ -281,6 +286,23 @@ class AsyncRemoteSessionStore(AsyncSessionStore):
         params = _http.params(actor=_checks.actor(actor))
         async for line in self._http.lines(path, params):  # sync: yield from self._http.lines(path, params)
             yield line  # async-only
+
+    # Search is not on the service yet: a clear error instead of the local implementation,
+    # which has no engine here (the next step replaces these with requests).
+
+    async def search_all(self, query: str, *, agent_id: str | None = None,
+                         filter: SearchFilter | None = None, limit: int = 10,
+                         cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
+        raise _search.not_over_http()
+
+    async def search_index_status(self) -> SearchIndexStatus:
+        raise _search.not_over_http()
+
+    async def build_search_index(
+        self, *, batch_size: int = 1000,
+        on_progress: Callable[[SearchIndexStatus], None] | None = None,
+    ) -> SearchIndexStatus:
+        raise _search.not_over_http()
 
     async def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         self._http.for_admin()

@@ -39,6 +39,10 @@ from aisopod_session.results import (
     ImportResult,
     Page,
     PeerResult,
+    SearchFilter,
+    SearchIndexStatus,
+    SearchOrder,
+    SearchPage,
     SessionPage,
     StoreStats,
     Webhook,
@@ -54,6 +58,7 @@ from aisopod_session.store import (
     _import,
     _lifecycle,
     _privacy,
+    _search,
     _webhook_dispatch,
     _webhooks,
 )
@@ -274,6 +279,23 @@ class RemoteSessionStore(SessionStore):
         path = _http.peer_path(*person) + "/export"
         params = _http.params(actor=_checks.actor(actor))
         yield from self._http.lines(path, params)
+
+    # Search is not on the service yet: a clear error instead of the local implementation,
+    # which has no engine here (the next step replaces these with requests).
+
+    def search_all(self, query: str, *, agent_id: str | None = None,
+                         filter: SearchFilter | None = None, limit: int = 10,
+                         cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
+        raise _search.not_over_http()
+
+    def search_index_status(self) -> SearchIndexStatus:
+        raise _search.not_over_http()
+
+    def build_search_index(
+        self, *, batch_size: int = 1000,
+        on_progress: Callable[[SearchIndexStatus], None] | None = None,
+    ) -> SearchIndexStatus:
+        raise _search.not_over_http()
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         self._http.for_admin()

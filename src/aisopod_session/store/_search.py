@@ -209,6 +209,12 @@ def _hit(query: Query, found: _Found) -> SearchHit:
     )
 
 
+def not_over_http() -> SearchDisabledError:
+    """What the remote store answers until the service has search (the next step)."""
+    return SearchDisabledError("search is not available over HTTP yet: search on a store "
+                               "opened on the database")
+
+
 def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: Any,
            order: Any) -> Work[SearchPage]:
     """One page of the messages matching ``query`` (see the README's Search section)."""
