@@ -1,4 +1,4 @@
-"""The policy matrix: every tool × visibility × agent-to-agent setting × target (the caller
+"""The policy matrix: every tool x visibility x agent-to-agent setting x target (the caller
 itself, its thread, another session of its agent, a session of another agent), with the
 expected allow or deny (and the rule that denies), on the local store (both flavours) and the
 remote one."""
@@ -14,8 +14,13 @@ import pytest
 
 from aisopod_session import AsyncSessionStore, SessionKey, SessionStore
 from aisopod_session.service import BackgroundService
-from aisopod_session.tools import TOOL_NAMES, AgentToAgent, AsyncSessionTools, SessionTools
-from aisopod_session.tools import ToolPolicy
+from aisopod_session.tools import (
+    TOOL_NAMES,
+    AgentToAgent,
+    AsyncSessionTools,
+    SessionTools,
+    ToolPolicy,
+)
 from tests.tools.conftest import ADMIN_TOKEN, BOT_TOKEN, CALLER, FOREIGN, SIBLING, THREAD, seed
 
 VISIBILITIES = ("self", "tree", "agent", "all")

@@ -27,7 +27,7 @@ _SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{REDACTED}"),
     # API keys by their well-known prefixes: OpenAI/Anthropic, AWS, GitHub, Slack
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED),
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
+    (re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])"), REDACTED),
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), REDACTED),
     (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), REDACTED),
     (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),
@@ -41,13 +41,6 @@ def redact(text: str) -> tuple[str, int]:
         text, found = pattern.subn(replacement, text)
         count += found
     return text, count
-
-
-def cut(text: str, most: int) -> tuple[str, bool]:
-    """``text`` to at most ``most`` characters (an ellipsis note marks a cut)."""
-    if len(text) <= most:
-        return text, False
-    return text[:most] + f"… [cut: {len(text) - most} more characters]", True
 
 
 def message_text(content: Any) -> str:
@@ -98,10 +91,20 @@ class Bounded:
     truncated: bool
 
 
+REDACTION_MARGIN = 8_192
+"""Characters past a text's budget that are still redacted before the cut: enough for a secret
+that starts inside the budget and ends after it (a PEM key is the longest); a text is never
+scanned whole, however large."""
+
+
 def bounded(text: str, most: int) -> Bounded:
-    clean, redactions = redact(text)
-    short, truncated = cut(clean, most)
-    return Bounded(short, redactions, truncated)
+    window = text[: most + REDACTION_MARGIN]
+    clean, redactions = redact(window)
+    beyond = len(text) - len(window)
+    if len(clean) <= most and not beyond:
+        return Bounded(clean, redactions, False)
+    more = max(len(clean) - most, 0) + beyond
+    return Bounded(clean[:most] + f"… [cut: {more} more characters]", redactions, True)
 
 
 def json_size(value: Any) -> int:

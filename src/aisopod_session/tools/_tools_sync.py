@@ -64,6 +64,9 @@ PREVIEW_CHARS = 200
 SNIPPET_CHARS = 300
 SEARCH_PAGES = 5
 """Search pages read at most to fill a page of visible hits."""
+HISTORY_CHUNK = 25
+"""Messages a history page reads at a time: a page stops reading once its budget is full, so
+huge messages are not read only to be dropped."""
 SEND_POLL_SECONDS = 0.1
 """The blocking flavour's pause between reads of the change feed while waiting for a reply."""
 
@@ -239,11 +242,20 @@ class SessionTools:
         session = self._visible_session(args.session_key)
         limit = args.limit or min(20, self.policy.max_history_messages)
         offset = args.offset or 0
-        messages = self._agent(session.key.agent_id).get_history(
-            session.key, HistoryQuery(limit=limit, offset=offset, tail=True))
-        answer = _bounds.history_answer(
-            session, messages, offset=offset, most_chars=self.policy.max_message_chars,
-            most_bytes=self.policy.max_answer_bytes, include_tools=bool(args.include_tools))
+        agent = self._agent(session.key.agent_id)
+        messages: list[StoredMessage] = []
+        while True:  # newest first, a chunk at a time, until the page or the budget is full
+            chunk = agent.get_history(session.key, HistoryQuery(
+                limit=min(HISTORY_CHUNK, limit - len(messages)),
+                offset=offset + len(messages), tail=True))
+            messages[:0] = chunk
+            answer = _bounds.history_answer(
+                session, messages, offset=offset, most_chars=self.policy.max_message_chars,
+                most_bytes=self.policy.max_answer_bytes,
+                include_tools=bool(args.include_tools))
+            if len(chunk) < HISTORY_CHUNK or len(messages) >= limit \
+                    or answer["dropped_messages"]:
+                break
         self._audit("tool.sessions_history", f"session {session.id}",
                           sessions=1, messages=len(answer["messages"]))
         return answer
