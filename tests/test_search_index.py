@@ -215,7 +215,11 @@ def test_every_write_path_indexes(backend_url: tuple[str, dict[str, Any]]) -> No
     assert store.search_all("lantern").hits == []
     store.import_jsonl(exported)
     assert len(store.search_all("lantern").hits) == 1
-    assert len(store.search_all("lantern", filter=SearchFilter(include_compacted=True)).hits) == 3
+    everything = SearchFilter(include_compacted=True)
+    assert len(store.search_all("lantern", filter=everything).hits) == 3
+    for i in range(3):  # each imported message indexed under its own id
+        hits = store.search_all(f'"lantern {i}"', filter=everything).hits
+        assert [[s.text for s in hit.snippet if s.match] for hit in hits] == [[f"lantern {i}"]]
     assert len(store.search_all("kumquat", limit=100).hits) == 16
     store.close()
 
