@@ -230,7 +230,13 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[s
                 rows.append(f"| {name} | {kind} `{query}` | {order} | {hits}"
                             f"{'+' if hits == 100 else ''} | {ours[0]:.2f} / {ours[1]:.2f} | "
                             f"{raw[0]:.2f} / {raw[1]:.2f} | {raw[0] / ours[0]:.2f}{X} |")
+        deletes = []
+        for peer in range(3):  # a session of 50 messages each: the erasure's cost
+            started = time.perf_counter()
+            agent.delete(SessionKey(AGENT, "discord", "acct", "dm", f"peer{peer}"))
+            deletes.append((time.perf_counter() - started) * 1000)
         store.close()
+        lines[-1] += f" {statistics.median(deletes):.0f} ms |"
         lines.append("")
         lines.extend(rows)
     finally:
@@ -281,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{', quick mode' if args.quick else ''})\n")
     print("### Building the index of an existing database\n")
     print("| backend | messages | stored in (search off) | index built in | RSS before | "
-          "peak RSS |\n|---|---|---|---|---|---|")
+          "peak RSS | delete of a 50-message session |\n|---|---|---|---|---|---|---|")
     for backend in backends:
         print(results[backend][0])
     print("\n### Search latency, limit 10 (ms, p50 / p99)\n")
