@@ -21,17 +21,22 @@ from aisopod_session.tools import (
     SessionTools,
     ToolPolicy,
 )
-from tests.tools.conftest import ADMIN_TOKEN, BOT_TOKEN, CALLER, FOREIGN, SIBLING, THREAD, seed
+from tests.tools.conftest import (
+    ADMIN_TOKEN,
+    BOT_TOKEN,
+    CALLER,
+    FOREIGN,
+    SIBLING,
+    THREAD,
+    seed,
+    skip_if_search_unavailable,
+)
 
 VISIBILITIES = ("self", "tree", "agent", "all")
 A2A = {"off": AgentToAgent(enabled=False, allow=["*"]),
        "on": AgentToAgent(enabled=True, allow=["BOT", "Oth*"]),  # globs, any case
        "on-unlisted": AgentToAgent(enabled=True, allow=["bot"])}
 TARGETS = {"self": CALLER, "thread": THREAD, "sibling": SIBLING, "foreign": FOREIGN}
-
-SEARCH_ON_REMOTE = ("the remote store has no search yet (issue 20 adds agent.search to the "
-                    "local store first): sessions_search answers 'unavailable' over HTTP")
-
 
 def expected(tool: str, visibility: str, a2a: str, target: str) -> str | None:
     """None when allowed, else the rule that denies."""
@@ -124,9 +129,9 @@ def call_as_caller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
 
 @pytest.mark.parametrize("tool", TOOL_NAMES)
 def test_policy_matrix(call_as_caller: tuple[str, Caller], tool: str) -> None:
-    kind, call = call_as_caller
-    if tool == "sessions_search" and kind.startswith("remote"):
-        pytest.skip(SEARCH_ON_REMOTE)
+    _kind, call = call_as_caller
+    if tool == "sessions_search":
+        skip_if_search_unavailable(call(ToolPolicy(), tool, arguments(tool, CALLER)))
     wrong = []
     cells = 0
     for visibility in VISIBILITIES:

@@ -20,6 +20,7 @@ from aisopod_session.errors import (
     AccessDeniedError,
     ConflictError,
     InvalidInputError,
+    SearchDisabledError,
     SessionError,
     SessionNotFoundError,
 )
@@ -126,6 +127,8 @@ class AsyncSessionTools:
             return _bounds.error("invalid_arguments", str(exc))
         except SessionNotFoundError as exc:
             return _bounds.error("not_found", str(exc))
+        except SearchDisabledError as exc:
+            return _bounds.error("unavailable", str(exc))
         except AccessDeniedError as exc:
             return _bounds.error("forbidden", str(exc), "store")
         except SessionError as exc:
