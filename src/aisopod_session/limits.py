@@ -86,5 +86,6 @@ MAX_SEARCHED_CHARS = 65_536
 (a PostgreSQL tsvector holds at most 1 MB; both backends search the same part)."""
 
 MAX_RANKED_MATCHES = 1_000
-"""How many matching messages (the newest) a search ordered by ``best`` ranks: a query with
-more matches says so (``SearchPage.partial_ranking``); narrow it or page by ``newest``."""
+"""How many matching messages (the most recently stored) a search ordered by ``best`` ranks: a
+query with more matches says so (``SearchPage.partial_ranking``); narrow it or page by
+``newest``."""

@@ -482,8 +482,9 @@ class SearchPage(Model):
     """False while the search index of messages stored before search existed is still being
     built (``build_search_index``): older messages may be missing."""
     partial_ranking: bool = False
-    """``best`` order only: more messages matched than the newest ``MAX_RANKED_MATCHES`` that
-    were ranked; narrow the search (a time range, a session filter) or page by ``newest``."""
+    """``best`` order only: more messages matched than the ``MAX_RANKED_MATCHES`` most recently
+    stored ones that were ranked; narrow the search (a time range, a session filter) or page by
+    ``newest``."""
 
 
 class SearchIndexStatus(Model):

@@ -27,6 +27,7 @@ from aisopod_session.models import PeerKind, Role, SessionKey, SessionStatus
 from aisopod_session.results import SearchFilter, SearchHit, SearchPage, SnippetSegment
 from aisopod_session.store._search_text import (
     Query,
+    Term,
     matches,
     message_text,
     padded,
@@ -95,23 +96,35 @@ def _filter(value: Any) -> SearchFilter:
                                                 f"{type(value).__name__}")
 
 
-def _candidates_sql(dialect: str, query: Query, where: list[str]) -> tuple[str, Any]:
-    """The FROM clause joining the index, and the index's condition's parameter."""
+def _phrase(term: Term) -> str:
+    return '"' + " ".join(term.tokens).replace('"', '""') + '"' + ("*" if term.prefix else "")
+
+
+def _lexeme(token: str, prefix: bool) -> str:
+    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'" + (":*" if prefix else "")
+
+
+def _candidates_sql(dialect: str, query: Query, where: list[str]) -> tuple[str, str, Any]:
+    """The FROM clause joining the index, its id column, and the index condition's parameter.
+
+    FTS5 phrases mean what the matcher's terms mean (the same tokens, in order), so SQLite's
+    candidates are the matches, exclusions included. PostgreSQL's tsvector has no positions:
+    it asks for every wanted token, and excludes single-word exclusions."""
     if dialect == "sqlite":
-        match = " AND ".join('"' + " ".join(term.tokens).replace('"', '""') + '"'
-                             + ("*" if term.prefix else "") for term in query.wanted)
+        match = "(" + " AND ".join(_phrase(term) for term in query.wanted) + ")"
+        match += "".join(" NOT " + _phrase(term) for term in query.excluded)
         where.insert(0, "f.body MATCH ?")
-        return "message_fts f JOIN messages m ON m.id = f.rowid", match
+        return "message_fts f JOIN messages m ON m.id = f.rowid", "f.rowid", match
     prefix_only: dict[str, bool] = {}  # a token wanted whole anywhere is wanted whole
     for term in query.wanted:
         for index, token in enumerate(term.tokens):
             prefix = term.prefix and index == len(term.tokens) - 1
             prefix_only[token] = prefix_only.get(token, True) and prefix
-    tsquery = " & ".join(
-        "'" + token.replace("\\", "\\\\").replace("'", "''") + "'" + (":*" if prefix else "")
-        for token, prefix in prefix_only.items())
+    tsquery = " & ".join(_lexeme(token, prefix) for token, prefix in prefix_only.items())
+    tsquery += "".join(" & !" + _lexeme(term.tokens[0], term.prefix)
+                       for term in query.excluded if len(term.tokens) == 1)
     where.insert(0, "f.terms @@ CAST(? AS tsquery)")
-    return "message_search f JOIN messages m ON m.id = f.message_id", tsquery
+    return "message_search f JOIN messages m ON m.id = f.message_id", "m.id", tsquery
 
 
 def _scope(agent_id: str | None, checked: SearchFilter) -> tuple[list[str], list[Any]]:
@@ -164,18 +177,23 @@ def _decode_cursor(cursor: Any, fingerprint: str, order: str) -> tuple[int, tupl
 
 
 def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list[Any],
-               wanted: int, after: tuple[int, int] | None) -> list[_Found]:
-    """Up to ``wanted`` matches, newest first (after ``after``), read ``_CHUNK`` candidates
-    at a time and each confirmed by the matcher."""
+               wanted: int, after: tuple[int, ...] | None, id_column: str | None) -> list[_Found]:
+    """Up to ``wanted`` matches, newest first (``created_at``; with ``id_column``, the most
+    recently stored first, which FTS5 reads without sorting), after ``after``; read a chunk of
+    candidates at a time, each confirmed by the matcher."""
     found: list[_Found] = []
-    chunk = min(wanted, _CHUNK)  # newest first: most pages need few candidates
+    chunk = min(wanted, _CHUNK)  # most pages need few candidates
+    order = "m.created_at DESC, m.id DESC" if id_column is None else f"{id_column} DESC"
     while len(found) < wanted:
         clauses, values = list(where), list(params)
-        if after is not None:
+        if after is not None and id_column is not None:
+            clauses.append(f"{id_column} < ?")
+            values.append(after[-1])
+        elif after is not None:
             clauses.append("(m.created_at < ? OR (m.created_at = ? AND m.id < ?))")
             values.extend((after[0], after[0], after[1]))
-        rows = tx.all(f"{select}{' AND '.join(clauses)} "
-                      "ORDER BY m.created_at DESC, m.id DESC LIMIT ?", (*values, chunk))
+        rows = tx.all(f"{select}{' AND '.join(clauses)} ORDER BY {order} LIMIT ?",
+                      (*values, chunk))
         for row in map(_Candidate._make, rows):
             if row.indexed is not None:
                 document, count = " " + row.indexed + " ", row.indexed.count(" ") + 1
@@ -236,9 +254,8 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         bound = position[0] if position else int(
             tx.one("SELECT coalesce(max(id), 0) FROM messages")[0])
         where, params = _scope(agent_id, checked)
-        source, index_param = _candidates_sql(tx.dialect.name, parsed, where)
-        # "+": on SQLite, the id bound must not lead the plan away from the index's MATCH
-        where.append("+m.id <= ?" if tx.dialect.name == "sqlite" else "m.id <= ?")
+        source, id_column, index_param = _candidates_sql(tx.dialect.name, parsed, where)
+        where.append(f"{id_column} <= ?")
         params.append(bound)
         if order == "newest" and position is not None:
             wanted = max(1, limit + 1)
@@ -249,7 +266,7 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         columns = _COLUMNS + _INDEXED_TOKENS.get(tx.dialect.name, "NULL")
         found = _confirmed(tx, parsed, f"SELECT {columns} FROM {source} JOIN sessions s ON "
                            "s.id = m.session_id WHERE ", where, [index_param, *params],
-                           wanted, after)
+                           wanted, after, id_column if order == "best" else None)
         partial = False
         if order == "best":
             partial = len(found) == MAX_RANKED_MATCHES

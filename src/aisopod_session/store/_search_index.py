@@ -155,6 +155,10 @@ def build_batch(size: Any) -> Work[tuple[int, bool]]:
         if left and tx.one("SELECT 1 FROM messages WHERE id < ? LIMIT 1", (left,)) is None:
             left = 0  # that was the last batch
         tx.run("UPDATE search_state SET pending_below = ? WHERE id = 1", (left,))
+        if not left and tx.dialect.name == "postgres":
+            # the planner's statistics of a table that just grew by every message: without
+            # them it may scan the whole table instead of the GIN index (autovacuum would, later)
+            tx.run("ANALYZE message_search")
         return len(rows), not left
 
     return Work(write=write)
