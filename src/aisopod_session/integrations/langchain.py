@@ -104,7 +104,8 @@ PAIRING = Pairing(calls=_call_ids, answers=_answers)
 (``tool_call_id``)."""
 
 
-def _role(stored: dict[str, Any]) -> Role:
+def message_role(stored: dict[str, Any]) -> Role:
+    """The store's role of a message as ``message_to_dict`` wrote it."""
     kind = stored.get("type")
     if kind in ("chat", "ChatMessageChunk"):
         return _CHAT_ROLES.get(str(_data(stored).get("role", "")).lower(), Role.USER)
@@ -223,7 +224,7 @@ class AisopodChatMessageHistory(BaseChatMessageHistory):
                 candidate = f"lc:{message.id}"
                 if len(candidate) <= MAX_ID_LENGTH and candidate.isprintable():
                     external_id = candidate
-            stored.append(StoredMessage(role=_role(content), content=content,
+            stored.append(StoredMessage(role=message_role(content), content=content,
                                         external_id=external_id))
         return stored
 

@@ -27,6 +27,13 @@ from aisopod_session.results import (
 from aisopod_session.store._agent_async import AsyncAgentSessions
 from aisopod_session.store._agent_sync import AgentSessions
 from aisopod_session.store._async import AsyncSessionStore
+from aisopod_session.store._checkpoints import (
+    AsyncCheckpoints,
+    Checkpoints,
+    CheckpointWrite,
+    ListPosition,
+    StoredCheckpoint,
+)
 from aisopod_session.store._console import console_sign_in_revoked, revoke_console_sign_in
 from aisopod_session.store._engine import Durability
 from aisopod_session.store._sync import SessionStore
@@ -34,12 +41,16 @@ from aisopod_session.store._sync import SessionStore
 __all__ = [
     "AgentSessions",
     "AsyncAgentSessions",
+    "AsyncCheckpoints",
     "AsyncSessionStore",
     "AuditRecord",
+    "CheckpointWrite",
+    "Checkpoints",
     "CommitResult",
     "DailyUsage",
     "Durability",
     "ImportResult",
+    "ListPosition",
     "MetadataMerge",
     "Page",
     "PeerResult",
@@ -55,6 +66,7 @@ __all__ = [
     "SessionStore",
     "SnippetSegment",
     "StoreStats",
+    "StoredCheckpoint",
     "console_sign_in_revoked",
     "revoke_console_sign_in",
 ]

@@ -1,0 +1,34 @@
+-- LangGraph checkpoints (issue 23; aisopod_session.integrations.langgraph): a graph's thread is
+-- a session, and its checkpoints and pending writes belong to that session's row: deleting,
+-- purging or erasing the session deletes them (the foreign keys cascade). The checkpoint and
+-- metadata are stored as the checkpointer's serializer wrote them (its type name + bytes).
+CREATE TABLE checkpoints (
+    session_id    BIGINT  NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    checkpoint_ns TEXT    NOT NULL,
+    checkpoint_id TEXT    NOT NULL,
+    parent_id     TEXT,
+    -- the thread id as the graph gave it (the session key escapes it)
+    thread_id     TEXT    NOT NULL,
+    -- the run that wrote the checkpoint (its metadata's run_id), for delete_for_runs
+    run_id        TEXT,
+    type          TEXT    NOT NULL,
+    checkpoint    BYTEA   NOT NULL,
+    metadata_type TEXT    NOT NULL,
+    metadata      BYTEA   NOT NULL,
+    created_at    BIGINT  NOT NULL,
+    PRIMARY KEY (session_id, checkpoint_ns, checkpoint_id)
+);
+CREATE INDEX checkpoints_run ON checkpoints (run_id) WHERE run_id IS NOT NULL;
+
+CREATE TABLE checkpoint_writes (
+    session_id    BIGINT  NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    checkpoint_ns TEXT    NOT NULL,
+    checkpoint_id TEXT    NOT NULL,
+    task_id       TEXT    NOT NULL,
+    idx           INTEGER NOT NULL,
+    channel       TEXT    NOT NULL,
+    type          TEXT    NOT NULL,
+    value         BYTEA   NOT NULL,
+    task_path     TEXT    NOT NULL,
+    PRIMARY KEY (session_id, checkpoint_ns, checkpoint_id, task_id, idx)
+);
