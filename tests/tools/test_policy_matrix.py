@@ -21,6 +21,7 @@ from aisopod_session.tools import (
     SessionTools,
     ToolPolicy,
 )
+from tests.conftest import PG_URL
 from tests.tools.conftest import (
     ADMIN_TOKEN,
     BOT_TOKEN,
@@ -92,11 +93,15 @@ def outcome(tool: str, key: SessionKey, answer: dict[str, Any]) -> str | None:
 Caller = Callable[[ToolPolicy, str, dict[str, Any]], dict[str, Any]]
 
 
-@pytest.fixture(params=["local-sync", "local-async", "remote-sync"])
+@pytest.fixture(params=["local-sync", "local-async", "postgres-async", "remote-sync"])
 def call_as_caller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str,
                                                                                    Caller]]:
     kind = request.param
     db = str(tmp_path / "matrix.db")
+    options: dict[str, Any] = {}
+    if kind == "postgres-async":
+        schema = request.getfixturevalue("pg_schema")
+        db, options = PG_URL, {"schema": schema, "pool_size": 2}
     if kind == "remote-sync":
         from aisopod_session.service import ServiceConfig
         from tests.tools.conftest import TOKENS
@@ -108,7 +113,7 @@ def call_as_caller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
             yield kind, lambda policy, tool, args: SessionTools(store, CALLER, policy).call(
                 tool, args)
         return
-    with SessionStore.open(db) as store:
+    with SessionStore.open(db, **options) as store:
         seed(store)
     if kind == "local-sync":
         with SessionStore.open(db) as store:
@@ -116,7 +121,7 @@ def call_as_caller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
                 tool, args)
         return
     loop = asyncio.new_event_loop()
-    astore = loop.run_until_complete(AsyncSessionStore.open(db))
+    astore = loop.run_until_complete(AsyncSessionStore.open(db, **options))
 
     def call(policy: ToolPolicy, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         return loop.run_until_complete(AsyncSessionTools(astore, CALLER, policy).call(tool,

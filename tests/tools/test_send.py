@@ -155,3 +155,36 @@ def test_record_audit_over_http(served: Any) -> None:
     invalid = httpx.post(served.url + "/v1/agents/bot/audit", json={"action": "forget_peer"},
                          headers={"Authorization": f"Bearer {BOT_TOKEN}"})
     assert invalid.status_code == 422
+
+
+def test_remote_send_waits_for_the_reply(served: Any) -> None:
+    from tests.tools.conftest import ADMIN_TOKEN, BOT_TOKEN
+
+    with SessionStore.open(served.url, token=BOT_TOKEN) as store, \
+            SessionStore.open(served.url, token=ADMIN_TOKEN) as worker_store:
+        worker = threading.Thread(target=_answer_inbox, args=(worker_store, "over HTTP"))
+        worker.start()
+        answer = SessionTools(store, CALLER).call("sessions_send",
+                                                  {**SEND, "timeout_seconds": 30})
+        worker.join()
+    assert answer["status"] == "ok" and answer["reply"]["text"] == "over HTTP"
+
+
+def test_remote_asyncio_send_waits_through_the_feed_stream(served: Any) -> None:
+    from tests.tools.conftest import ADMIN_TOKEN, BOT_TOKEN
+
+    async def main() -> dict[str, Any]:
+        async with await AsyncSessionStore.open(served.url, token=BOT_TOKEN) as store:
+            with SessionStore.open(served.url, token=ADMIN_TOKEN) as worker_store:
+                worker = threading.Thread(target=_answer_inbox, args=(worker_store, "streamed"))
+                worker.start()
+                answer = await AsyncSessionTools(store, CALLER).call(
+                    "sessions_send", {**SEND, "timeout_seconds": 30})
+                await asyncio.to_thread(worker.join)
+                quiet = await AsyncSessionTools(store, CALLER).call(
+                    "sessions_send", {**SEND, "timeout_seconds": 1})
+            assert quiet["status"] == "timeout"
+            return answer
+
+    answer = asyncio.run(main())
+    assert answer["status"] == "ok" and answer["reply"]["text"] == "streamed"
