@@ -4,6 +4,7 @@ model, no network), on SQLite and PostgreSQL with both store flavours."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from aisopod_session import AccessDeniedError, InvalidInputError, SessionKey
+from aisopod_session import AccessDeniedError, InvalidInputError, SessionKey, StoreClosedError
 from aisopod_session.integrations.langchain import (
     PAIRING,
     AisopodChatMessageHistory,
@@ -257,3 +258,37 @@ def test_runnable_with_message_history(real_store: Any, use_async: bool) -> None
     stored = AisopodChatMessageHistory("chat-1", real_store).messages
     assert stored == reference["chat-1"].messages
     assert len(stored) == 6
+
+
+def test_messages_is_a_read_only_read_of_the_history(real_store: Any) -> None:
+    history = AisopodChatMessageHistory("read-only", real_store)
+    history.add_messages([HumanMessage("hi"), AIMessage("hello")])
+    read = history.messages
+    assert list(read) == [HumanMessage("hi"), AIMessage("hello")] and read == list(read)
+    for change in (lambda: read.append(HumanMessage("lost")), lambda: read.extend([]),
+                   read.pop, read.clear, lambda: read.__setitem__(0, read[1]),
+                   lambda: read.__delitem__(0), lambda: read.insert(0, read[0])):
+        with pytest.raises(TypeError, match="add_messages"):
+            change()
+    with pytest.raises(TypeError, match="add_messages"):
+        read += [HumanMessage("lost")]
+    copy = list(history.messages)  # a copy of it is an ordinary list, as LangChain's code does
+    copy.append(HumanMessage("local only"))
+    assert len(history.messages) == 2
+
+
+def test_built_from_a_url_it_owns_and_closes_its_store(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    with AisopodChatMessageHistory("s-1", f"sqlite:///{path}") as history:
+        assert history.owns_store
+        history.add_messages([HumanMessage("kept")])
+    with pytest.raises(StoreClosedError):
+        history.add_messages([HumanMessage("lost")])
+    again = AisopodChatMessageHistory.from_url(path, "s-1", durability="normal")
+    assert again.messages == [HumanMessage("kept")]
+    again.close()
+    first, second = AisopodChatMessageHistory("s"), AisopodChatMessageHistory("s")  # in memory
+    first.add_messages([HumanMessage("private")])
+    assert second.messages == [] and first.messages == [HumanMessage("private")]
+    with pytest.raises(InvalidInputError, match="store"):
+        AisopodChatMessageHistory("s", 3.5)  # type: ignore[arg-type]

@@ -1,16 +1,29 @@
 """A LangChain ``BaseChatMessageHistory`` stored in aisopod-session.
 
+LangChain deprecated ``BaseChatMessageHistory`` in langchain-core 1.6.4 (removal planned for
+2.0): its agents now keep conversations in LangGraph checkpointers, which
+:mod:`aisopod_session.integrations.langgraph` provides. This adapter stays for code that still
+uses ``RunnableWithMessageHistory`` and the like.
+
 The one-line switch (for example in ``RunnableWithMessageHistory``'s ``get_session_history``)::
 
-    lambda session_id: InMemoryChatMessageHistory()                       # before
-    lambda session_id: AisopodChatMessageHistory(session_id, store)       # after
+    lambda session_id: InMemoryChatMessageHistory()                                 # before
+    lambda session_id: AisopodChatMessageHistory(session_id, store)                 # after
 
 ``store`` is a :class:`~aisopod_session.SessionStore` or :class:`~aisopod_session.AsyncSessionStore`
-(or one agent's handle of either); the sync and async methods work with both. Each message is one
-stored message whose ``content`` is LangChain's own ``message_to_dict`` of it, so every type,
-tool call, ``additional_kwargs``, ``response_metadata``, ``usage_metadata``, name and id reads
-back equal (``messages_from_dict``). ``max_messages`` bounds what ``messages`` reads to the newest
-ones, read from the tail, never a tool message without the AI message that called the tool.
+(or one agent's handle of either), shared by the histories of a process; the sync and async
+methods work with both. A URL or path instead (``AisopodChatMessageHistory(sid,
+"sqlite:///chat.db")``, or :meth:`AisopodChatMessageHistory.from_url`) opens a store owned by the
+history and closed by its :meth:`~AisopodChatMessageHistory.close` or ``with`` block. Each
+message is one stored message whose ``content`` is LangChain's own ``message_to_dict`` of it, so
+every type, tool call, ``additional_kwargs``, ``response_metadata``, ``usage_metadata``, name and
+id reads back equal (``messages_from_dict``). ``max_messages`` bounds what ``messages`` reads to
+the newest ones, read from the tail, never a tool message without the AI message that called the
+tool.
+
+``messages`` is what LangChain's base class allows it to be, a read of the stored history: the
+list it returns is read-only (appending to it raises ``TypeError`` instead of storing nothing);
+``add_messages`` / ``clear`` change the history.
 
 Key mapping (reversible): a string session id ``sid`` of agent ``agent_id`` is the key
 ``SessionKey(agent_id, "langchain", "default", "dm", sid)`` (``%``, white space and characters
@@ -21,7 +34,8 @@ gives ``sid`` back. A :class:`~aisopod_session.SessionKey` can be given instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from types import TracebackType
+from typing import Any, Literal, NoReturn, SupportsIndex
 
 try:
     from langchain_core.chat_history import BaseChatMessageHistory
@@ -31,11 +45,13 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in CI
 
     raise missing_framework("langchain-core", "langchain") from exc
 
-from aisopod_session.errors import InvalidInputError, SessionNotFoundError
+from aisopod_session.errors import InvalidInputError, SessionNotFoundError, StoreClosedError
 from aisopod_session.integrations._common import (
     AnyStore,
     Pairing,
     StoreCalls,
+    StoreLocation,
+    open_owned_store,
     plain_id,
     plain_key,
     read_tail,
@@ -44,11 +60,13 @@ from aisopod_session.integrations._common import (
 )
 from aisopod_session.limits import MAX_ID_LENGTH
 from aisopod_session.models import Role, SessionKey, StoredMessage
+from aisopod_session.store import Durability, SessionStore
 
 __all__ = [
     "CHANNEL",
     "DEFAULT_AGENT",
     "AisopodChatMessageHistory",
+    "ReadOnlyMessages",
     "key_for_session_id",
     "session_id_for_key",
 ]
@@ -112,6 +130,33 @@ def message_role(stored: dict[str, Any]) -> Role:
     return _ROLES.get(str(kind), Role.ASSISTANT)
 
 
+class ReadOnlyMessages(list[BaseMessage]):
+    """The list ``messages`` returns: a read of the stored history, so changing it would change
+    nothing stored; every change raises ``TypeError`` instead of being lost silently."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "this list is a read of the stored history and cannot change it: use "
+            "add_messages(...) to append and clear() to empty the history")
+
+    append = extend = insert = remove = clear = sort = reverse = _refuse
+
+    def pop(self, index: SupportsIndex = -1) -> NoReturn:
+        self._refuse()
+
+    def __setitem__(self, index: Any, value: Any) -> NoReturn:
+        self._refuse()
+
+    def __delitem__(self, index: Any) -> NoReturn:
+        self._refuse()
+
+    def __iadd__(self, other: Any) -> NoReturn:  # type: ignore[misc]
+        self._refuse()
+
+    def __imul__(self, other: Any) -> NoReturn:  # type: ignore[misc]
+        self._refuse()
+
+
 class AisopodChatMessageHistory(BaseChatMessageHistory):
     """LangChain chat history in aisopod-session (see the module docstring).
 
@@ -128,30 +173,93 @@ class AisopodChatMessageHistory(BaseChatMessageHistory):
     def __init__(
         self,
         session_id: str | SessionKey,
-        store: AnyStore,
+        store: AnyStore | StoreLocation | None = None,
         *,
         agent_id: str | None = None,
         max_messages: int | None = None,
         dedupe_message_ids: bool = False,
         on_clear: Literal["delete", "archive"] = "delete",
     ) -> None:
-        if isinstance(session_id, SessionKey):
-            self._calls = StoreCalls(store, agent_id or session_id.agent_id)
-            self.key = session_id
-            self.session_id = session_id.canonical()
-        else:
-            self._calls = StoreCalls(store, agent_id or (
-                None if hasattr(store, "agent_id") else DEFAULT_AGENT
-            ))
-            self.key = key_for_session_id(session_id, self._calls.agent_id)
-            self.session_id = session_id
         if max_messages is not None and (type(max_messages) is not int or max_messages < 1):
             raise InvalidInputError.for_field("max_messages", "expected a positive int or None")
         if on_clear not in ("delete", "archive"):
             raise InvalidInputError.for_field("on_clear", "expected 'delete' or 'archive'")
+        owned: SessionStore | None = None
+        if store is None or not isinstance(store, AnyStore):
+            owned = open_owned_store(":memory:" if store is None else store)
+            store = owned
+        try:
+            if isinstance(session_id, SessionKey):
+                self._calls = StoreCalls(store, agent_id or session_id.agent_id)
+                self.key = session_id
+                self.session_id = session_id.canonical()
+            else:
+                self._calls = StoreCalls(store, agent_id or (
+                    None if hasattr(store, "agent_id") else DEFAULT_AGENT
+                ))
+                self.key = key_for_session_id(session_id, self._calls.agent_id)
+                self.session_id = session_id
+        except BaseException:
+            if owned is not None:
+                owned.close()
+            raise
+        self._owned = owned
+        self._closed = False
         self.max_messages = max_messages
         self._dedupe = dedupe_message_ids
         self._on_clear = on_clear
+
+    @classmethod
+    def from_url(
+        cls,
+        url: StoreLocation,
+        session_id: str | SessionKey,
+        *,
+        agent_id: str | None = None,
+        max_messages: int | None = None,
+        dedupe_message_ids: bool = False,
+        on_clear: Literal["delete", "archive"] = "delete",
+        durability: Durability = "full",
+        pool_size: int | None = None,
+        schema: str | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> AisopodChatMessageHistory:
+        """A history on a store of its own at ``url`` (options as in
+        :meth:`aisopod_session.SessionStore.open`), closed by :meth:`close`."""
+        options: dict[str, Any] = {"durability": durability, "pool_size": pool_size,
+                                   "schema": schema, "token": token, "timeout": timeout}
+        store = open_owned_store(url, **{k: v for k, v in options.items() if v is not None})
+        try:
+            history = cls(session_id, store, agent_id=agent_id, max_messages=max_messages,
+                          dedupe_message_ids=dedupe_message_ids, on_clear=on_clear)
+        except BaseException:
+            store.close()
+            raise
+        history._owned = store
+        return history
+
+    @property
+    def owns_store(self) -> bool:
+        """Whether the history opened its store (and closes it)."""
+        return self._owned is not None
+
+    def close(self) -> None:
+        """Close the history: its own store is closed, a shared one stays open."""
+        self._closed = True
+        if self._owned is not None:
+            self._owned.close()
+
+    def __enter__(self) -> AisopodChatMessageHistory:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the history {self.session_id!r} is closed")
 
     def __repr__(self) -> str:
         return f"AisopodChatMessageHistory(session_id={self.session_id!r}, key={self.key})"
@@ -161,6 +269,7 @@ class AisopodChatMessageHistory(BaseChatMessageHistory):
     def get_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """The history, oldest first; with ``limit``, the newest ``limit`` (widened so that no
         tool message comes without the AI message that called it), read from the tail."""
+        self._check_open()
         try:
             if limit is None:
                 stored = self._calls.call_sync("get_history", self.key, None)
@@ -178,6 +287,7 @@ class AisopodChatMessageHistory(BaseChatMessageHistory):
 
     async def aget_recent(self, limit: int | None = None) -> list[BaseMessage]:
         """:meth:`get_messages` for asyncio code."""
+        self._check_open()
         try:
             if limit is None:
                 stored = await self._calls.call("get_history", self.key, None)
@@ -199,8 +309,9 @@ class AisopodChatMessageHistory(BaseChatMessageHistory):
 
     @property
     def messages(self) -> list[BaseMessage]:
-        """The history (the newest ``max_messages`` of it when set), oldest first."""
-        return self.get_messages(self.max_messages)
+        """The history (the newest ``max_messages`` of it when set), oldest first, read from the
+        store each time; the list is read-only (see :class:`ReadOnlyMessages`)."""
+        return ReadOnlyMessages(self.get_messages(self.max_messages))
 
     @messages.setter
     def messages(self, value: list[BaseMessage]) -> None:
@@ -212,6 +323,7 @@ class AisopodChatMessageHistory(BaseChatMessageHistory):
     # --- writing ---
 
     def _stored(self, messages: Sequence[BaseMessage]) -> list[StoredMessage]:
+        self._check_open()
         stored = []
         for index, message in enumerate(messages):
             if not isinstance(message, BaseMessage):
@@ -255,6 +367,7 @@ class AisopodChatMessageHistory(BaseChatMessageHistory):
 
     def clear(self) -> None:
         """Remove every message: the session is deleted (or archived, ``on_clear="archive"``)."""
+        self._check_open()
         if self._on_clear == "delete":
             self._calls.call_sync("delete", self.key)
             return
@@ -265,6 +378,7 @@ class AisopodChatMessageHistory(BaseChatMessageHistory):
         self._calls.call_sync("reset", self.key)
 
     async def aclear(self) -> None:
+        self._check_open()
         if self._on_clear == "delete":
             await self._calls.call("delete", self.key)
             return
