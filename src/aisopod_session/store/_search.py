@@ -43,9 +43,15 @@ _CHUNK = 500
 """Candidates read per statement."""
 _COLUMNS = ("m.id, m.seq, m.role, m.created_at, m.content, m.tool_calls, m.compacted, s.id, "
             "s.agent_id, s.channel, s.account_id, s.peer_kind, s.peer_id, s.status, ")
-_INDEXED_TOKENS = {"sqlite": "f.body"}
-"""The column holding a candidate's indexed tokens (FTS5 keeps them: no need to compute them
-again from the message); elsewhere NULL, and the matcher computes them."""
+_DETAILS = {
+    "sqlite": f"SELECT {_COLUMNS}f.body FROM messages m JOIN sessions s ON s.id = m.session_id "
+              "JOIN message_fts f ON f.rowid = m.id WHERE m.id IN ",
+    "postgres": f"SELECT {_COLUMNS}NULL FROM messages m JOIN sessions s ON s.id = m.session_id "
+                "WHERE m.id IN ",
+}
+"""A chunk of candidates' columns, read by id once the chunk is chosen (so choosing it sorts
+ids, not contents). FTS5 keeps each message's indexed tokens (``f.body``): the matcher reads
+them instead of computing them again; PostgreSQL's are computed from the message."""
 
 
 class _Candidate(NamedTuple):
@@ -124,7 +130,9 @@ def _candidates_sql(dialect: str, query: Query, where: list[str]) -> tuple[str, 
     tsquery += "".join(" & !" + _lexeme(term.tokens[0], term.prefix)
                        for term in query.excluded if len(term.tokens) == 1)
     where.insert(0, "f.terms @@ CAST(? AS tsquery)")
-    return "message_search f JOIN messages m ON m.id = f.message_id", "m.id", tsquery
+    # "+ 0": ordering or bounding by the bare id would let the planner walk the primary key
+    # backwards, testing every message against the tsquery, instead of asking the GIN index
+    return "message_search f JOIN messages m ON m.id = f.message_id", "(m.id + 0)", tsquery
 
 
 def _scope(agent_id: str | None, checked: SearchFilter) -> tuple[list[str], list[Any]]:
@@ -177,7 +185,8 @@ def _decode_cursor(cursor: Any, fingerprint: str, order: str) -> tuple[int, tupl
 
 
 def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list[Any],
-               wanted: int, after: tuple[int, ...] | None, id_column: str | None) -> list[_Found]:
+               wanted: int, after: tuple[int, int] | None, id_column: str | None
+               ) -> list[_Found]:
     """Up to ``wanted`` matches, newest first (``created_at``; with ``id_column``, the most
     recently stored first, which FTS5 reads without sorting), after ``after``; read a chunk of
     candidates at a time, each confirmed by the matcher."""
@@ -192,9 +201,14 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
         elif after is not None:
             clauses.append("(m.created_at < ? OR (m.created_at = ? AND m.id < ?))")
             values.extend((after[0], after[0], after[1]))
-        rows = tx.all(f"{select}{' AND '.join(clauses)} ORDER BY {order} LIMIT ?",
-                      (*values, chunk))
-        for row in map(_Candidate._make, rows):
+        chosen = tx.all(f"{select}{' AND '.join(clauses)} ORDER BY {order} LIMIT ?",
+                        (*values, chunk))
+        if not chosen:
+            return found
+        ids = [int(found_id) for found_id, _ in chosen]
+        details = {int(row.id): row for row in map(_Candidate._make, tx.all(
+            f"{_DETAILS[tx.dialect.name]}({', '.join('?' for _ in ids)})", ids))}
+        for row in (details[found_id] for found_id in ids if found_id in details):
             if row.indexed is not None:
                 document, count = " " + row.indexed + " ", row.indexed.count(" ") + 1
             else:
@@ -204,11 +218,10 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
                 found.append(_Found(row, score(query, document, count)))
                 if len(found) == wanted:
                     return found
-        if len(rows) < chunk:
+        if len(chosen) < chunk:
             return found
         chunk = min(chunk * 4, _CHUNK)
-        last = _Candidate._make(rows[-1])
-        after = (int(last.created_at), int(last.id))
+        after = (int(chosen[-1][1]), int(chosen[-1][0]))
     return found
 
 
@@ -263,9 +276,8 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         else:
             wanted = limit + 1 if order == "newest" else MAX_RANKED_MATCHES
             after = None
-        columns = _COLUMNS + _INDEXED_TOKENS.get(tx.dialect.name, "NULL")
-        found = _confirmed(tx, parsed, f"SELECT {columns} FROM {source} JOIN sessions s ON "
-                           "s.id = m.session_id WHERE ", where, [index_param, *params],
+        found = _confirmed(tx, parsed, f"SELECT m.id, m.created_at FROM {source} JOIN sessions "
+                           "s ON s.id = m.session_id WHERE ", where, [index_param, *params],
                            wanted, after, id_column if order == "best" else None)
         partial = False
         if order == "best":
