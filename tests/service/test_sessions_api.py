@@ -307,6 +307,27 @@ async def test_list_cursor_pagination(api: Api) -> None:
     assert_problem(await api.get("/v1/agents/bot/sessions", params={"cursor": "nonsense"}), 422)
 
 
+async def test_a_list_cursor_is_refused_by_another_listing_and_when_edited(api: Api) -> None:
+    for peer in ("p1", "p2", "p3"):
+        await api.put_session(peer=peer)
+        await api.put_session(agent="other", peer=peer)
+    first = (await api.get("/v1/agents/bot/sessions", params={"limit": 1})).json()
+    cursor = first["next_cursor"]
+    edited = cursor[:-1] + ("A" if cursor[-1] != "A" else "B")
+    for path, params in (
+        ("/v1/agents/other/sessions", {"cursor": cursor}),  # another agent
+        ("/v1/agents/bot/sessions", {"cursor": cursor, "channel": "discord"}),  # a filter
+        ("/v1/admin/sessions", {"cursor": cursor, "agent_id": "bot"}),  # the admin's list
+        ("/v1/agents/bot/sessions", {"cursor": edited}),
+    ):
+        body = assert_problem(await api.get(path, params=params), 422)
+        assert [error["field"] for error in body["errors"]] == ["cursor"], (path, params)
+    # the listing it came from, here the detailed one with another page size, takes it
+    rest = await api.get("/v1/agents/bot/session-details", params={"cursor": cursor, "limit": 5})
+    assert rest.status_code == 200, rest.text
+    assert len(rest.json()["items"]) == 2
+
+
 async def test_agent_token_uses_its_own_agent(api: Api) -> None:
     api.headers.update(BOT)
     created = await api.put_session()

@@ -47,9 +47,26 @@ Only documented (the models check it and name the offending character); names ar
 NFC-normalised and lower-cased, peer ids trimmed and NFC-normalised."""
 
 
-def part_param(kind: Callable[..., Any], description: str) -> Any:
+_NOT_CONTROL = r"[^\x00-\x1f\x7f-\x9f]"
+_EDGE = rf"[^\x00-\x1f\x7f-\x9f{_SPACES}]"  # neither a control character nor a space
+_GROUP_CHAR = r"(?:[^/%\x00-\x1f\x7f-\x9f]|%25|%2F)"
+_GROUP_EDGE = rf"(?:[^/%\x00-\x1f\x7f-\x9f{_SPACES}]|%25|%2F)"
+THREAD_PEER_ID_PATTERN = (rf"^[{_SPACES}]*{_GROUP_EDGE}(?:{_GROUP_CHAR}*{_GROUP_EDGE})?/"
+                          rf"{_EDGE}(?:{_NOT_CONTROL}*{_EDGE})?[{_SPACES}]*$")
+"""What the peer id of a ``thread`` key must look like (``SessionKey.for_thread`` builds it):
+``<group id>/<thread id>``, each without spaces at its ends, ``%`` and ``/`` inside the group id
+written ``%25`` and ``%2F``. JSON Schema cannot make one path parameter's pattern depend on
+another's value, so the document publishes it as ``x-thread-pattern`` of ``peer_id``."""
+
+KEY_PART_SCHEMA: dict[str, Any] = {"pattern": PART_PATTERN, "minLength": 1,
+                                   "maxLength": MAX_ID_LENGTH}
+"""The documented constraints of a key part (and of any other id checked the same way)."""
+
+
+def part_param(kind: Callable[..., Any], description: str,
+               **schema: Any) -> Any:
     return kind(max_length=MAX_ID_LENGTH, description=description,
-                json_schema_extra={"pattern": PART_PATTERN, "minLength": 1})
+                json_schema_extra={"pattern": PART_PATTERN, "minLength": 1, **schema})
 
 
 AgentIdPath = Annotated[str, part_param(Path, "The agent (case-insensitive)")]
@@ -104,13 +121,16 @@ StoreDep = Annotated[AsyncSessionStore, Depends(_store)]
 REPEATABLE_QUERY = frozenset({"status"})
 
 
-async def known_query(request: Request, _: PrincipalDep) -> None:
+async def request_shape(request: Request, _: PrincipalDep) -> None:
     """Refuse query parameters the route does not take, and repeats of single-valued ones: a
     typo (``?agent=bot&confirm=true`` on DELETE /v1/admin/sessions) must not widen a request.
-    (The caller is authenticated first: strangers learn nothing about parameters.)"""
+    Refuse a body sent as anything but JSON to a route that takes JSON (415). (The caller is
+    authenticated first: strangers learn nothing about parameters.)"""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
+    if route.body_field is not None:
+        await _check_json_body(request)
     known = _query_names(route)
     errors = []
     for name in dict.fromkeys(request.query_params.keys()):
@@ -121,6 +141,32 @@ async def known_query(request: Request, _: PrincipalDep) -> None:
     if errors:
         raise InvalidInputError("; ".join(f"{e['field']}: {e['message']}" for e in errors),
                                 errors)
+
+
+async def _check_json_body(request: Request) -> None:
+    """A body (FastAPI has read it already) must say it is JSON: without this check, text sent
+    as ``text/plain`` or with no Content-Type is validated as a string and refused with a
+    puzzling "Input should be a valid dictionary"."""
+    content_type = request.headers.get("content-type")
+    if not await request.body() or _is_json(content_type):
+        return
+    got = "no Content-Type" if content_type is None else f"Content-Type {content_type[:100]!r}"
+    raise HTTPException(
+        415, f"send the body as JSON with Content-Type: {JSON} (got {got})",
+        headers={f"Accept-{request.method.title()}": JSON}
+        if request.method in ("POST", "PATCH") else None)
+
+
+JSON = "application/json"
+
+
+def _is_json(content_type: str | None) -> bool:
+    """``application/json``, or a ``+json`` type, parameters allowed (what FastAPI parses)."""
+    if content_type is None:
+        return False
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == JSON or (media_type.startswith("application/")
+                                  and media_type.endswith("+json"))
 
 
 _QUERY_NAMES: dict[int, frozenset[str]] = {}
@@ -172,8 +218,12 @@ async def _key(
     account_id: Annotated[str, part_param(Path, "The bot's account on the channel "
                                                 "(case-insensitive)")],
     peer_kind: PeerKind,
-    peer_id: Annotated[str, part_param(Path, "The user, group, or `<group>/<thread>` "
-                                             "(`/` sent as %2F); case-sensitive")],
+    peer_id: Annotated[str, part_param(
+        Path, "The user or group id; for `peer_kind` `thread`: `<group id>/<thread id>`, a "
+        "`%` or `/` inside the group id written `%25` or `%2F` (`SessionKey.for_thread` "
+        "builds it; `x-thread-pattern` is its pattern). Case-sensitive. Percent-encoded in "
+        "the URL like every part: its `/` is sent as `%2F`",
+        **{"x-thread-pattern": THREAD_PEER_ID_PATTERN})],
 ) -> SessionKey:
     check_decoded(request, "channel", "account_id", "peer_id")
     return SessionKey(agent.agent_id, channel, account_id, peer_kind, peer_id)

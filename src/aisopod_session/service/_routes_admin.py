@@ -4,7 +4,7 @@ people's data (erasure and export, audited) and the audit log. An admin token on
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -13,7 +13,6 @@ from aisopod_session.errors import InvalidInputError
 from aisopod_session.lifecycle import PurgeResult, SweepResult
 from aisopod_session.limits import (
     MAX_AUDIT_RECORDS,
-    MAX_ID_LENGTH,
     MAX_IMPORT_LINE_BYTES,
     MAX_SQL_INT,
     MAX_USAGE_DAYS,
@@ -42,7 +41,8 @@ from aisopod_session.service._dependencies import (
     HistoryDep,
     PeerDep,
     PrincipalDep,
-    known_query,
+    part_param,
+    request_shape,
 )
 from aisopod_session.service._paths import DecodedPathRoute
 
@@ -53,12 +53,12 @@ IMPORT_PATH = ADMIN_PREFIX + IMPORT
 """The one route whose body is not limited as a whole: it streams, with a limit per line."""
 
 SessionId = Annotated[int, Path(ge=1, le=MAX_SQL_INT)]
-ActorQuery = Annotated[str | None, Query(
-    max_length=MAX_ID_LENGTH, description="Who the audit log records as acting (an operator, a "
-    "ticket); the token's name when not given")]
+ActorQuery = Annotated[str | None, part_param(
+    Query, "Who the audit log records as acting (an operator, a ticket); the token's name when "
+    "not given")]
 
 admin = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=problems.ERROR_RESPONSES,
-                  dependencies=[Depends(known_query)], route_class=DecodedPathRoute)
+                  dependencies=[Depends(request_shape)], route_class=DecodedPathRoute)
 
 
 @admin.get("/sessions", summary="List sessions of every agent")
@@ -157,14 +157,24 @@ async def admin_import(request: Request, store: AdminDep,
     return await store.import_jsonl(_lines(request.stream()), on_conflict=on_conflict)
 
 
+def _confirm(what: str) -> Any:
+    """The ``confirm`` query parameter of a destructive route: required, and documented (and
+    accepted) only as true; false is refused with 400, saying what the call would do."""
+    return Query(description=f"Must be true: {what}, with no undo", json_schema_extra={
+        "enum": [True]})
+
+
+def _require(confirm: bool, what: str) -> None:
+    if not confirm:
+        raise HTTPException(400, f"this {what} for good: repeat with confirm=true")
+
+
 @admin.delete("/sessions", summary="Delete every session (of one agent)")
 async def admin_clear(store: AdminDep,
-                      confirm: Annotated[bool, Query(description="must be true (no undo)",
-                                                     json_schema_extra={"enum": [True]})],
+                      confirm: Annotated[bool, _confirm("this deletes sessions")],
                       agent_id: AgentIdQuery = None
                       ) -> ClearedBody:
-    if not confirm:
-        raise HTTPException(400, "this deletes sessions for good: repeat with confirm=true")
+    _require(confirm, "deletes sessions")
     agent = None if agent_id is None else normalize_name_or_raise("agent_id", agent_id)
     return ClearedBody(deleted=await store.clear_sessions(agent))
 
@@ -219,10 +229,9 @@ async def admin_purge(store: AdminDep, dry_run: bool = False, now: Timestamp | N
 @admin.delete("/peers/{channel}/{peer_id}",
               summary="Erase a person's direct-conversation sessions across agents (audited)")
 async def admin_forget_peer(store: AdminDep, principal: PrincipalDep, peer: PeerDep,
-                            confirm: Annotated[bool, Query(description="must be true")] = False,
+                            confirm: Annotated[bool, _confirm("this erases a person's data")],
                             actor: ActorQuery = None) -> PeerResult:
-    if not confirm:
-        raise HTTPException(400, "this erases a person's data for good: repeat with confirm=true")
+    _require(confirm, "erases a person's data")
     return await store.forget_peer(*peer, actor=principal.name if actor is None else actor)
 
 

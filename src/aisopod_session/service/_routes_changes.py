@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from aisopod_session.limits import MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 from aisopod_session.results import Change
 from aisopod_session.service import problems
-from aisopod_session.service._dependencies import AdminDep, AgentDep, AgentIdQuery, known_query
+from aisopod_session.service._dependencies import AdminDep, AgentDep, AgentIdQuery, request_shape
 from aisopod_session.service._paths import DecodedPathRoute
 
 SinceQuery = Annotated[str | None, Query(
@@ -37,10 +37,10 @@ LastEventId = Annotated[str | None, Header(
 
 agent_changes = APIRouter(prefix="/v1/agents/{agent_id}/changes", tags=["changes"],
                           responses=problems.ERROR_RESPONSES,
-                          dependencies=[Depends(known_query)], route_class=DecodedPathRoute)
+                          dependencies=[Depends(request_shape)], route_class=DecodedPathRoute)
 admin_changes = APIRouter(prefix="/v1/admin/changes", tags=["admin", "changes"],
                           responses=problems.ERROR_RESPONSES,
-                          dependencies=[Depends(known_query)], route_class=DecodedPathRoute)
+                          dependencies=[Depends(request_shape)], route_class=DecodedPathRoute)
 
 
 class ChangePageBody(BaseModel):

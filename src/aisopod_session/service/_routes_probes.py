@@ -8,7 +8,7 @@ from fastapi.responses import PlainTextResponse, Response
 from aisopod_session.models import SessionFilter
 from aisopod_session.service import problems
 from aisopod_session.service._bodies import Health, InfoBody
-from aisopod_session.service._dependencies import AdminDep, PrincipalDep, StoreDep, known_query
+from aisopod_session.service._dependencies import AdminDep, PrincipalDep, StoreDep, request_shape
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.metrics import Metrics
 
@@ -38,7 +38,7 @@ async def metrics(request: Request, store: AdminDep) -> Response:
 
 
 @probes.get("/v1/info", summary="Who this token is, and the store behind the service",
-            dependencies=[Depends(known_query)], responses=problems.ERROR_RESPONSES)
+            dependencies=[Depends(request_shape)], responses=problems.ERROR_RESPONSES)
 async def info(principal: PrincipalDep, store: StoreDep) -> InfoBody:
     return InfoBody(admin=principal.admin, agent_id=principal.agent_id, backend=store.backend,
                     durability=store.durability)

@@ -16,20 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from aisopod_session.errors import InvalidInputError, SessionBusyError
 from aisopod_session.limits import (
     MAX_INBOX_BATCH,
-    MAX_OWNER_LENGTH,
     MAX_RUN_TTL_SECONDS,
 )
 from aisopod_session.models import SessionKey, StoredMessage
 from aisopod_session.results import QueuedMessage, Run
 from aisopod_session.service import problems
 from aisopod_session.service._bodies import AppendBody, as_new_messages
-from aisopod_session.service._dependencies import AgentDep, KeyDep, known_query
+from aisopod_session.service._dependencies import (
+    AgentDep,
+    KeyDep,
+    part_param,
+    request_shape,
+)
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service._routes_sessions import SESSION_PATH
 from aisopod_session.service.metrics import Metrics
 
 runs = APIRouter(prefix="/v1/agents/{agent_id}/sessions" + SESSION_PATH, tags=["runs"],
-                 responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)],
+                 responses=problems.ERROR_RESPONSES, dependencies=[Depends(request_shape)],
                  route_class=DecodedPathRoute)
 
 TtlQuery = Annotated[float, Query(gt=0, le=MAX_RUN_TTL_SECONDS,
@@ -66,7 +70,8 @@ def _of(key: SessionKey, run: Run) -> Run:
 
 @runs.post("/runs", summary="Start a run: take the session's run lease (409 while busy)")
 async def start_run(request: Request, agent: AgentDep, key: KeyDep,
-                    owner: Annotated[str, Query(min_length=1, max_length=MAX_OWNER_LENGTH)],
+                    owner: Annotated[str, part_param(Query, "Who takes the run (shown to "
+                                                     "whoever finds the session busy)")],
                     ttl: TtlQuery = 60.0) -> Run:
     # Never waits here: a request held open for a busy session would take the lease for a
     # client that gave up (a proxy's timeout) and hold it for nobody. A client that waits asks

@@ -28,7 +28,7 @@ from aisopod_session.service._dependencies import (
     HistoryDep,
     KeyDep,
     RunDep,
-    known_query,
+    request_shape,
 )
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.metrics import Metrics
@@ -36,7 +36,7 @@ from aisopod_session.service.metrics import Metrics
 SESSION_PATH = "/{channel}/{account_id}/{peer_kind}/{peer_id}"
 
 agents = APIRouter(prefix="/v1/agents/{agent_id}/sessions", tags=["sessions"],
-                   responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)],
+                   responses=problems.ERROR_RESPONSES, dependencies=[Depends(request_shape)],
                    route_class=DecodedPathRoute)
 
 
@@ -132,7 +132,7 @@ def _shared_key(canonical: str) -> SessionKey:
 
 
 details = APIRouter(prefix="/v1/agents/{agent_id}/session-details", tags=["sessions"],
-                    responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)],
+                    responses=problems.ERROR_RESPONSES, dependencies=[Depends(request_shape)],
                     route_class=DecodedPathRoute)
 
 

@@ -27,7 +27,7 @@ from aisopod_session.results import (
     WebhookState,
 )
 from aisopod_session.service import problems
-from aisopod_session.service._dependencies import AdminDep, known_query
+from aisopod_session.service._dependencies import AdminDep, request_shape
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.metrics import Metrics
 from aisopod_session.store import AsyncSessionStore
@@ -35,7 +35,7 @@ from aisopod_session.store import AsyncSessionStore
 log = logging.getLogger("aisopod_session.service")
 
 webhooks = APIRouter(prefix="/v1/admin/webhooks", tags=["admin", "webhooks"],
-                     responses=problems.ERROR_RESPONSES, dependencies=[Depends(known_query)],
+                     responses=problems.ERROR_RESPONSES, dependencies=[Depends(request_shape)],
                      route_class=DecodedPathRoute)
 
 

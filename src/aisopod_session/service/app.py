@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from aisopod_session.service import _docs, _routes_tools, console, problems
+from aisopod_session.service._dependencies import KEY_PART_SCHEMA
 from aisopod_session.service._middleware import LimitBody, add_request_metrics
 from aisopod_session.service._paths import RouteOnEncodedSlashes
 from aisopod_session.service._routes_admin import IMPORT_PATH, admin
@@ -121,7 +122,11 @@ class ServiceApp(FastAPI):
                         if problems.PROBLEM_JSON in content:
                             response["content"] = {
                                 problems.PROBLEM_JSON: content[problems.PROBLEM_JSON]}
-            for schema in document.get("components", {}).get("schemas", {}).values():
+            schemas = document.get("components", {}).get("schemas", {})
+            for model, names in _CHECKED_AS_KEY_PARTS.items():
+                for name in names:
+                    _add_key_part_rules(schemas[model]["properties"][name])
+            for schema in schemas.values():
                 # A discriminated union's tag (`kind` of a compaction strategy) has a default in
                 # its model, but the union needs it to pick the model: it is required.
                 for name, prop in schema.get("properties", {}).items():
@@ -130,6 +135,18 @@ class ServiceApp(FastAPI):
                         if name not in required:
                             required.append(name)
         return self.openapi_schema or super().openapi()
+
+
+_CHECKED_AS_KEY_PARTS = {"SessionKey": ("agent_id", "channel", "account_id", "peer_id"),
+                         "NewMessage": ("external_id",)}
+"""Body fields the models check as key parts are (no control character, not blank, at most
+256 characters), which pydantic's schema leaves out."""
+
+
+def _add_key_part_rules(prop: dict[str, Any]) -> None:
+    for branch in prop.get("anyOf", [prop]):  # an optional field: its string branch
+        if branch.get("type") == "string":
+            branch.update(KEY_PART_SCHEMA)
 
 
 def _version() -> str:

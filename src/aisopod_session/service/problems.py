@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from aisopod_session.errors import (
     PROBLEM_TYPE_PREFIX,
@@ -73,6 +76,7 @@ _STATUS_BY_KIND: dict[type[SessionError], int] = {
 
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Request body too large",
+           415: "Unsupported media type",
            410: "Gone", 422: "Invalid input", 500: "Internal server error",
            503: "Service unavailable"}
 
@@ -150,7 +154,41 @@ async def _on_session_error(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+    return problem(exc.status_code, detail, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers, over all the routes that match it.
+
+    FastAPI makes one route per path and method, and the router's own 405 names only the methods
+    of the first route whose path matched (``Allow: GET`` for a path that also takes DELETE)."""
+    methods: set[str] = set()
+    for route in _every_route(request.app.router.routes):
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+        elif isinstance(route, Mount) and isinstance(route.app, StaticFiles):
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= {"GET", "HEAD"}
+    return sorted(methods)
+
+
+def _every_route(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        # FastAPI (0.165) keeps an included router whole, behind a route of its own
+        included = getattr(route, "original_router", None)
+        if isinstance(included, APIRouter):
+            yield from _every_route(included.routes)
+        else:
+            yield route
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -178,6 +216,6 @@ def _documented(status: int) -> dict[str, Any]:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: _documented(status) for status in (400, 401, 403, 404, 409, 413, 422, 503)
+    status: _documented(status) for status in (400, 401, 403, 404, 409, 413, 415, 422, 503)
 }
 """Every error an API route can answer with, for the OpenAPI document."""
