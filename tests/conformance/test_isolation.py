@@ -10,6 +10,7 @@ import pytest
 from aisopod_session import (
     AccessDeniedError,
     HistoryQuery,
+    InvalidInputError,
     SessionFilter,
     SessionKey,
     SessionPatch,
@@ -82,11 +83,12 @@ def test_another_agent_cannot_list_a_session(store: Any) -> None:
         assert {s.key.agent_id for s in listed} <= {"other"}
         with pytest.raises(AccessDeniedError):
             intruder.list(SessionFilter(agent_id="bot", status=status))
-    # a cursor taken from the owner's walk does not widen the intruder's list either
+    # a cursor taken from the owner's walk does not widen the intruder's list either: it is
+    # bound to the owner's listing, and refused
     page = world["bot"].list(SessionFilter(limit=1, status=list(SessionStatus)))
     assert page.next_cursor is not None
-    later = intruder.list(SessionFilter(cursor=page.next_cursor, status=list(SessionStatus)))
-    assert {s.key.agent_id for s in later} <= {"other"}
+    with pytest.raises(InvalidInputError, match="cursor"):
+        intruder.list(SessionFilter(cursor=page.next_cursor, status=list(SessionStatus)))
     assert [s.key for s in intruder.list()] == [world["carol"]]
     assert snapshot(store) == before
 
