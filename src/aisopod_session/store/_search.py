@@ -39,8 +39,8 @@ from aisopod_session.store._search_text import (
 from aisopod_session.store._tx import Tx, Work
 
 ORDERS = ("best", "newest")
-_CHUNK = 500
-"""Candidates read per statement."""
+_MAX_CHUNK = 2000
+"""Most candidates read per statement (each statement after the first reads 4 times more)."""
 _COLUMNS = ("m.id, m.seq, m.role, m.created_at, m.content, m.tool_calls, m.compacted, s.id, "
             "s.agent_id, s.channel, s.account_id, s.peer_kind, s.peer_id, s.status, ")
 _DETAILS = {
@@ -191,7 +191,7 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
     recently stored first, which FTS5 reads without sorting), after ``after``; read a chunk of
     candidates at a time, each confirmed by the matcher."""
     found: list[_Found] = []
-    chunk = min(wanted, _CHUNK)  # most pages need few candidates
+    chunk = wanted  # a newest-first page needs limit + 1; best its whole window
     order = "m.created_at DESC, m.id DESC" if id_column is None else f"{id_column} DESC"
     while len(found) < wanted:
         clauses, values = list(where), list(params)
@@ -220,7 +220,7 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
                     return found
         if len(chosen) < chunk:
             return found
-        chunk = min(chunk * 4, _CHUNK)
+        chunk = min(chunk * 4, _MAX_CHUNK)
         after = (int(chosen[-1][1]), int(chosen[-1][0]))
     return found
 
