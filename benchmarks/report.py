@@ -17,11 +17,16 @@ NAMES = {
     "openai-aisopod": "OpenAI Agents SDK AisopodSession",
     "adk-aisopod": "Google ADK AisopodSessionService",
     "langchain-aisopod": "LangChain AisopodChatMessageHistory",
+    "langgraph": "LangGraph SqliteSaver",
+    "langgraph-aisopod": "LangGraph AisopodSaver",
 }
-SHORT = {"openai": "Agents SDK", "adk": "ADK", "langchain": "LangChain"}
+SHORT = {"openai": "Agents SDK", "adk": "ADK", "langchain": "LangChain", "langgraph": "LangGraph"}
 PEERS = ("openai", "adk", "langchain")
+"""The peers of the session workloads' tables."""
+FRAMEWORKS = (*PEERS, "langgraph")
+"""The frameworks table's: LangGraph's checkpointers are measured on W8 (graph turns) only."""
 BUILT_IN = {"openai": "SQLiteSession", "adk": "DatabaseSessionService",
-            "langchain": "SQLChatMessageHistory"}
+            "langchain": "SQLChatMessageHistory", "langgraph": "SqliteSaver"}
 """Each framework's built-in store; its aisopod-backed counterpart is the system
 ``<framework>-aisopod``."""
 MEMORY_LIMIT_MB = 200.0
@@ -265,11 +270,11 @@ class Renderer:
         """Each framework's built-in store beside its aisopod-backed integration, both driven
         through the framework's own interface, on the same workloads."""
         t = self.t
-        frameworks = [f for f in PEERS if any(m.system in (f, f"{f}-aisopod")
+        frameworks = [f for f in FRAMEWORKS if any(m.system in (f, f"{f}-aisopod")
                                               for m in self.measurements)]
         if not frameworks:
             return
-        labels = [label for label in self.labels("W1 ", "W2 ", "W3 ", "W6 ")
+        labels = [label for label in self.labels("W1 ", "W2 ", "W3 ", "W6 ", "W8 ")
                   if any(t.get(label, s, v) for f in frameworks
                          for s, v in ((f, "default"), (f"{f}-aisopod", "full")))]
         if not labels:
@@ -279,7 +284,9 @@ class Renderer:
                      "`add_items` / `get_items(limit=20)`; ADK `BaseSessionService`: "
                      "`append_event` / `get_session(GetSessionConfig(num_recent_events=20))`; "
                      "LangChain `BaseChatMessageHistory`: `add_message` / `messages`, which for "
-                     "aisopod is its bounded tail read `max_messages=20`), once on the "
+                     "aisopod is its bounded tail read `max_messages=20`; LangGraph: "
+                     "`graph.invoke` of a one-node graph, a message in and a reply out, with "
+                     "its checkpointer, W8), once on the "
                      "framework's built-in SQLite store with its defaults, once on aisopod-session "
                      "(SQLite file, durability `full`). Writes: throughput; reads: calls/s "
                      "(p50 / p99 latency).", ""]
@@ -340,6 +347,10 @@ def document(tables: str, context: Context) -> str:
         "messages one per call to its own session, on one `AsyncSessionStore`.",
         "- **W7**: W1 and W6 on PostgreSQL, aisopod against psycopg running the store's own "
         "statements (one connection for W1; a pool of the store's default size 4 for W6).",
+        f"- **W8**: {max(10, sizes['appends'] // 4):,} turns of a one-node LangGraph graph (a "
+        "user message in, a reply out; threads of 10 turns), under LangGraph's `SqliteSaver` "
+        "and under `AisopodSaver` (which also writes each turn's messages to the thread's "
+        "session transcript).",
         f"- A measured loop stops early after {sizes['budget']:.0f} s (only slow peers hit "
         "this; their cells say how far they got).",
         "- Durability: aisopod `full` = WAL + `synchronous=FULL` (PostgreSQL: "

@@ -30,16 +30,20 @@ from benchmarks.report import NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-PEERS = {"openai": "agents", "adk": "google.adk", "langchain": "langchain_community"}
+PEERS = {"openai": "agents", "adk": "google.adk", "langchain": "langchain_community",
+         "langgraph": "langgraph.checkpoint.sqlite"}
 """Each framework's built-in store, and the package it needs."""
-BACKED = {"openai": "openai-aisopod", "adk": "adk-aisopod", "langchain": "langchain-aisopod"}
+BACKED = {"openai": "openai-aisopod", "adk": "adk-aisopod", "langchain": "langchain-aisopod",
+          "langgraph": "langgraph-aisopod"}
 """Each framework's aisopod-backed integration, driven through the framework's own interface."""
 BACKED_PACKAGES = {"openai-aisopod": "agents", "adk-aisopod": "google.adk",
-                   "langchain-aisopod": "langchain_core"}
+                   "langchain-aisopod": "langchain_core", "langgraph-aisopod": "langgraph"}
+GRAPH_FRAMEWORKS = ("langgraph",)
+"""Frameworks measured on W8 (turns of a graph) instead of the session workloads."""
 SYSTEMS = ("aisopod", "raw", *PEERS, *BACKED.values())
 GROUPS = {"frameworks": (*PEERS, *BACKED.values())}
 """Names ``--systems`` expands: ``frameworks`` = each built-in store and its aisopod-backed one."""
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w7")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8")
 STEP_TIMEOUT = 900.0
 
 
@@ -175,7 +179,9 @@ class Plan:
         self.sizes = sizes
         self.systems = systems
         self.peers = [s for s in systems if s in PEERS]
-        self.frameworks = [f for f in PEERS if f in systems or BACKED[f] in systems]
+        chosen = [f for f in PEERS if f in systems or BACKED[f] in systems]
+        self.frameworks = [f for f in chosen if f not in GRAPH_FRAMEWORKS]
+        self.graph_frameworks = [f for f in chosen if f in GRAPH_FRAMEWORKS]
         self.ours = "aisopod" in systems
         self.raw = "raw" in systems
         self.pg_url = pg_url
@@ -195,6 +201,18 @@ class Plan:
             self.concurrent()
         if "w7" in workloads and self.pg_url and (self.ours or self.raw):
             self.postgres(self.pg_url)
+        if "w8" in workloads:
+            self.graph_turns()
+
+    def graph_turns(self) -> None:
+        """W8: turns of one graph (a message in, a reply out), threads of 10 turns, under each
+        graph framework's own checkpointer and under aisopod's, back to back."""
+        count = max(10, self.sizes.appends // 4)
+        label = f"W8 {count} graph turns, threads of 10"
+        for framework in self.graph_frameworks:
+            for system, tag, module in self.framework_systems(framework):
+                self.write("w8", label, system, tag, module, "w8", None, turns_count=count,
+                           budget=self.sizes.budget)
 
     def write(self, workload: str, label: str, system: str, tag: str, module: str,
               func: str, template: Path | None, **kwargs: Any) -> None:

@@ -1,10 +1,13 @@
 """OpenAI Agents SDK ``Session`` backed by aisopod-session (``AisopodSession``), driven through
 the SDK's ``Session`` API exactly as :mod:`benchmarks.sys_openai` drives ``SQLiteSession``.
 
-The store: one ``AsyncSessionStore`` on a SQLite file with durability ``full`` (WAL +
-``synchronous=FULL``: a committed item survives power loss, as with the SDK's default), shared by
-every ``AisopodSession`` of the process. One ``AisopodSession`` per conversation; the first
-``add_items`` of a conversation creates its session (as ``SQLiteSession`` does).
+W1 and W3 use the drop-in form, as a user switching from ``SQLiteSession(id, path)`` writes it:
+``AisopodSession(id, "sqlite:///path")``, which opens and owns a blocking ``SessionStore`` with
+durability ``full`` (WAL + ``synchronous=FULL``: a committed item survives power loss, as with
+the SDK's default); its writes run on a worker thread, its bounded tail reads on the caller's
+thread. W2 and W6 (many conversations) share one ``AsyncSessionStore`` (durability ``full``)
+between the sessions of the process, as the docs advise. The first ``add_items`` of a
+conversation creates its session (as ``SQLiteSession`` does).
 """
 
 from __future__ import annotations
@@ -53,13 +56,13 @@ def prepare_history(path: str, messages: int) -> dict[str, Any]:
 
 def w1(path: str, appends: int, budget: float) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        async with await _store(path) as store:
-            session = AisopodSession("user0", store, agent_id=AGENT)
+        with AisopodSession("user0", f"sqlite:///{path}", agent_id=AGENT) as session:
             result = await common.async_timed_loop(appends, budget,
                                                    lambda i: session.add_items([item(i)]))
             assert len(await session.get_items()) == result["ops"]
-            result["settings"] = _settings(store)
-            return result
+        result["settings"] = {"backend": "sqlite", "durability": "full",
+                              "store": "SessionStore (owned by the session)"}
+        return result
 
     return asyncio.run(main())
 
@@ -80,8 +83,7 @@ def w2(path: str, sessions: int, per_session: int, budget: float) -> dict[str, A
 
 def w3(path: str, reads: int, budget: float) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        async with await _store(path) as store:
-            session = AisopodSession("user0", store, agent_id=AGENT)
+        with AisopodSession("user0", f"sqlite:///{path}", agent_id=AGENT) as session:
             assert len(await session.get_items(limit=20)) == 20
             return await common.async_latency_loop(reads, budget,
                                                    lambda i: session.get_items(limit=20))

@@ -77,11 +77,14 @@ def openai_agents(folder: Path, pg: str | None) -> None:
     store = SessionStore.open(str(folder / "aisopod-oa.db"))
     ours = AisopodSession("s", store)
     asyncio.run(ours.add_items(history))
+    paired = AisopodSession("s", store, pair_safe=True)
     limits = range(1, 61)
     bad_theirs = sum(orphans(asyncio.run(theirs.get_items(limit=n))) for n in limits)
     bad_ours = sum(orphans(asyncio.run(ours.get_items(limit=n))) for n in limits)
+    bad_paired = sum(orphans(asyncio.run(paired.get_items(limit=n))) for n in limits)
     print(f"get_items(limit=1..60) returning a tool output without its call: "
-          f"SQLiteSession {bad_theirs}/60, AisopodSession {bad_ours}/60")
+          f"SQLiteSession {bad_theirs}/60, AisopodSession {bad_ours}/60 (exactly n, as the "
+          f"protocol says), AisopodSession(pair_safe=True) {bad_paired}/60")
 
     big = sdk_turns(2000)  # 12,000 items
     theirs_big = SQLiteSession("big", str(folder / "sdk.db"))
