@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from google.adk.agents import LlmAgent
 from google.adk.cli.service_registry import ServiceRegistry
@@ -556,13 +561,16 @@ def test_adks_registry_resolves_the_aisopod_schemes(
         adk_module.store_url("sqlite:///plain.db")
 
 
-def test_adk_web_s_session_service_uri_option_selects_it(tmp_path: Path) -> None:
-    """What ``adk web --session_service_uri aisopod+sqlite:///…`` builds (get_fast_api_app, the
-    app ``adk web`` serves), with the schemes registered by the agents folder's services.py."""
-    from fastapi.testclient import TestClient
-    from google.adk.cli import service_registry
-    from google.adk.cli.fast_api import get_fast_api_app
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
+
+def test_adk_web_accepts_the_aisopod_session_service_uri(tmp_path: Path) -> None:
+    """``adk web --session_service_uri aisopod+sqlite:///…`` (ADK's own command, offline), with
+    the schemes registered by the agents folder's services.py: a session created through its
+    HTTP API is in the store."""
     agents = tmp_path / "agents"
     (agents / "helper").mkdir(parents=True)
     (agents / "helper" / "__init__.py").write_text("from . import agent\n")
@@ -573,20 +581,30 @@ def test_adk_web_s_session_service_uri_option_selects_it(tmp_path: Path) -> None
         "from aisopod_session.integrations.adk import register_adk_services\n"
         "register_adk_services()\n")
     database = tmp_path / "web.db"
-    saved = service_registry._service_registry_instance
+    port = _free_port()
+    adk = Path(sys.executable).with_name("adk")
+    server = subprocess.Popen(
+        [str(adk), "web", "--port", str(port), "--session_service_uri",
+         f"aisopod+sqlite:///{database}", str(agents)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        service_registry._service_registry_instance = None  # a fresh registry, as in a new process
-        app = get_fast_api_app(agents_dir=str(agents), web=False,
-                               session_service_uri=f"aisopod+sqlite:///{database}")
-        with TestClient(app) as client:
-            answer = client.post("/apps/helper/users/ann/sessions", json={"state": {"n": 1}})
-            assert answer.status_code == 200, answer.text
-            session_id = answer.json()["id"]
+        url = f"http://127.0.0.1:{port}/apps/helper/users/ann/sessions"
+        answer = None
+        for _ in range(600):  # until the server listens (a minute at most)
+            if server.poll() is not None:
+                break
+            try:
+                answer = httpx.post(url, json={"state": {"n": 1}}, timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert answer is not None and answer.status_code == 200, (
+            answer.text if answer is not None else "adk web did not start")
+        session_id = answer.json()["id"]
     finally:
-        service_registry._service_registry_instance = saved
-        import sys
-
-        sys.modules.pop("services", None)
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "DatabaseSessionService" not in output  # the registry resolved the scheme itself
     with SessionStore.open(str(database)) as store:
         stored = store.for_agent("helper").get(adk_module.session_key("helper", "ann", session_id))
         assert stored.metadata["state"] == {"n": 1}
