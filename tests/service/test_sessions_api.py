@@ -322,6 +322,11 @@ async def test_a_list_cursor_is_refused_by_another_listing_and_when_edited(api: 
     ):
         body = assert_problem(await api.get(path, params=params), 422)
         assert [error["field"] for error in body["errors"]] == ["cursor"], (path, params)
+    document = (await api.get("/openapi.json")).json()
+    for path in ("/v1/agents/{agent_id}/sessions", "/v1/admin/sessions"):
+        [described] = [p for p in document["paths"][path]["get"]["parameters"]
+                       if p["name"] == "cursor"]
+        assert "same filters" in described["description"]
     # the listing it came from, here the detailed one with another page size, takes it
     rest = await api.get("/v1/agents/bot/session-details", params={"cursor": cursor, "limit": 5})
     assert rest.status_code == 200, rest.text

@@ -276,7 +276,10 @@ async def _filter(
     updated_after: Timestamp | None = None,
     updated_before: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+    cursor: Annotated[str | None, Query(
+        max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page, "
+        "unchanged, with the same filters (only `limit` may change): a cursor is signed and "
+        "bound to its listing, any other is refused (422, field `cursor`)")] = None,
 ) -> SessionFilter:
     return SessionFilter(
         channel=channel, account_id=account_id, peer_kind=peer_kind, peer_id=peer_id,
