@@ -199,24 +199,51 @@ def test_erasing_a_person_removes_their_checkpoints(tmp_path: Path) -> None:
         other.get_tuple({"configurable": {"thread_id": "1"}})  # keys of another agent
 
 
-def test_deleting_or_resetting_the_session_takes_its_checkpoints(tmp_path: Path) -> None:
-    path = tmp_path / "life.db"
+def _count(url: str, options: dict[str, Any], sql: str) -> int:
+    """A count straight from the database (rows no API shows: archived generations')."""
+    if not options:
+        with sqlite3.connect(url) as db:
+            return int(db.execute(sql).fetchone()[0])
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f'SET search_path TO "{options["schema"]}"')
+        row = db.execute(sql).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_deleting_or_resetting_the_session_takes_its_checkpoints(
+    backend_url: tuple[str, dict[str, Any]],
+) -> None:
+    url, options = backend_url
     config: Any = {"configurable": {"thread_id": "t"}}
-    with AisopodSaver.from_url(path) as saver, SessionStore.open(str(path)) as store:
+    with (AisopodSaver.from_url(url, **options) as saver,
+          SessionStore.open(url, **options) as store):
         handle = store.for_agent("langgraph")
+
         _turn(saver, "t", "one", "answer")
-        handle.reset(key_for_thread("t"))  # archived with the session: the thread starts anew
+        _turn(saver, "other", "one", "answer")
+        assert len(list(saver.list(config))) == 3
+        handle.reset(key_for_thread("t"))  # archived: its graph state goes, the transcript stays
         assert saver.get_tuple(config) is None and list(saver.list(config)) == []
+        # the archived generation's own rows: no checkpoint left, its transcript kept
+        assert _count(url, options, "SELECT count(*) FROM checkpoints WHERE thread_id = 't'") == 0
+        assert _count(url, options, "SELECT count(*) FROM messages JOIN sessions ON sessions.id "
+                      "= messages.session_id WHERE status = 'archived'") == 2
         _turn(saver, "t", "two", "answer two")
         assert [m.content for m in saver.get_tuple(config).checkpoint["channel_values"][
             "messages"]] == ["two", "answer two"]
         handle.delete(key_for_thread("t"))  # every generation, checkpoints and all
         assert saver.get_tuple(config) is None
-        assert _rows(path) == (0, 0)
+        assert {t.config["configurable"]["thread_id"] for t in saver.list(None)} == {"other"}
         _turn(saver, "t", "three", "answer three")
         saver.delete_thread("t")  # the thread's deletion is the session's
-        assert _rows(path) == (0, 0)
-        assert list(handle.list()) == []
+        assert [s.key for s in handle.list()] == [key_for_thread("other")]
+        saver.delete_thread("other")
+        assert list(saver.list(None)) == []
+    assert _count(url, options, "SELECT count(*) FROM checkpoints") == 0  # archived ones too
+    assert _count(url, options, "SELECT count(*) FROM checkpoint_writes") == 0
 
 
 def test_thread_ids_map_to_keys_reversibly() -> None:

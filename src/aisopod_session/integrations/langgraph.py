@@ -17,9 +17,9 @@ the key ``SessionKey(agent_id, "langgraph", "default", "dm", tid)`` (``%``, whit
 characters Unicode normalisation would change ``%XX``-escaped in the peer id);
 :func:`thread_id_for_key` gives ``tid`` back. Checkpoints and pending writes are rows of the
 session's database (``checkpoints``, ``checkpoint_writes``, migration 0011) that belong to the
-session: deleting the session, a retention purge or a person's erasure deletes them too, and a
-reset (which archives the session) leaves them with the archived generation, so the thread
-starts again empty. ``delete_thread`` deletes the session (every generation).
+session: deleting the session, a retention purge or a person's erasure deletes them too, and
+so does archiving it (a reset, a sweep): the thread starts again empty while the archived
+generation keeps its transcript. ``delete_thread`` deletes the session (every generation).
 
 **The transcript.** The messages of the root graph's ``messages`` channel (LangChain messages,
 as ``add_messages`` keeps them) are also appended to the session's history, in the same

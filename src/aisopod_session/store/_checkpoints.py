@@ -3,10 +3,10 @@ LangGraph checkpointer (``aisopod_session.integrations.langgraph``), exposed thr
 :class:`Checkpoints` / :class:`AsyncCheckpoints`, one agent's view over a store.
 
 A thread is a session: its checkpoints and pending writes reference the session's row, so
-deleting, purging or erasing the session deletes them (the foreign keys cascade), and a reset
-(which archives the session) leaves them with the archived generation: the thread starts again
-empty. Only the live generation's checkpoints are read. Values are stored as the checkpointer's
-serializer wrote them (a type name and bytes); nothing here decodes them.
+deleting, purging or erasing the session deletes them (the foreign keys cascade), and so does
+archiving it (a reset, a sweep: a trigger of the migration), so the thread starts again empty.
+Values are stored as the checkpointer's serializer wrote them (a type name and bytes); nothing
+here decodes them.
 """
 
 from __future__ import annotations

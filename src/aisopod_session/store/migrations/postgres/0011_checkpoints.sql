@@ -1,7 +1,9 @@
 -- LangGraph checkpoints (issue 23; aisopod_session.integrations.langgraph): a graph's thread is
 -- a session, and its checkpoints and pending writes belong to that session's row: deleting,
--- purging or erasing the session deletes them (the foreign keys cascade). The checkpoint and
--- metadata are stored as the checkpointer's serializer wrote them (its type name + bytes).
+-- purging or erasing the session deletes them (the foreign keys cascade), and so does archiving
+-- it (a reset, a sweep: the trigger below; the transcript stays for operators, a graph cannot
+-- resume an archived thread). The checkpoint and metadata are stored as the checkpointer's
+-- serializer wrote them (its type name + bytes).
 CREATE TABLE checkpoints (
     session_id    BIGINT  NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     checkpoint_ns TEXT    NOT NULL,
@@ -32,3 +34,8 @@ CREATE TABLE checkpoint_writes (
     task_path     TEXT    NOT NULL,
     PRIMARY KEY (session_id, checkpoint_ns, checkpoint_id, task_id, idx)
 );
+
+-- Archiving a session (reset, sweep) drops its graph state; each statement on one line: see
+-- _migrations._statements. The function keeps the schema it was created in.
+CREATE FUNCTION checkpoints_drop_archived() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$ BEGIN DELETE FROM checkpoint_writes WHERE session_id = NEW.id; DELETE FROM checkpoints WHERE session_id = NEW.id; RETURN NULL; END $$;
+CREATE TRIGGER checkpoints_archived AFTER UPDATE OF status ON sessions FOR EACH ROW WHEN (NEW.status = 'archived' AND OLD.status <> 'archived') EXECUTE FUNCTION checkpoints_drop_archived();

@@ -1,7 +1,9 @@
 -- LangGraph checkpoints (issue 23; aisopod_session.integrations.langgraph): a graph's thread is
 -- a session, and its checkpoints and pending writes belong to that session's row: deleting,
--- purging or erasing the session deletes them (the foreign keys cascade). The checkpoint and
--- metadata are stored as the checkpointer's serializer wrote them (its type name + bytes).
+-- purging or erasing the session deletes them (the foreign keys cascade), and so does archiving
+-- it (a reset, a sweep: the trigger below; the transcript stays for operators, a graph cannot
+-- resume an archived thread). The checkpoint and metadata are stored as the checkpointer's
+-- serializer wrote them (its type name + bytes).
 CREATE TABLE checkpoints (
     session_id    INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     checkpoint_ns TEXT    NOT NULL,
@@ -32,3 +34,6 @@ CREATE TABLE checkpoint_writes (
     task_path     TEXT    NOT NULL,
     PRIMARY KEY (session_id, checkpoint_ns, checkpoint_id, task_id, idx)
 );
+
+-- Archiving a session (reset, sweep) drops its graph state; one line: see _migrations._statements.
+CREATE TRIGGER checkpoints_archived AFTER UPDATE OF status ON sessions WHEN new.status = 'archived' AND old.status <> 'archived' BEGIN DELETE FROM checkpoint_writes WHERE session_id = new.id; DELETE FROM checkpoints WHERE session_id = new.id; END;
