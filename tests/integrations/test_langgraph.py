@@ -290,3 +290,19 @@ def test_closing_and_bad_input(tmp_path: Path) -> None:
             memory.prune(["t"], strategy="everything")
     with pytest.raises(InvalidInputError, match="store"):
         AisopodSaver("sqlite:///x.db")  # type: ignore[arg-type]
+
+
+def test_a_thread_reset_elsewhere_gets_its_transcript_again(tmp_path: Path) -> None:
+    """The saver remembers what it wrote to a thread's transcript only while the thread has
+    checkpoints: the same messages put into the thread after a reset are written again."""
+    path = tmp_path / "again.db"
+    config: Any = {"configurable": {"thread_id": "t"}}
+    messages = [HumanMessage("kept", id="h-1"), AIMessage("also kept", id="a-1")]
+    with AisopodSaver.from_url(path) as saver, SessionStore.open(str(path)) as store:
+        graph = agent.build(saver, [], interrupt=False)
+        handle = store.for_agent("langgraph")
+        graph.update_state(config, {"messages": messages}, as_node="agent")
+        handle.reset(key_for_thread("t"))  # by an operator, not through the saver
+        graph.update_state(config, {"messages": messages}, as_node="agent")
+        history = handle.get_history(key_for_thread("t"))
+    assert [m.external_id for m in history] == ["lg:h-1", "lg:a-1"]

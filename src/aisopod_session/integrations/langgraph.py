@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
@@ -163,6 +164,7 @@ class AisopodSaver(BaseCheckpointSaver[str]):
         # knows): a checkpoint then sends only the new ones. A thread it does not remember
         # sends its whole channel once; the store keeps each external id once anyway.
         self._transcribed: OrderedDict[SessionKey, set[str]] = OrderedDict()
+        self._transcribed_lock = threading.Lock()  # LangGraph writes from worker threads
 
     @classmethod
     def from_url(
@@ -296,7 +298,8 @@ class AisopodSaver(BaseCheckpointSaver[str]):
         messages = checkpoint.get("channel_values", {}).get(self.messages_channel)
         if not isinstance(messages, list):
             return []
-        known = self._transcribed.get(key, set())
+        with self._transcribed_lock:
+            known = set(self._transcribed.get(key, ()))
         new = []
         for message in messages:
             if not isinstance(message, BaseMessage):
@@ -314,11 +317,18 @@ class AisopodSaver(BaseCheckpointSaver[str]):
         return new
 
     def _remember(self, key: SessionKey, transcript: Sequence[StoredMessage]) -> None:
-        known = self._transcribed.pop(key, set())
-        known.update(str(m.external_id) for m in transcript)
-        self._transcribed[key] = known
-        while len(self._transcribed) > _REMEMBERED_THREADS:
-            self._transcribed.popitem(last=False)
+        with self._transcribed_lock:
+            known = self._transcribed.pop(key, set())
+            known.update(str(m.external_id) for m in transcript)
+            self._transcribed[key] = known
+            while len(self._transcribed) > _REMEMBERED_THREADS:
+                self._transcribed.popitem(last=False)
+
+    def _forget(self, key: SessionKey) -> None:
+        """The thread has no checkpoint (new, deleted, reset elsewhere): what its transcript
+        held is no longer known."""
+        with self._transcribed_lock:
+            self._transcribed.pop(key, None)
 
     def _write_rows(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                     task_id: str, task_path: str) -> tuple[SessionKey, str, str,
@@ -358,10 +368,13 @@ class AisopodSaver(BaseCheckpointSaver[str]):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = _configurable(config)
-        row = self._call_sync("get", self._key(configurable["thread_id"]),
-                              str(configurable.get("checkpoint_ns") or ""),
+        key = self._key(configurable["thread_id"])
+        row = self._call_sync("get", key, str(configurable.get("checkpoint_ns") or ""),
                               get_checkpoint_id(config))
-        return None if row is None else self._tuple(row)
+        if row is None:
+            self._forget(key)
+            return None
+        return self._tuple(row)
 
     def list(
         self,
@@ -407,7 +420,7 @@ class AisopodSaver(BaseCheckpointSaver[str]):
         if self._closed:
             raise StoreClosedError("the checkpointer is closed")
         self._sessions.call_sync("delete", key)
-        self._transcribed.pop(key, None)
+        self._forget(key)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         self._call_sync("delete_for_runs", [str(run_id) for run_id in run_ids])
@@ -424,10 +437,13 @@ class AisopodSaver(BaseCheckpointSaver[str]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = _configurable(config)
-        row = await self._call("get", self._key(configurable["thread_id"]),
-                               str(configurable.get("checkpoint_ns") or ""),
+        key = self._key(configurable["thread_id"])
+        row = await self._call("get", key, str(configurable.get("checkpoint_ns") or ""),
                                get_checkpoint_id(config))
-        return None if row is None else self._tuple(row)
+        if row is None:
+            self._forget(key)
+            return None
+        return self._tuple(row)
 
     async def alist(
         self,
@@ -474,7 +490,7 @@ class AisopodSaver(BaseCheckpointSaver[str]):
         if self._closed:
             raise StoreClosedError("the checkpointer is closed")
         await self._sessions.call("delete", key)
-        self._transcribed.pop(key, None)
+        self._forget(key)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         await self._call("delete_for_runs", [str(run_id) for run_id in run_ids])
