@@ -327,3 +327,31 @@ def test_with_search_off_nothing_is_indexed(backend_url: tuple[str, dict[str, An
     assert not secret_left(url, options, "xylophonic")
     assert store.search_index_status().enabled is False
     store.close()
+
+
+def test_search_statements_are_served_by_the_index(traced_sqlite: Any, tmp_path: Path) -> None:
+    """Every statement a search runs on SQLite starts from the FTS5 index (or a primary key):
+    none scans messages or sessions, whatever the order, filter or page."""
+    import re
+
+    store, statements = traced_sqlite("plans.db")
+    bot = store.for_agent("bot")
+    for peer in range(5):
+        bot.get_or_create(key(f"p{peer}"))
+        bot.append_messages(key(f"p{peer}"), [StoredMessage.user(f"kiwi fruit {i}")
+                                              for i in range(30)])
+    del statements[:]
+    for order in ("best", "newest"):
+        page = bot.search('kiwi -"fruit 3"', limit=5, order=order,
+                          filter=SearchFilter(role="user", after=T0, include_archived=True))
+        bot.search('kiwi -"fruit 3"', limit=5, order=order, cursor=page.next_cursor,
+                   filter=SearchFilter(role="user", after=T0, include_archived=True))
+        store.search_all("fru*", order=order)
+    store.close()
+    queries = {s for s in statements if s.lstrip().upper().startswith("SELECT")}
+    assert any("MATCH" in query for query in queries)
+    with sqlite3.connect(tmp_path / "plans.db") as conn:
+        for query in queries:
+            plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
+            assert not re.search(r"\bSCAN (sessions|messages|s|m)\b(?! USING)", plan), (
+                query, plan)
