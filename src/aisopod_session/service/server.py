@@ -22,6 +22,7 @@ from aisopod_session.service.config import DEFAULT_DB_URL, ServerSettings, Servi
 from aisopod_session.store import AsyncSessionStore
 
 log = logging.getLogger("aisopod_session.service")
+uvicorn_log = logging.getLogger("uvicorn.error")
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
 
@@ -100,7 +101,7 @@ def _serve_on(config: ServiceConfig, sockets: list[socket.socket]) -> None:
             config.server.host,
         )
     log.info("database: %s", _redact(config.database.url))
-    Server(uvicorn.Config(
+    _ServedOnSockets(uvicorn.Config(
         create_app(config),
         host=config.server.host,
         port=config.server.port,
@@ -167,6 +168,21 @@ class Server(uvicorn.Server):
         if isinstance(stopping, asyncio.Event):
             stopping.set()
         await super().shutdown(sockets)
+
+
+class _ServedOnSockets(Server):
+    """The server of :func:`serve`, on the sockets it bound: says where it listens once started,
+    as uvicorn does only for sockets it binds itself."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started:
+            return
+        for sock in sockets or ():
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
+            uvicorn_log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown,
+                             port)
 
 
 def _redact(url: str) -> str:
