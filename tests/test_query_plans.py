@@ -49,10 +49,11 @@ def _workload(store: SessionStore) -> None:
     agent.get(key)
     now = datetime.now(UTC)
     agent.list()
-    page = agent.list(SessionFilter(limit=5, status="active", channel="discord",
-                                    updated_after=now - timedelta(days=1)))
+    listing = {"status": "active", "channel": "discord", "updated_after": now - timedelta(days=1)}
+    page = agent.list(SessionFilter(limit=5, **listing))
     assert page.next_cursor is not None
-    agent.list(SessionFilter(limit=5, cursor=page.next_cursor))
+    # A cursor is bound to its listing: the next page repeats the same filters.
+    agent.list(SessionFilter(limit=5, cursor=page.next_cursor, **listing))
     agent.list(SessionFilter(peer_id="user3", peer_kind="dm", account_id="acct",
                              created_before=now + timedelta(days=1)))
     agent.patch(key, SessionPatch(metadata={"a": 1}, add_tokens=3, status="idle"))

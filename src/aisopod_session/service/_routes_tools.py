@@ -134,15 +134,21 @@ def install(app: FastAPI) -> None:
         from aisopod_session.tools.mcp import mcp_server
     except ImportError:  # the mcp extra is not installed: no /mcp
         return
-    manager = StreamableHTTPSessionManager(app=mcp_server(_tools_for), stateless=True,
-                                           json_response=True)
-    app.router.routes.append(Route(MCP_PATH, _McpEndpoint(manager),
+    def new_manager() -> Any:
+        return StreamableHTTPSessionManager(app=mcp_server(_tools_for), stateless=True,
+                                            json_response=True)
+
+    endpoint = _McpEndpoint(new_manager())
+    app.router.routes.append(Route(MCP_PATH, endpoint,
                                    methods=["GET", "POST", "DELETE"], include_in_schema=False))
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[Any]:
-        async with inner(app_) as state, manager.run():
+        # A session manager runs once: each start of the app (a second test client, a
+        # restarted server in one process) gets a fresh one.
+        endpoint.manager = new_manager()
+        async with inner(app_) as state, endpoint.manager.run():
             yield state
 
     app.router.lifespan_context = lifespan
