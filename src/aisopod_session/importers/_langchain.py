@@ -18,17 +18,13 @@ from typing import Any
 
 from aisopod_session.importers._db import Database
 from aisopod_session.importers._model import KeyMapping, Skip, SourceMessage, SourceSession
-from aisopod_session.integrations._common import plain_key
+from aisopod_session.integrations._common import LANGCHAIN_CHAT_ROLES, LANGCHAIN_ROLES, plain_key
 from aisopod_session.models import Role
 
 DEFAULT_AGENT = "langchain"
 CHANNEL = "langchain"
-_ROLES = {"human": Role.USER, "ai": Role.ASSISTANT, "AIMessageChunk": Role.ASSISTANT,
-          "system": Role.SYSTEM, "tool": Role.TOOL, "function": Role.TOOL,
-          "HumanMessageChunk": Role.USER, "SystemMessageChunk": Role.SYSTEM,
-          "ToolMessageChunk": Role.TOOL, "FunctionMessageChunk": Role.TOOL}
-_CHAT_ROLES = {"user": Role.USER, "human": Role.USER, "assistant": Role.ASSISTANT,
-               "ai": Role.ASSISTANT, "system": Role.SYSTEM, "tool": Role.TOOL}
+_ROLES = LANGCHAIN_ROLES
+_CHAT_ROLES = LANGCHAIN_CHAT_ROLES
 
 
 def message_role(stored: dict[str, Any]) -> Role:

@@ -15,6 +15,7 @@ from aisopod_session.limits import MAX_ID_LENGTH
 from aisopod_session.models import (
     HistoryQuery,
     PeerKind,
+    Role,
     SessionKey,
     StoredMessage,
     normalize_name,
@@ -311,6 +312,17 @@ def read_tail_sync(
 
 def tail_query(window: int) -> HistoryQuery:
     return HistoryQuery(limit=window, tail=True)
+
+
+LANGCHAIN_ROLES = {"human": Role.USER, "ai": Role.ASSISTANT, "AIMessageChunk": Role.ASSISTANT,
+                   "system": Role.SYSTEM, "tool": Role.TOOL, "function": Role.TOOL,
+                   "HumanMessageChunk": Role.USER, "SystemMessageChunk": Role.SYSTEM,
+                   "ToolMessageChunk": Role.TOOL, "FunctionMessageChunk": Role.TOOL}
+"""The role of a LangChain message by its ``type`` (what a stored LangChain message says);
+here, without LangChain, so that the importer shares it."""
+LANGCHAIN_CHAT_ROLES = {"user": Role.USER, "human": Role.USER, "assistant": Role.ASSISTANT,
+                        "ai": Role.ASSISTANT, "system": Role.SYSTEM, "tool": Role.TOOL}
+"""The role of a LangChain ``ChatMessage`` by its ``role`` text."""
 
 
 def contents(messages: list[StoredMessage]) -> list[Any]:

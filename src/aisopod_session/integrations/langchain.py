@@ -47,6 +47,8 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in CI
 
 from aisopod_session.errors import InvalidInputError, SessionNotFoundError, StoreClosedError
 from aisopod_session.integrations._common import (
+    LANGCHAIN_CHAT_ROLES,
+    LANGCHAIN_ROLES,
     AnyStore,
     Pairing,
     StoreCalls,
@@ -76,12 +78,8 @@ CHANNEL = "langchain"
 DEFAULT_AGENT = "langchain"
 """The agent id used when none is given."""
 
-_ROLES = {"human": Role.USER, "ai": Role.ASSISTANT, "AIMessageChunk": Role.ASSISTANT,
-          "system": Role.SYSTEM, "tool": Role.TOOL, "function": Role.TOOL,
-          "HumanMessageChunk": Role.USER, "SystemMessageChunk": Role.SYSTEM,
-          "ToolMessageChunk": Role.TOOL, "FunctionMessageChunk": Role.TOOL}
-_CHAT_ROLES = {"user": Role.USER, "human": Role.USER, "assistant": Role.ASSISTANT,
-               "ai": Role.ASSISTANT, "system": Role.SYSTEM, "tool": Role.TOOL}
+_ROLES = LANGCHAIN_ROLES
+_CHAT_ROLES = LANGCHAIN_CHAT_ROLES
 
 
 def key_for_session_id(session_id: str, agent_id: str = DEFAULT_AGENT) -> SessionKey:
