@@ -409,7 +409,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--pg-url", default=os.environ.get("AISOPOD_BENCH_PG_URL",
                                                            DEFAULT_PG_URL))
-    parser.add_argument("--no-postgres", action="store_true", help="skip W7")
+    parser.add_argument("--no-postgres", action="store_true",
+                        help="skip W7 and the service benchmark's PostgreSQL rows")
+    parser.add_argument("--no-service", action="store_true",
+                        help="skip the HTTP service benchmark (benchmarks.service)")
     parser.add_argument("--output", default=None,
                         help="markdown file to write (default docs/performance.md, none with "
                              "--quick; '-' for none)")
@@ -467,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    service_table, service_ok = (None, True) if args.no_service else run_service(args, notes)
     context = report.Context(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         command=" ".join(["./scripts/bench", *(argv if argv is not None else sys.argv[1:])]),
@@ -474,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         postgres=pg_version, sizes=vars(sizes), versions=runner.versions,
         settings=runner.settings, notes=notes, seconds=time.perf_counter() - started)
     text = report.render(runner.measurements, context)
+    if service_table:
+        text = text.rstrip("\n") + "\n\n" + service_table.rstrip("\n") + "\n\n"
     print(text)
     output = args.output
     if output is None and not args.quick:
@@ -482,4 +488,24 @@ def main(argv: list[str] | None = None) -> int:
         Path(output).write_text(report.document(text, context))
         print(f"written to {output}", file=sys.stderr)
     failed = [m for m in runner.measurements if m.error]
-    return 1 if failed else 0
+    return 1 if failed or not service_ok else 0
+
+
+def run_service(args: argparse.Namespace, notes: list[str]) -> tuple[str | None, bool]:
+    """``benchmarks.service`` in a process of its own (its progress goes to stderr): its table
+    (None if it printed none) and whether every request of it succeeded."""
+    command = [sys.executable, "-m", "benchmarks.service", "--pg-url", args.pg_url]
+    command += ["--quick"] if args.quick else []
+    command += ["--no-postgres"] if args.no_postgres else []
+    print("service over HTTP (benchmarks.service)", file=sys.stderr, flush=True)
+    try:
+        done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              timeout=STEP_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        notes.append(f"The service benchmark did not finish in {STEP_TIMEOUT:.0f} s.")
+        return None, False
+    table = done.stdout.strip()
+    if not table.startswith("### "):
+        notes.append(f"The service benchmark exited {done.returncode} without its table.")
+        return None, False
+    return table, done.returncode == 0

@@ -29,6 +29,74 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
     document = output.read_text()
     assert document.startswith("# Performance") and "quick mode" in document
     assert "| W5 first page of " in document
+    service = document.partition("### Service over HTTP")[2].partition("## Settings")[0]
+    for workers in (1, 2):
+        for workload in ("bare", "append", "history"):
+            assert f"| SQLite | {workers} | {workload} | " in service
+
+
+@pytest.mark.slow
+def test_quick_service_benchmark_with_the_asyncio_load_generator() -> None:
+    """benchmarks.service end to end on SQLite with httpx clients (wrk has a test of its own
+    through the driver when installed): every workload on one worker and two, no failure."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.service", "--quick", "--no-postgres",
+         "--client", "httpx"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "load from an asyncio load generator" in result.stdout
+    for workers in (1, 2):
+        for workload in ("bare", "append", "history"):
+            assert f"| SQLite | {workers} | {workload} | " in result.stdout
+    assert "≥ 0.5: " in result.stdout and "≥ 0.6: " in result.stdout
+    assert "failed" not in result.stdout
+
+
+WRK_REPORT = """Running 5s test @ http://127.0.0.1:8123
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    10.61ms    2.16ms  32.93ms   80.12%
+    Req/Sec     3.03k   198.41     3.33k    74.00%
+  Latency Distribution
+     50%   10.24ms
+     75%   11.23ms
+     90%   12.71ms
+     99%    1.02s
+  15083 requests in 5.01s, 6.41MB read
+  Socket errors: connect 0, read 0, write 0, timeout 2
+  Non-2xx or 3xx responses: 3
+Requests/sec:   3010.51
+Transfer/sec:      1.28MB
+"""
+
+
+def test_service_benchmark_reads_wrks_report() -> None:
+    """Requests, duration, percentiles and failures (error responses and socket errors)."""
+    from benchmarks.service import parse_wrk
+
+    load = parse_wrk(WRK_REPORT)
+    assert (load.requests, load.seconds, load.errors) == (15083, 5.01, 5)
+    assert (load.p50_ms, load.p99_ms) == pytest.approx((10.24, 1020.0))
+    assert load.first_error == "Non-2xx or 3xx responses: 3"
+    with pytest.raises(RuntimeError, match="unexpected wrk output"):
+        parse_wrk("Running 5s test\n")
+
+
+def test_the_bare_endpoint_is_only_in_the_benchmarks_app(tmp_path: Path) -> None:
+    """The product's app has no benchmark route; the benchmark's app is the product's plus
+    that one route."""
+    from benchmarks.service_app import BARE_PATH, create_bench_app
+
+    from aisopod_session.service.app import create_app
+    from aisopod_session.service.config import ServiceConfig
+
+    config = tmp_path / "service.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "db.sqlite"}"\n')
+    product = {getattr(route, "path", None) for route in create_app(ServiceConfig()).routes}
+    bench = {getattr(route, "path", None) for route in create_bench_app(str(config)).routes}
+    assert BARE_PATH not in product
+    assert bench == product | {BARE_PATH}
 
 
 @pytest.mark.slow
@@ -105,3 +173,16 @@ def test_import_from_benchmark_runs_end_to_end() -> None:
     assert "| import-from openai-agents | 300 |" in result.stdout
     assert "| import (JSON Lines) | 300 |" in result.stdout
     assert "x the rate of the JSON Lines import" in result.stdout
+
+
+def test_service_table_replaces_its_previous_one_in_the_document() -> None:
+    from benchmarks.service import with_table
+
+    document = "# Performance\n\n## Results\n\n### Reads\n\nr\n\n## Settings each system ran " \
+               "with\n\n- x\n"
+    first = with_table(document, "### Service over HTTP: 32\n\nold\n")
+    assert first == document.replace("## Settings", "### Service over HTTP: 32\n\nold\n\n"
+                                                    "## Settings")
+    second = with_table(first, "### Service over HTTP: 32\n\nnew\n")
+    assert second == first.replace("old", "new")
+    assert with_table("# P\n", "### Service over HTTP\n") == "# P\n### Service over HTTP\n\n"
