@@ -64,7 +64,7 @@ def _cli_session() -> list[str]:
 
 
 _TIMES = re.compile(r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?)?")
-_IDS = re.compile(r'(?m)("id": |^ id +|new session |^│ *)\d+')
+_IDS = re.compile(r'(?m)("id": |^ id +|new session |^│ *|\(session )\d+')
 
 
 def _masked(output: str) -> str:

@@ -11,8 +11,8 @@ exits with 2.
 
 The package: ``_app.py`` (the Typer apps, the global options, the error handling), ``_store.py``
 (opening the store those options name), ``_output.py`` (the printing), and the commands by topic
-in ``_sessions.py``, ``_transfer.py`` and ``_maintenance.py``, put in the command tree below, in
-the order ``--help`` lists them.
+in ``_sessions.py``, ``_search.py``, ``_feed.py``, ``_transfer.py``, ``_maintenance.py`` and the
+others, put in the command tree below, in the order ``--help`` lists them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from aisopod_session.cli import (
     _import_from,
     _maintenance,
     _mcp,
+    _search,
     _sessions,
     _transfer,
     _webhooks,
@@ -55,6 +56,7 @@ app.command("purge")(_maintenance.purge)
 peers_app.command("forget")(_maintenance.forget_peer)
 peers_app.command("export")(_transfer.export_peer)
 app.command("audit")(_maintenance.audit)
+app.command("search")(_search.search)
 app.command("changes")(_feed.changes)
 app.command("mcp")(_mcp.mcp)
 app.add_typer(_webhooks.webhooks_app, name="webhooks")

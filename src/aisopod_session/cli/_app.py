@@ -6,6 +6,8 @@ The commands themselves are in the topic modules; ``cli/__init__.py`` adds them 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
@@ -15,7 +17,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from aisopod_session.cli._output import CliError, one_line, os_message, silence_stdout
 from aisopod_session.cli._store import DEFAULT_DB_URL, Settings, location, open_store
-from aisopod_session.errors import SessionError, SessionNotFoundError
+from aisopod_session.errors import AccessDeniedError, SessionError, SessionNotFoundError
 from aisopod_session.store import SessionStore
 
 
@@ -196,3 +198,16 @@ def store_for(ctx: typer.Context) -> SessionStore:
     """The store the global options name, opened for one command (``with store_for(ctx) as
     store:``)."""
     return open_store(settings(ctx))
+
+
+@contextmanager
+def admin_or_agent(store: SessionStore, agent: str | None, what: str) -> Iterator[None]:
+    """Around an admin operation that ``--agent`` narrows to one agent: an agent token's refusal
+    (no --agent, against a server) says how to do it with that token, ``an agent token
+    <what>: pass --agent <its agent id>``."""
+    try:
+        yield
+    except AccessDeniedError as exc:
+        if agent is not None or not store.backend.startswith("http"):
+            raise
+        raise CliError(f"{exc}; an agent token {what}: pass --agent <its agent id>") from exc

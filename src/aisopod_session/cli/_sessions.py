@@ -13,6 +13,7 @@ from aisopod_session.cli._app import (
     KeyArg,
     RefArg,
     YesOpt,
+    admin_or_agent,
     nothing_found,
     store_for,
 )
@@ -32,7 +33,6 @@ from aisopod_session.compaction import (
     Summarize,
     TruncateToolResults,
 )
-from aisopod_session.errors import AccessDeniedError
 from aisopod_session.limits import MAX_PAGE_SIZE
 from aisopod_session.models import (
     HistoryQuery,
@@ -74,16 +74,10 @@ def list_sessions(
     filter = SessionFilter(channel=channel, account_id=account, peer_kind=peer_kind,
                            peer_id=peer, status=tuple(status) if status else None,
                            limit=limit, cursor=cursor)
-    with store_for(ctx) as store:
-        try:
-            page = (store.list_all_sessions(filter) if agent is None
-                    else store.for_agent(agent).list(filter))
-        except AccessDeniedError as exc:
-            if agent is not None or not store.backend.startswith("http"):
-                raise
-            # an agent token: every agent's sessions are an admin's, its own agent's are not
-            raise CliError(f"{exc}; an agent token lists its own agent's sessions: pass "
-                           "--agent <its agent id>") from exc
+    with store_for(ctx) as store, admin_or_agent(store, agent, "lists its own agent's sessions"):
+        # an agent token: every agent's sessions are an admin's, its own agent's are not
+        page = (store.list_all_sessions(filter) if agent is None
+                else store.for_agent(agent).list(filter))
     if not page:
         nothing_found(ctx, "no sessions")
     if as_json:
