@@ -8,6 +8,7 @@ import pytest
 
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.service.config import DEFAULT_DB_URL, DEFAULT_PORT, load_config
+from aisopod_session.tools import AgentToAgent, SendPolicy, SendRule, ToolPolicy
 
 GOOD = """
 [database]
@@ -108,6 +109,25 @@ BAD_FILES = [
     pytest.param("[database]\ndurability = 'sometimes'\n", "database.durability",
                  id="bad-durability"),
     pytest.param("[database]\npool_size = 0\n", "database.pool_size", id="bad-pool-size"),
+    pytest.param("[tools]\nvisibility = 'everyone'\n", "tools.visibility",
+                 id="tools-bad-visibility"),
+    pytest.param("[tools]\nvisibilty = 'agent'\n", "tools.visibilty", id="tools-unknown-key"),
+    pytest.param("[tools]\ntools = { sessions_sned = false }\n", "tools.tools",
+                 id="tools-unknown-tool"),
+    pytest.param("[tools]\ntools = { sessions_send = 'no' }\n", "tools.tools.sessions_send",
+                 id="tools-enable-not-a-bool"),
+    pytest.param("[tools]\nmax_list = 0\n", "tools.max_list", id="tools-bound-too-small"),
+    pytest.param("[tools]\nmax_wait_seconds = 601\n", "tools.max_wait_seconds",
+                 id="tools-bound-too-large"),
+    pytest.param("[tools.agent_to_agent]\nenabled = 'yes'\n", "tools.agent_to_agent.enabled",
+                 id="tools-a2a-not-a-bool"),
+    pytest.param("[tools.agent_to_agent]\nallow = 'bot'\n", "tools.agent_to_agent.allow",
+                 id="tools-a2a-allow-not-a-list"),
+    pytest.param("[[tools.send.deny]]\nchanel = 'x'\n", "tools.send.deny.0.chanel",
+                 id="tools-send-rule-unknown-key"),
+    pytest.param("[[tools.send.allow]]\npeer_kind = 'room'\n", "tools.send.allow.0.peer_kind",
+                 id="tools-send-rule-bad-kind"),
+    pytest.param("tools = 'all'\n", "tools", id="tools-not-a-table"),
     pytest.param("database = 5\n", "config", id="section-not-a-table"),
     pytest.param("tokens = 'abc'\n", "config", id="tokens-not-an-array"),
     pytest.param("[server\nhost = 1\n", "config", id="invalid-toml"),
@@ -122,6 +142,49 @@ def test_bad_file_names_the_setting(tmp_path: Path, text: str, field: str) -> No
     fields = [error["field"] for error in caught.value.errors]
     assert field in fields, (fields, str(caught.value))
     assert field in str(caught.value)
+
+
+TOOLS = """
+[tools]
+visibility = "all"
+max_search_hits = 10
+tools = { sessions_send = false }
+
+[tools.agent_to_agent]
+enabled = true
+allow = ["support-*", "billing-bot"]
+
+[[tools.send.deny]]
+channel = "whatsapp"
+
+[[tools.send.allow]]
+key_prefix = "agent:support-bot:"
+peer_kind = "group"
+"""
+
+
+def test_tools_section_is_the_tool_policy(tmp_path: Path) -> None:
+    policy = load_config(write(tmp_path, TOOLS), env={}).tools
+    assert policy == ToolPolicy(
+        visibility="all", max_search_hits=10, tools={"sessions_send": False},
+        agent_to_agent=AgentToAgent(enabled=True, allow=["support-*", "billing-bot"]),
+        send=SendPolicy(deny=[SendRule(channel="whatsapp")],
+                        allow=[SendRule(key_prefix="agent:support-bot:", peer_kind="group")]))
+    assert load_config(env={}).tools == ToolPolicy()  # no section: the cautious defaults
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("[tools.agent_to_agent]\nenabled = true\nallow = ['*']\n",
+     'agent_to_agent.enabled needs visibility = "all"'),
+    ("[tools]\nvisibility = 'all'\n[tools.agent_to_agent]\nenabled = true\n",
+     "empty agent_to_agent.allow lets no agent through"),
+])
+def test_agent_to_agent_that_could_never_apply_is_refused(tmp_path: Path, text: str,
+                                                          words: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        load_config(write(tmp_path, text), env={})
+    assert [error["field"] for error in caught.value.errors] == ["tools"]
+    assert words in str(caught.value)
 
 
 def test_bad_file_errors_never_echo_tokens(tmp_path: Path) -> None:

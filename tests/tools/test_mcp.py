@@ -17,8 +17,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from aisopod_session import SessionStore
-from aisopod_session.service import BackgroundService
-from aisopod_session.tools import TOOL_NAMES
+from aisopod_session.service import BackgroundService, load_config
+from aisopod_session.tools import TOOL_NAMES, ToolPolicy
 from tests.tools.conftest import (
     ADMIN_TOKEN,
     BOT_TOKEN,
@@ -131,3 +131,63 @@ def test_http_refuses_a_session_header_that_is_not_a_key(served: BackgroundServi
         "Authorization": f"Bearer {token}", "X-Aisopod-Session": "not a key"})
     assert response.status_code == 400
     assert "x-aisopod-session" in response.json()["error"]
+
+
+POLICY_TOML = f"""
+[[tokens]]
+token = "{BOT_TOKEN}"
+agent = "bot"
+
+[tools]
+visibility = "agent"
+max_list = 2
+tools = {{ sessions_search = false }}
+
+[[tools.send.deny]]
+peer_kind = "dm"
+"""
+
+
+def test_the_configs_tool_policy_is_the_one_at_mcp(tmp_path: Path) -> None:
+    """[tools] of the service config, loaded as `serve --config` loads it: visibility agent
+    (the default, tree, refuses SIBLING), a tool turned off (not listed; a call names the
+    rule), a send deny rule (named), a bound (max_list)."""
+    config_file = tmp_path / "service.toml"
+    config_file.write_text(POLICY_TOML, "utf-8")
+    config = load_config(config_file, env={})
+    assert config.tools.visibility == "agent" and not config.tools.enabled("sessions_search")
+
+    async def check(session: ClientSession) -> None:
+        await session.initialize()
+        listed = await session.list_tools()
+        assert [tool.name for tool in listed.tools] == [
+            name for name in TOOL_NAMES if name != "sessions_search"]
+        history = _answer(await session.call_tool("sessions_history", {
+            "session_key": str(SIBLING), "limit": None, "offset": None, "include_tools": None}))
+        assert [m["text"] for m in history["messages"]] == ["hello from alice", "reply in alice"]
+        off = _answer(await session.call_tool("sessions_search", {"query": "hello"}))
+        assert off["error"]["rule"] == "tools.sessions_search", off
+        denied = _answer(await session.call_tool("sessions_send", {
+            "session_key": str(SIBLING), "message": "hi", "timeout_seconds": 0}))
+        assert denied["error"]["rule"] == "send.deny[0]", denied
+        sessions = _answer(await session.call_tool("sessions_list", {
+            "kinds": None, "channel": None, "agent_id": None, "active_minutes": None,
+            "limit": None, "include_preview": None}))["sessions"]
+        assert len(sessions) == 2  # max_list
+
+    with BackgroundService.over(str(tmp_path / "policy.db"), config) as service:
+        with SessionStore.open(str(tmp_path / "policy.db")) as store:
+            seed(store)
+        anyio.run(_over_http, service, BOT_TOKEN, str(CALLER), check)
+
+
+def test_the_stdio_server_takes_the_configs_tool_policy(tmp_path: Path) -> None:
+    from aisopod_session.cli._mcp import _policy
+
+    config_file = tmp_path / "service.toml"
+    config_file.write_text(POLICY_TOML, "utf-8")
+    policy = _policy(None, config_file, None, [], ["sessions_list"])
+    assert policy.visibility == "agent" and policy.max_list == 2
+    assert policy.tools == {"sessions_search": False, "sessions_list": False}
+    assert policy.send.deny[0].peer_kind == "dm"
+    assert _policy(None, None, None, [], []) == ToolPolicy()  # no config: the defaults

@@ -20,9 +20,13 @@ from aisopod_session.store import AsyncSessionStore
 from aisopod_session.tools import TOOL_NAMES, AgentToAgent, AsyncSessionTools, ToolPolicy
 
 
-def _policy(policy_file: Path | None, visibility: str | None, allow_agents: list[str],
-            disabled: list[str]) -> ToolPolicy:
+def _policy(policy_file: Path | None, config_file: Path | None, visibility: str | None,
+            allow_agents: list[str], disabled: list[str]) -> ToolPolicy:
     data: dict[str, object] = {}
+    if policy_file is None and config_file is not None:  # the service config's [tools]
+        from aisopod_session.service.config import load_config
+
+        data = load_config(config_file, env={}).tools.model_dump()
     if policy_file is not None:
         try:
             data = json.loads(policy_file.read_text("utf-8"))
@@ -65,7 +69,9 @@ def mcp(
         "--disable", metavar="TOOL", help="Turn a tool off. Repeatable.",
         show_default=False)] = None,
     policy_file: Annotated[Path | None, typer.Option(
-        "--policy", metavar="FILE", help="A ToolPolicy as JSON (the options above override it).",
+        "--policy", metavar="FILE",
+        help="A ToolPolicy as JSON (the options above override it). Default: the \\[tools] "
+             "section of the service config given with --config, if any.",
         show_default=False)] = None,
 ) -> None:
     """Serve the session tools (sessions_list, sessions_history, sessions_search,
@@ -74,8 +80,9 @@ def mcp(
     key = SessionKey.parse(session)
     if key.agent_id != agent_id:
         raise CliError(f"--session {session} is agent {key.agent_id!r}'s, not {agent_id!r}'s")
-    policy = _policy(policy_file, visibility, allow_agents or [], disabled or [])
     options = settings(ctx)
+    policy = _policy(policy_file, options.config, visibility, allow_agents or [],
+                     disabled or [])
 
     async def serve() -> None:
         from aisopod_session.tools.mcp import serve_stdio

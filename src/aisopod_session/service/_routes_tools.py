@@ -5,7 +5,8 @@ At ``/mcp`` the bearer token decides the agent: the calling session is named by 
 ``X-Aisopod-Session`` header (a canonical key), which an agent token may only name among its own
 agent's sessions (an admin token: any). Every request is authenticated again, so a session
 opened with one token cannot be continued with another's. The tools' policy is
-``app.state.tool_policy`` (a ``ToolPolicy``; the default one when not set).
+``app.state.tool_policy``: the ``[tools]`` section of the service's config (``create_app`` sets
+it; the default ``ToolPolicy`` when not set).
 """
 
 from __future__ import annotations

@@ -86,6 +86,7 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     app.state.metrics = Metrics()
     app.state.stopping = asyncio.Event()  # set when the server shuts down: streams end
     app.state.webhooks = config.webhooks
+    app.state.tool_policy = config.tools  # the session tools at /mcp
     if store is not None:
         app.state.store = store
     problems.install(app)

@@ -50,6 +50,20 @@ role = "admin"
 token = "a-long-random-agent-token"
 agent = "support-bot"
 
+[tools]                             # the session tools' ToolPolicy at /mcp (see README)
+visibility = "all"                  # self, tree (the default), agent or all
+max_search_hits = 10                # and the other bounds: max_list, max_history_messages, ...
+tools = { sessions_search = false } # per tool: false turns it off (absent: on)
+
+[tools.agent_to_agent]              # other agents' sessions: only with visibility = "all"
+enabled = true
+allow = ["support-*", "billing-bot"]  # both agents must match (globs)
+
+[[tools.send.deny]]                 # sessions_send: the first matching deny rule refuses,
+channel = "whatsapp"                # then one allow rule (if any) must match
+[[tools.send.allow]]
+key_prefix = "agent:support-bot:"
+
 [[webhooks]]                        # the change feed POSTed as Standard Webhooks (see README)
 name = "crm"                        # unique: the delivery position and log are kept by it
 url = "https://crm.example.com/hooks/aisopod"
@@ -91,6 +105,7 @@ from aisopod_session.lifecycle import (
 )
 from aisopod_session.models import normalize_name
 from aisopod_session.results import Webhook
+from aisopod_session.tools import ToolPolicy
 
 DEFAULT_DB_URL = "sqlite:///data/sessions.db"
 DEFAULT_PORT = 8787
@@ -165,6 +180,8 @@ class ServiceConfig(_Section):
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     webhooks: list[Webhook] = Field(default_factory=list)
+    tools: ToolPolicy = Field(default_factory=ToolPolicy)
+    """The session tools' policy at ``/mcp``: the fields of :class:`ToolPolicy`."""
 
     @property
     def policies(self) -> Policies:
@@ -187,6 +204,20 @@ class ServiceConfig(_Section):
         if len(set(names)) != len(names):
             raise ValueError("two webhooks have the same name")
         return webhooks
+
+    @field_validator("tools")
+    @classmethod
+    def _agent_to_agent_reachable(cls, policy: ToolPolicy) -> ToolPolicy:
+        """Refuse an agent-to-agent setting that could never take effect (the operator meant
+        something else)."""
+        a2a = policy.agent_to_agent
+        if a2a.enabled and policy.visibility != "all":
+            raise ValueError(f"agent_to_agent.enabled needs visibility = \"all\" (it is "
+                             f"{policy.visibility!r}: other agents' sessions are never visible)")
+        if a2a.enabled and not a2a.allow:
+            raise ValueError("agent_to_agent.enabled with an empty agent_to_agent.allow lets no "
+                             "agent through: list the agents (globs) in allow")
+        return policy
 
     @property
     def auth_enabled(self) -> bool:
