@@ -7,7 +7,8 @@ thread pool, a hop that costs more than the work itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.dependencies.models import Dependant
@@ -195,12 +196,12 @@ async def _agent(
     request: Request,
     agent_id: AgentIdPath,
     principal: PrincipalDep,
-    store: StoreDep,
 ) -> AsyncAgentSessions:
     check_decoded(request, "agent_id")
     agent = normalize_name_or_raise("agent_id", agent_id)
     if not principal.may_use_agent(agent):
         raise HTTPException(403, f"this token may not use agent {agent!r}")
+    store: AsyncSessionStore = request.app.state.store  # not StoreDep: a node costs a solve
     return store.for_agent(agent)
 
 
@@ -210,7 +211,19 @@ async def _admin(principal: PrincipalDep, store: StoreDep) -> AsyncSessionStore:
     return store
 
 
-async def _key(
+class SessionTarget(NamedTuple):
+    """The agent's handle and the key of one of its sessions: a session route's one dependency.
+
+    FastAPI solves a dependency's whole tree again at every place it is named (its cache only
+    spares the call), so a route taking the agent, the key (which needs the agent) and a run
+    fence (which needed the key) solved the caller's authentication four times and the agent
+    three. Everything a session route needs about its target comes from this one node."""
+
+    agent: AsyncAgentSessions
+    key: SessionKey
+
+
+async def _session(
     *,
     request: Request,
     agent: Annotated[AsyncAgentSessions, Depends(_agent)],
@@ -224,9 +237,10 @@ async def _key(
         "builds it; `x-thread-pattern` is its pattern). Case-sensitive. Percent-encoded in "
         "the URL like every part: its `/` is sent as `%2F`",
         **{"x-thread-pattern": THREAD_PEER_ID_PATTERN})],
-) -> SessionKey:
+) -> SessionTarget:
     check_decoded(request, "channel", "account_id", "peer_id")
-    return SessionKey(agent.agent_id, channel, account_id, peer_kind, peer_id)
+    return SessionTarget(agent, SessionKey(agent.agent_id, channel, account_id, peer_kind,
+                                           peer_id))
 
 
 async def _peer(
@@ -239,24 +253,40 @@ async def _peer(
     return channel, peer_id
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The run a write names (``?fence=…&owner=…``), to check against the session's current
+    run."""
+
+    fence: int
+    owner: str
+
+    def run_of(self, key: SessionKey) -> Run:
+        epoch = from_us(0)
+        return Run.model_construct(key=key, owner=self.owner, fence=self.fence,
+                                   started_at=epoch, expires_at=epoch, ttl=0.0,
+                                   stop_requested=False)
+
+
 async def _fence(
-    key: Annotated[SessionKey, Depends(_key)],
     fence: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT, description=(
         "A write a run makes: refused (409 run-lost) unless this run is the session's "
         "current run"))] = None,
     owner: Annotated[str | None, Query(max_length=MAX_ID_LENGTH,
                                        description="The run's owner (for the error)")] = None,
-) -> Run | None:
-    if fence is None:
-        return None
-    epoch = from_us(0)
-    return Run.model_construct(key=key, owner=owner or "", fence=fence, started_at=epoch,
-                               expires_at=epoch, ttl=0.0, stop_requested=False)
+) -> Fence | None:
+    # Not built on the session's key here: depending on SessionDep would solve its tree again.
+    return None if fence is None else Fence(fence, owner or "")
+
+
+def fenced(fence: Fence | None, key: SessionKey) -> Run | None:
+    """The fencing run of a write to ``key`` (None: not fenced)."""
+    return None if fence is None else fence.run_of(key)
 
 
 AgentDep = Annotated[AsyncAgentSessions, Depends(_agent)]
-RunDep = Annotated[Run | None, Depends(_fence)]
-KeyDep = Annotated[SessionKey, Depends(_key)]
+FenceDep = Annotated[Fence | None, Depends(_fence)]
+SessionDep = Annotated[SessionTarget, Depends(_session)]
 AdminDep = Annotated[AsyncSessionStore, Depends(_admin)]
 PeerDep = Annotated[tuple[str, str], Depends(_peer)]
 

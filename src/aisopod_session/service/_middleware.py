@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Collection, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 
 from aisopod_session.service import problems
 from aisopod_session.service._paths import ASGIApp, Receive, Scope, Send
@@ -64,15 +63,30 @@ class LimitBody:
 
 def add_request_metrics(app: FastAPI) -> None:
     """Count and time every request by method, route template and status."""
+    app.add_middleware(RequestMetrics)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                      ) -> Response:
+
+class RequestMetrics:
+    """Observes each request when its response starts: the time until then, its route template
+    (routing has run) and its status. Plain ASGI: Starlette's ``BaseHTTPMiddleware`` (what
+    ``@app.middleware`` builds) runs the app in a task group of its own and relays the response
+    through a memory stream, on every request, for nothing this needs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        registry: Metrics = request.app.state.metrics
-        registry.observe(request.method, template, response.status_code,
-                         time.perf_counter() - started)
-        return response
+
+        async def observed(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                template = getattr(scope.get("route"), "path", "unmatched")
+                registry: Metrics = scope["app"].state.metrics
+                registry.observe(scope["method"], template, message["status"],
+                                 time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, observed)

@@ -23,8 +23,7 @@ from aisopod_session.results import QueuedMessage, Run
 from aisopod_session.service import problems
 from aisopod_session.service._bodies import AppendBody, as_new_messages
 from aisopod_session.service._dependencies import (
-    AgentDep,
-    KeyDep,
+    SessionDep,
     part_param,
     request_shape,
 )
@@ -69,13 +68,14 @@ def _of(key: SessionKey, run: Run) -> Run:
 
 
 @runs.post("/runs", summary="Start a run: take the session's run lease (409 while busy)")
-async def start_run(request: Request, agent: AgentDep, key: KeyDep,
+async def start_run(request: Request, session: SessionDep,
                     owner: Annotated[str, part_param(Query, "Who takes the run (shown to "
                                                      "whoever finds the session busy)")],
                     ttl: TtlQuery = 60.0) -> Run:
     # Never waits here: a request held open for a busy session would take the lease for a
     # client that gave up (a proxy's timeout) and hold it for nobody. A client that waits asks
     # again (the remote store does, until the lease expires or is given back).
+    agent, key = session
     metrics: Metrics = request.app.state.metrics
     try:
         run = await agent.start_run(key, owner, ttl=ttl)
@@ -87,37 +87,37 @@ async def start_run(request: Request, agent: AgentDep, key: KeyDep,
 
 
 @runs.get("/runs/current", summary="The run holding the session now (null if none)")
-async def current_run(agent: AgentDep, key: KeyDep) -> Run | None:
-    return await agent.current_run(key)
+async def current_run(session: SessionDep) -> Run | None:
+    return await session.agent.current_run(session.key)
 
 
 @runs.post("/runs/renew", summary="Extend the run's lease (409 run-lost once it is not current)")
-async def renew_run(agent: AgentDep, key: KeyDep, body: RenewBody) -> Run:
-    return await agent.renew_run(_of(key, body.run), ttl=body.ttl)
+async def renew_run(session: SessionDep, body: RenewBody) -> Run:
+    return await session.agent.renew_run(_of(session.key, body.run), ttl=body.ttl)
 
 
 @runs.post("/runs/finish", summary="End the run; how many inbox messages wait")
-async def finish_run(agent: AgentDep, key: KeyDep, run: Run) -> WaitingBody:
-    return WaitingBody(waiting=await agent.finish_run(_of(key, run)))
+async def finish_run(session: SessionDep, run: Run) -> WaitingBody:
+    return WaitingBody(waiting=await session.agent.finish_run(_of(session.key, run)))
 
 
 @runs.post("/runs/stop", summary="Ask the current run to stop (seen on its next renewal)")
-async def request_stop(agent: AgentDep, key: KeyDep) -> StoppedBody:
-    return StoppedBody(stopped=await agent.request_stop(key))
+async def request_stop(session: SessionDep) -> StoppedBody:
+    return StoppedBody(stopped=await session.agent.request_stop(session.key))
 
 
 @runs.post("/inbox", summary="Keep incoming messages for a run to take")
-async def enqueue(agent: AgentDep, key: KeyDep, body: AppendBody) -> list[QueuedMessage]:
-    return await agent.enqueue(key, as_new_messages(body.messages))
+async def enqueue(session: SessionDep, body: AppendBody) -> list[QueuedMessage]:
+    return await session.agent.enqueue(session.key, as_new_messages(body.messages))
 
 
 @runs.get("/inbox", summary="The messages waiting, oldest first")
-async def peek_inbox(agent: AgentDep, key: KeyDep,
+async def peek_inbox(session: SessionDep,
                      limit: Annotated[int | None, Query(ge=1, le=MAX_INBOX_BATCH)] = None
                      ) -> list[QueuedMessage]:
-    return await agent.inbox(key, limit=limit)
+    return await session.agent.inbox(session.key, limit=limit)
 
 
 @runs.post("/inbox/take", summary="Move waiting messages into the history under the run's fence")
-async def take_inbox(agent: AgentDep, key: KeyDep, body: TakeBody) -> list[StoredMessage]:
-    return await agent.take_inbox(_of(key, body.run), limit=body.limit)
+async def take_inbox(session: SessionDep, body: TakeBody) -> list[StoredMessage]:
+    return await session.agent.take_inbox(_of(session.key, body.run), limit=body.limit)

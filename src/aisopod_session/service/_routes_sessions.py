@@ -24,10 +24,11 @@ from aisopod_session.service._bodies import (
 )
 from aisopod_session.service._dependencies import (
     AgentDep,
+    FenceDep,
     FilterDep,
     HistoryDep,
-    KeyDep,
-    RunDep,
+    SessionDep,
+    fenced,
     request_shape,
 )
 from aisopod_session.service._paths import DecodedPathRoute
@@ -46,72 +47,75 @@ async def list_sessions(agent: AgentDep, filter: FilterDep) -> SessionPageBody:
 
 
 @agents.put(SESSION_PATH, summary="Get or create the live session of a key")
-async def get_or_create(agent: AgentDep, key: KeyDep) -> Session:
-    return await agent.get_or_create(key)
+async def get_or_create(session: SessionDep) -> Session:
+    return await session.agent.get_or_create(session.key)
 
 
 @agents.get(SESSION_PATH, summary="Get the live session of a key")
-async def get_session(agent: AgentDep, key: KeyDep) -> Session:
-    return await agent.get(key)
+async def get_session(session: SessionDep) -> Session:
+    return await session.agent.get(session.key)
 
 
 @agents.patch(SESSION_PATH, summary="Update status, token usage or metadata")
-async def patch_session(agent: AgentDep, key: KeyDep, patch: SessionPatch, run: RunDep
-                        ) -> Session:
-    return await agent.patch(key, patch, run=run)
+async def patch_session(session: SessionDep, patch: SessionPatch, fence: FenceDep) -> Session:
+    agent, key = session
+    return await agent.patch(key, patch, run=fenced(fence, key))
 
 
 @agents.delete(SESSION_PATH, summary="Delete the session and all archived generations")
-async def delete_session(agent: AgentDep, key: KeyDep) -> DeletedBody:
-    return DeletedBody(deleted=await agent.delete(key))
+async def delete_session(session: SessionDep) -> DeletedBody:
+    return DeletedBody(deleted=await session.agent.delete(session.key))
 
 
 @agents.post(SESSION_PATH + "/reset", summary="Archive the live session and start a fresh one")
-async def reset_session(agent: AgentDep, key: KeyDep) -> Session:
-    return await agent.reset(key)
+async def reset_session(session: SessionDep) -> Session:
+    return await session.agent.reset(session.key)
 
 
 @agents.post(SESSION_PATH + "/messages", summary="Append messages (all or none)")
-async def append_messages(request: Request, agent: AgentDep, key: KeyDep,
-                          body: AppendBody, run: RunDep) -> list[StoredMessage]:
-    stored = await agent.append_messages(key, as_new_messages(body.messages), run=run)
+async def append_messages(request: Request, session: SessionDep, body: AppendBody,
+                          fence: FenceDep) -> list[StoredMessage]:
+    agent, key = session
+    stored = await agent.append_messages(key, as_new_messages(body.messages),
+                                         run=fenced(fence, key))
     metrics: Metrics = request.app.state.metrics
     metrics.appended(len(body.messages))
     return stored
 
 
 @agents.get(SESSION_PATH + "/messages", summary="Read the history, in append order")
-async def get_history(agent: AgentDep, key: KeyDep, query: HistoryDep) -> list[StoredMessage]:
-    return await agent.get_history(key, query)
+async def get_history(session: SessionDep, query: HistoryDep) -> list[StoredMessage]:
+    return await session.agent.get_history(session.key, query)
 
 
 @agents.post(SESSION_PATH + "/compact", summary="Compact the live history")
-async def compact(agent: AgentDep, key: KeyDep, strategy: CompactionStrategy, run: RunDep
+async def compact(session: SessionDep, strategy: CompactionStrategy, fence: FenceDep
                   ) -> CompactionRecord:
-    return await agent.compact(key, strategy, run=run)
+    agent, key = session
+    return await agent.compact(key, strategy, run=fenced(fence, key))
 
 
 @agents.get(SESSION_PATH + "/compaction", summary="The session's compaction record")
-async def get_compaction(agent: AgentDep, key: KeyDep) -> CompactionRecord:
-    return await agent.get_compaction_record(key)
+async def get_compaction(session: SessionDep) -> CompactionRecord:
+    return await session.agent.get_compaction_record(session.key)
 
 
 @agents.post(SESSION_PATH + "/resolve",
              summary="The session a new message belongs to (resets it if its policy says stale)")
-async def resolve_session(agent: AgentDep, key: KeyDep, now: Timestamp | None = None
-                          ) -> Resolution:
-    return await agent.resolve(key, now)
+async def resolve_session(session: SessionDep, now: Timestamp | None = None) -> Resolution:
+    return await session.agent.resolve(session.key, now)
 
 
 @agents.delete(SESSION_PATH + "/messages/newest",
                summary="Remove the newest live message and return it (null if none)")
-async def pop_message(agent: AgentDep, key: KeyDep) -> StoredMessage | None:
-    return await agent.pop_message(key)
+async def pop_message(session: SessionDep) -> StoredMessage | None:
+    return await session.agent.pop_message(session.key)
 
 
 @agents.post(SESSION_PATH + "/commit",
              summary="Append and merge metadata, here and into other sessions, in one transaction")
-async def commit(agent: AgentDep, key: KeyDep, body: CommitBody) -> CommitResultBody:
+async def commit(session: SessionDep, body: CommitBody) -> CommitResultBody:
+    agent, key = session
     shared: dict[SessionKey, MergeBody] = {}
     for entry in body.shared:
         other = _shared_key(entry.key)
