@@ -1,21 +1,25 @@
 """The change feed's cost to the append path, and how soon a watcher sees a commit.
 
     .venv/bin/python -m benchmarks.feed [--quick] [--baseline-src PATH] [--no-postgres]
+                                        [--search off|on]
 
 1. Throughput, with the feed and without: W1 (one writer, one session, one message per
    ``append_messages`` call, blocking ``SessionStore``) and W6 (64 asyncio tasks on one
    ``AsyncSessionStore``, each appending one message per call to its own session), on SQLite (a
-   file in a temporary directory) and PostgreSQL (a fresh schema, dropped afterwards), durability
-   "full". "With the feed" is this checkout's ``src`` (or ``--feed-src``); "without" is
-   ``--baseline-src`` (the ``src`` of a checkout before the feed, e.g. a ``git worktree`` of
-   ``d87135c~1``) or, if not given, that revision extracted with ``git archive`` into a temporary
-   directory. Every measurement is a child process of its own (``PYTHONPATH`` set to the ``src`` it
-   measures) on a fresh database whose sessions were created (and warmed up with a few appends)
-   before the clock starts; it appends for ``--seconds``. The two variants take turns, ``--rounds``
-   times (the order flips every round so that drifting machine load falls on both alike); the table
-   gives each variant's median and the ratio of the medians, and beside them the measuring
-   process's CPU time (user + system, all its threads) per append, which other load on the machine
-   moves less than the rates (on PostgreSQL the server's CPU is not in it).
+   file in a temporary directory) and PostgreSQL (a fresh schema, dropped afterwards),
+   durability "full". "With the feed" is this checkout's ``src`` (or ``--feed-src``); "without"
+   is ``--baseline-src`` (the ``src`` of a checkout before the feed, e.g. a ``git worktree`` of
+   ``d87135c~1``) or, if not given, that revision extracted with ``git archive`` into a
+   temporary directory. The feed variant's store is opened with ``search=False`` unless
+   ``--search on`` (the search index, issue 20, is written in the same transaction; the baseline
+   has none, so the default measures the feed alone). Every measurement is a child process of
+   its own (``PYTHONPATH`` set to the ``src`` it measures) on a fresh database whose sessions
+   were created (and warmed up with a few appends) before the clock starts; it appends for
+   ``--seconds``. The two variants take turns, ``--rounds`` times (the order flips every round
+   so that drifting machine load falls on both alike); the table gives each variant's median and
+   the ratio of the medians, and beside them the measuring process's CPU time (user + system,
+   all its threads) per append, which other load on the machine moves less than the rates (on
+   PostgreSQL the server's CPU is not in it).
 2. Watch latency: from the moment a writer's ``append_messages`` returned to the moment a
    watcher's ``watch()`` yielded the entry (matched by message id; ``time.monotonic``, which on
    Linux is one clock for every process). The watcher is either ``SessionStore.watch()`` iterated
@@ -124,11 +128,17 @@ def _identity() -> dict[str, Any]:
             "feed": hasattr(SessionStore, "latest_cursor")}
 
 
+def _search_option(search: bool | None) -> dict[str, Any]:
+    """``search=`` for ``open``: only where given (the baseline's store has no such option)."""
+    return {} if search is None else {"search": search}
+
+
 def w1(backend: str, where: str, pg_url: str, durability: str, seconds: float,
-       warmup: int) -> dict[str, Any]:
+       warmup: int, search: bool | None = None) -> dict[str, Any]:
     """One writer, one session, one message per call, for ``seconds``."""
     url, schema = _url(backend, where, pg_url)
-    with SessionStore.open(url, durability=durability, schema=schema) as store:  # type: ignore[arg-type]
+    with SessionStore.open(url, durability=durability, schema=schema,  # type: ignore[arg-type]
+                           **_search_option(search)) as store:
         agent = store.for_agent(common.AGENT)
         k = key(0)
         agent.get_or_create(k)
@@ -149,13 +159,13 @@ def w1(backend: str, where: str, pg_url: str, durability: str, seconds: float,
 
 
 def w6(backend: str, where: str, pg_url: str, durability: str, seconds: float, warmup: int,
-       writers: int) -> dict[str, Any]:
+       writers: int, search: bool | None = None) -> dict[str, Any]:
     """``writers`` asyncio tasks on one AsyncSessionStore, each on its own session."""
 
     async def main() -> dict[str, Any]:
         url, schema = _url(backend, where, pg_url)
         store = await AsyncSessionStore.open(url, durability=durability,  # type: ignore[arg-type]
-                                             schema=schema)
+                                             schema=schema, **_search_option(search))
         async with store:
             agent = store.for_agent(common.AGENT)
             keys = [key(w) for w in range(writers)]
@@ -406,8 +416,10 @@ def _child_main(raw: str) -> None:
 
 class Parent:
     def __init__(self, sizes: Sizes, sources: dict[str, Path], pg_url: str,
-                 workdir: Path) -> None:
+                 workdir: Path, search: bool) -> None:
         self.sizes = sizes
+        self.search = search
+        """Whether the feed variant's store keeps the search index (the baseline has none)."""
         self.sources = sources
         self.pg_url = pg_url
         self.workdir = workdir
@@ -457,6 +469,8 @@ class Parent:
                 extra: dict[str, Any] = {"seconds": sizes.seconds, "warmup": sizes.warmup}
                 if workload == "w6":
                     extra["writers"] = sizes.writers
+                if variant == "feed":
+                    extra["search"] = self.search
                 result = self.child(variant, workload, backend, **extra)
                 rates[variant].append(result["rate"])
                 cpu[variant].append(result["cpu_us"])
@@ -558,7 +572,8 @@ def render(sizes: Sizes, throughput: dict[tuple[str, str], dict[str, Any]],
     lines = [f"## Change feed: append cost and watch latency{quick}", "",
              f"- Machine: {context['machine']}; Python {platform.python_version()}; SQLite "
              f"{sqlite3.sqlite_version}; PostgreSQL {context['postgres'] or 'not measured'}",
-             f"- With the feed: `{context['feed_src']}`; without: `{context['baseline_src']}`",
+             f"- With the feed: `{context['feed_src']}` (search index {context['search']}); "
+             f"without: `{context['baseline_src']}`",
              f"- Load average before / after: {context['load_before']} / "
              f"{context['load_after']}; {context['seconds']:.0f} s in all",
              "- Durability `full` on both backends (SQLite WAL + synchronous=FULL; PostgreSQL "
@@ -658,6 +673,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--watch-runs", type=int)
     parser.add_argument("--watch-seconds", type=float)
     parser.add_argument("--rate", type=float, help="appends/s of a paced writer")
+    parser.add_argument("--search", choices=("off", "on"), default="off",
+                        help="the feed variant's search index (default off: the baseline has "
+                             "no search, so off measures the feed alone)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -690,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
             backends.append("postgres")
         elif not args.no_postgres:
             notes.append(f"PostgreSQL at {args.pg_url} is not reachable: left out.")
-        parent = Parent(sizes, sources, args.pg_url, workdir)
+        parent = Parent(sizes, sources, args.pg_url, workdir, search=args.search == "on")
         throughput: dict[tuple[str, str], dict[str, Any]] = {}
         latency: dict[tuple[str, str, str], dict[str, Any]] = {}
         if args.only != "watch":
@@ -707,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
                    "feed_src": sources["feed"],
                    "baseline_src": args.baseline_src or (
                        f"git archive {FEED_COMMIT}~1" if "baseline" in sources else "—"),
-                   "load_before": load_before, "load_after": _loadavg(),
+                   "search": args.search, "load_before": load_before, "load_after": _loadavg(),
                    "seconds": time.perf_counter() - started, "notes": notes}
         print(render(sizes, throughput, latency, context))
     failed = any(row["missed"] or row["errors"] for row in latency.values())

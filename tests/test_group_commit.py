@@ -25,6 +25,7 @@ from psycopg import sql
 
 from aisopod_session import (
     AsyncSessionStore,
+    InvalidInputError,
     SessionKey,
     SessionNotFoundError,
     SessionStore,
@@ -32,7 +33,8 @@ from aisopod_session import (
     StoredMessage,
     StoreUnavailableError,
 )
-from aisopod_session.store import _engine, _group_commit, _messages
+from aisopod_session.limits import MAX_TOKEN_USAGE
+from aisopod_session.store import _engine, _group_commit, _messages, _sessions
 from aisopod_session.store._engine import Engine
 from aisopod_session.store._group_commit import Job
 from aisopod_session.store._tx import Tx
@@ -745,3 +747,77 @@ def test_refused_commit_fails_its_callers_and_store_recovers(
         history = [m.content for m in agent.get_history(key_for(0))]
         assert sorted(history) == sorted(["next", *(f"b{t}" for t in range(threads) if t != 3)])
     assert_counters_match(path, {})
+
+
+# --- appends answered together (PostgreSQL: one statement each, one round trip per batch) ------
+
+
+def _append_job(key: SessionKey, content: str, tokens: int | None = None) -> Callable[[Tx], Any]:
+    """What the store runs for ``append_messages`` (the pipelined form where there is one)."""
+    work = _messages.append_messages(key, [StoredMessage.user(content, token_count=tokens)])
+    job = work.pipelined or work.write
+    assert job is not None
+    return job
+
+
+def test_appends_answered_together_fail_alone(backend_url: tuple[str, dict[str, Any]]) -> None:
+    """In one batch, an append that would overflow token_usage and one to a missing session
+    fail alone; the others are stored, and every caller gets a finished answer."""
+    url, options = backend_url
+    missing = SessionKey("bot", "discord", "acct", "dm", "nobody")
+    with SessionStore.open(url, **options) as store:
+        agent = store.for_agent("bot")
+        full, other = key_for(0), key_for(1)
+        agent.get_or_create(full)
+        agent.get_or_create(other)
+        agent.append_messages(full, [StoredMessage.user("big", token_count=MAX_TOKEN_USAGE - 5)])
+        jobs = [Job(_append_job(other, "a")), Job(_append_job(full, "over", tokens=10)),
+                Job(_append_job(missing, "lost")), Job(_append_job(other, "b"))]
+        store._engine._run_batch(jobs)
+        assert [type(job.error) for job in jobs] == [
+            type(None), InvalidInputError, SessionNotFoundError, type(None)]
+        for job, content in ((jobs[0], "a"), (jobs[3], "b")):
+            assert [m.content for m in job.result] == [content]
+            assert job.result[0].id is not None
+        assert [m.content for m in agent.get_history(other)] == ["a", "b"]
+        assert [m.id for m in agent.get_history(other)] == [jobs[0].result[0].id,
+                                                            jobs[3].result[0].id]
+        session = agent.get(full)
+        assert (session.message_count, session.token_usage) == (1, MAX_TOKEN_USAGE - 5)
+        appended = [c for c in store.changes(limit=100)
+                    if c.kind.value == "messages.appended" and c.key == other]
+        assert [c.data["message_ids"] for c in appended] == [[jobs[0].result[0].id],
+                                                            [jobs[3].result[0].id]]
+    assert_counters_match(url, options)
+
+
+def _kinds(store: SessionStore, key: SessionKey) -> list[str]:
+    return [c.kind.value for c in store.changes(limit=100) if c.key == key]
+
+
+def test_appends_answered_together_keep_their_turn_in_the_feed(
+    backend_url: tuple[str, dict[str, Any]],
+) -> None:
+    """A batch's appends are answered after its later jobs ran: their feed entries still go
+    where their statements ran (before a reset that followed them), and an append that found
+    no session is not retried after a later job created it (it fails, as in its turn)."""
+    url, options = backend_url
+    with SessionStore.open(url, **options) as store:
+        agent = store.for_agent("bot")
+        existing, created = key_for(0), key_for(1)
+        agent.get_or_create(existing)
+        reset = _sessions.reset(existing).write
+        create = _sessions.get_or_create(created).write
+        assert reset is not None and create is not None
+        jobs = [Job(_append_job(existing, "before the reset")), Job(reset)]
+        store._engine._run_batch(jobs)
+        jobs += [Job(_append_job(created, "before the session")), Job(create)]
+        store._engine._run_batch(jobs[2:])
+        assert [type(job.error) for job in jobs] == [
+            type(None), type(None), SessionNotFoundError, type(None)]
+        assert _kinds(store, existing) == ["session.created", "messages.appended",
+                                           "session.reset", "session.created"]
+        assert _kinds(store, created) == ["session.created"]
+        assert agent.get_history(existing) == []
+        assert agent.get_history(created) == []
+    assert_counters_match(url, options)

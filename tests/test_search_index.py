@@ -25,7 +25,10 @@ from aisopod_session import (
     SlidingWindow,
     StoredMessage,
 )
+from aisopod_session.store import _messages
+from aisopod_session.store._group_commit import Job
 from aisopod_session.store._migrations import migrations
+from aisopod_session.store._tx import Tx
 from tests.conftest import PG_URL
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -355,3 +358,59 @@ def test_search_statements_are_served_by_the_index(traced_sqlite: Any, tmp_path:
             plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
             assert not re.search(r"\bSCAN (sessions|messages|s|m)\b(?! USING)", plan), (
                 query, plan)
+
+
+def test_a_message_deleted_later_in_its_transaction_is_never_indexed(
+    backend_url: tuple[str, dict[str, Any]],
+) -> None:
+    """Index entries are written just before COMMIT, joined to the messages still there: an
+    append whose message a later job of the same batch removes leaves nothing in the index's
+    tables (before, FTS5 kept the words in its segments until they were merged)."""
+    url, options = backend_url
+    with open_store(url, options) as store:
+        bot = store.for_agent("bot")
+        bot.get_or_create(key("alice"))
+        bot.append_messages(key("alice"), [StoredMessage.user("plain words")])
+        append = _messages.append_messages(key("alice"), [StoredMessage.user("xylophonic")])
+        pop = _messages.pop_message(key("alice"))
+        assert append.write is not None and pop.write is not None
+
+        def append_then_pop(tx: Tx) -> Any:
+            assert append.write is not None and pop.write is not None
+            append.write(tx)
+            return pop.write(tx)
+
+        popped = store._engine.write(append_then_pop)
+        assert popped is not None and popped.content == "xylophonic"
+        assert bot.search("xylophonic").hits == []
+        assert [hit.message_id for hit in bot.search("plain").hits] != []
+    assert not secret_left(url, options, "xylophonic")
+
+
+def test_a_job_rolled_back_in_its_batch_leaves_no_index_entry(
+    backend_url: tuple[str, dict[str, Any]],
+) -> None:
+    """A job that fails after appending is rolled back to its savepoint, its index entries
+    with it: SQLite may hand its message id to the next job's message, whose own words are
+    what the index then holds for that id."""
+    url, options = backend_url
+    with open_store(url, options) as store:
+        bot = store.for_agent("bot")
+        bot.get_or_create(key("alice"))
+        failing = _messages.append_messages(key("alice"), [StoredMessage.user("quetzalcoatlus")])
+        assert failing.write is not None
+
+        def append_then_fail(tx: Tx) -> Any:
+            assert failing.write is not None
+            failing.write(tx)
+            raise RuntimeError("the job had a bug")
+
+        later = _messages.append_messages(key("alice"), [StoredMessage.user("zebrafinch")])
+        jobs = [Job(append_then_fail), Job(later.pipelined or later.write)]  # type: ignore[arg-type]
+        store._engine._run_batch(jobs)
+        assert isinstance(jobs[0].error, RuntimeError) and jobs[1].error is None
+        [stored] = jobs[1].result
+        assert [hit.message_id for hit in bot.search("zebrafinch").hits] == [stored.id]
+        assert bot.search("quetzalcoatlus").hits == []
+    assert not secret_left(url, options, "quetzalcoatlus")
+    assert secret_indexed(url, options, "zebrafinch")

@@ -67,7 +67,7 @@ async def run_work(engine: Engine, work: Work[T]) -> T:
         if found is not None or work.write is None:
             return found  # type: ignore[return-value]  # a read alone never returns None
     assert work.write is not None
-    return await engine.write_async(work.write, work.lock_key)
+    return await engine.write_async(work.pipelined or work.write, work.lock_key)
 
 
 WATCH_PAGE = 500

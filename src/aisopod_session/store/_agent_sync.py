@@ -69,7 +69,7 @@ def run_work(engine: Engine, work: Work[T]) -> T:
         if found is not None or work.write is None:
             return found  # type: ignore[return-value]  # a read alone never returns None
     assert work.write is not None
-    return engine.write(work.write, work.lock_key)
+    return engine.write(work.pipelined or work.write, work.lock_key)
 
 
 WATCH_PAGE = 500

@@ -18,12 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from aisopod_session.errors import SessionError, StoreClosedError, StoreUnavailableError
 from aisopod_session.store._changes import write_recorded
 from aisopod_session.store._group_commit import GroupCommitter, Job
-from aisopod_session.store._tx import Dialect, LockKey, OneStatement, Tx
+from aisopod_session.store._search_index import index_recorded
+from aisopod_session.store._tx import Dialect, LockKey, OneStatement, Pending, Tx
 from aisopod_session.store._wakeups import FeedWatchers, RunEnds
 
 T = TypeVar("T")
@@ -181,13 +182,16 @@ class Engine(ABC):
             self._check_open()
             raise
 
-    def write(self, fn: Callable[[Tx], T], lock_key: LockKey | None = None) -> T:
+    def write(self, fn: Callable[[Tx], T | Pending[T]], lock_key: LockKey | None = None) -> T:
+        """Run ``fn`` in a batch and answer its result once committed (a :class:`Pending`
+        result finished: see ``_run_jobs``)."""
         self._check_open()
-        return self._committer.run(fn, lock_key)
+        return cast(T, self._committer.run(fn, lock_key))
 
-    async def write_async(self, fn: Callable[[Tx], T], lock_key: LockKey | None = None) -> T:
+    async def write_async(self, fn: Callable[[Tx], T | Pending[T]],
+                          lock_key: LockKey | None = None) -> T:
         self._check_open()
-        return await self._committer.run_async(fn, lock_key)
+        return cast(T, await self._committer.run_async(fn, lock_key))
 
     def close(self) -> None:
         """Refuse new work, finish the writes and reads already started, then disconnect."""
@@ -281,27 +285,9 @@ class Engine(ABC):
         committed = fed = False
         try:
             with self._write_tx() as tx:
-                for job in jobs:
-                    recorded = len(tx.changes)
-                    if isolated:
-                        tx.send("SAVEPOINT job")
-                    try:
-                        job.result = job.fn(tx)
-                        tx.answer_sent()
-                    except Exception as exc:
-                        own = isinstance(exc, SessionError) or self.classify(exc) is Failure.JOB
-                        if not own:
-                            raise
-                        job.error = exc
-                        if not isolated:
-                            raise JobFailedError from exc
-                        tx.settle()
-                        tx.send("ROLLBACK TO SAVEPOINT job")
-                        del tx.changes[recorded:]  # the job's entries went with its changes
-                    except BaseException as exc:
-                        raise JobAbortedError(job, exc) from exc
-                    if isolated:
-                        tx.send("RELEASE SAVEPOINT job")
+                self._run_in(tx, jobs, isolated=isolated)
+                if tx.to_index:
+                    index_recorded(tx)
                 fed = bool(tx.changes)
                 if fed:
                     write_recorded(tx, tx.changes)
@@ -318,6 +304,58 @@ class Engine(ABC):
             self.feed.changed()
             self._announce_changes()
         return True
+
+    def _run_in(self, tx: Tx, jobs: list[Job], *, isolated: bool) -> None:
+        """Run the jobs in ``tx``: each in a savepoint of its own if ``isolated``, else the
+        first failure rolls the batch back (JobFailedError)."""
+        pending: list[tuple[Job, Pending[Any], int]] = []  # and where its feed entries go
+        for job in jobs:
+            recorded, to_index = len(tx.changes), len(tx.to_index)
+            if isolated:
+                tx.send("SAVEPOINT job")
+            try:
+                result = job.fn(tx)
+                if type(result) is Pending:
+                    if isolated:  # its answers now: a failure is its savepoint's
+                        result = result.finish(True)
+                    else:  # with the other jobs' answers, in one round trip
+                        pending.append((job, result, recorded))
+                job.result = result
+                tx.answer_sent()
+            except Exception as exc:
+                self._fail_job(job, exc, isolated)
+                tx.settle()
+                tx.send("ROLLBACK TO SAVEPOINT job")
+                # the job's feed and index entries went with its changes
+                del tx.changes[recorded:], tx.to_index[to_index:]
+            except BaseException as exc:
+                raise JobAbortedError(job, exc) from exc
+            if isolated:
+                tx.send("RELEASE SAVEPOINT job")
+        moved = 0  # entries put back before later jobs' so far
+        for job, waiting, slot in pending:
+            before = len(tx.changes)
+            try:
+                job.result = waiting.finish(job is jobs[-1])
+            except Exception as exc:
+                self._fail_job(job, exc, isolated)  # raises: not isolated
+            except BaseException as exc:
+                raise JobAbortedError(job, exc) from exc
+            # Its statements ran in its turn: so go its feed entries, before later jobs'.
+            entries = tx.changes[before:]
+            del tx.changes[before:]
+            tx.changes[slot + moved:slot + moved] = entries
+            moved += len(entries)
+
+    def _fail_job(self, job: Job, exc: Exception, isolated: bool) -> None:
+        """A job raised ``exc``: if it is the job's own failure, record it, and without
+        savepoints roll the batch back (JobFailedError); else raise ``exc``, which fails the
+        batch."""
+        if not (isinstance(exc, SessionError) or self.classify(exc) is Failure.JOB):
+            raise exc
+        job.error = exc
+        if not isolated:
+            raise JobFailedError from exc
 
 
 class JobFailedError(Exception):

@@ -4,7 +4,7 @@ the newest message (for the integrations' ``pop_item``)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aisopod_session import _json, _time
@@ -31,13 +31,33 @@ from aisopod_session.store._schema import (
     not_found,
     twice,
 )
-from aisopod_session.store._tx import OneStatement, Tx, Work
+from aisopod_session.store._search_index import index_messages
+from aisopod_session.store._tx import OneStatement, OutOfTurnError, Pending, Tx, Work
 
 _COUNT_APPEND = (
     "UPDATE sessions SET message_count = message_count + ?, token_usage = token_usage + ?, "
     f"last_seq = last_seq + ?, updated_at = ?, status = 'active' WHERE {LIVE_KEY_WHERE} "
     "RETURNING id, last_seq, token_usage"
 )
+
+
+# PostgreSQL: the counters' update feeds the insert, so an append is one statement whose answer
+# (the new ids) can wait until the batch's other jobs have sent theirs (``append_messages``).
+_APPEND_IN_ONE = (
+    "WITH s AS (" + _COUNT_APPEND + "), m AS ("
+    "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, token_count) "
+    "SELECT s.id, s.last_seq - CAST(? AS BIGINT) + v.o, v.r, v.c, v.t, v.a, v.n "
+    "FROM s, (VALUES {values}) AS v (o, r, c, t, a, n) ORDER BY v.o RETURNING id, seq) "
+    "SELECT s.id, s.last_seq, s.token_usage, m.id FROM s, m ORDER BY m.seq"
+)
+_APPEND_ROW = "(CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS BIGINT))"
+MAX_APPEND_IN_ONE = 100
+"""Messages an append sends in that one statement (a larger append takes the general way)."""
+
+
+@functools.cache
+def _append_in_one(count: int) -> str:
+    return _APPEND_IN_ONE.format(values=", ".join([_APPEND_ROW] * count))
 
 
 def message_row(seq: int, new: NewMessage) -> MessageRow:
@@ -83,6 +103,13 @@ def append_messages(key: SessionKey, messages: Any,
     prepared = _checks.new_messages(messages)
     with_ids = [p for p in prepared if p.message.external_id is not None]
 
+    def pipelined(tx: Tx) -> list[StoredMessage] | Pending[list[StoredMessage]]:
+        if with_ids or not prepared or len(prepared) > MAX_APPEND_IN_ONE \
+                or not tx.dialect.writable_ctes:
+            return write(tx)
+        check_fence(tx, run)
+        return _append_in_one_statement(tx, key, prepared, write)
+
     def write(tx: Tx) -> list[StoredMessage]:
         check_fence(tx, run)
         if not prepared:
@@ -113,9 +140,7 @@ def append_messages(key: SessionKey, messages: Any,
             if row is None:
                 raise not_found(key)
             if int(row[2]) > MAX_TOKEN_USAGE:  # raising rolls the update back
-                raise InvalidInputError.for_field(
-                    "messages", f"the session's token_usage would exceed {MAX_TOKEN_USAGE}"
-                )
+                raise _token_usage_exceeded()
             session_id, last_seq = int(row[0]), int(row[1])
             first_seq = last_seq - len(new) + 1
             ids = insert_messages(tx, session_id, [
@@ -131,7 +156,46 @@ def append_messages(key: SessionKey, messages: Any,
             for message, p in zip(stored, prepared, strict=True)
         ]
 
-    return Work(write=write, lock_key=lock_order(key))
+    return Work(write=write, pipelined=pipelined, lock_key=lock_order(key))
+
+
+def _append_in_one_statement(
+    tx: Tx, key: SessionKey, prepared: Sequence[NewMessage],
+    write: Callable[[Tx], list[StoredMessage]],
+) -> Pending[list[StoredMessage]]:
+    """An append without ``external_id``s as one statement, its answer read with the batch's
+    (PostgreSQL). ``write``, the general way, runs if it found no live session: to tell why, or
+    to find the fresh row of a reset that committed meanwhile (see ``_schema.twice``)."""
+    count = len(prepared)
+    params: list[Any] = [
+        count, sum(p.message.token_count or 0 for p in prepared), count,
+        to_us(_time.utc_now()), *key_params(key), count]
+    for offset, p in enumerate(prepared, 1):
+        params += (offset, ROLE_TEXT[p.message.role], p.content, p.tool_calls, p.created_at,
+                   p.message.token_count)
+    rows_of = tx.later(_append_in_one(count), params)
+
+    def finish(in_turn: bool) -> list[StoredMessage]:
+        rows = rows_of()
+        if not rows:
+            if not in_turn:
+                raise OutOfTurnError
+            return write(tx)
+        session_id, last_seq, token_usage = int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+        if token_usage > MAX_TOKEN_USAGE:  # raising rolls the statement back
+            raise _token_usage_exceeded()
+        ids = [int(row[3]) for row in rows]
+        index_messages(tx, [(id_, p.content, p.tool_calls)
+                            for id_, p in zip(ids, prepared, strict=True)])
+        record_appended(tx, key.agent_id, session_id, ids, last_seq - count + 1)
+        return [_with_id(p.message, id_) for id_, p in zip(ids, prepared, strict=True)]
+
+    return Pending(finish)
+
+
+def _token_usage_exceeded() -> InvalidInputError:
+    return InvalidInputError.for_field(
+        "messages", f"the session's token_usage would exceed {MAX_TOKEN_USAGE}")
 
 
 # --- history ---------------------------------------------------------------------------------

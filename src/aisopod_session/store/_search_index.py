@@ -45,11 +45,32 @@ def indexing(tx: Tx) -> bool:
     return tx.dialect not in _NOT_INDEXING
 
 
-def index_messages(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool = False) -> None:
-    """Index stored messages given as (id, content JSON, tool_calls JSON) rows, unless the
-    store was opened with search off. ``replace``: a message may be indexed already."""
-    if not indexing(tx):
-        return
+def index_messages(tx: Tx, rows: Iterable[tuple[int, str, str | None]]) -> None:
+    """Index messages this transaction stored, given as (id, content JSON, tool_calls JSON),
+    unless the store was opened with search off: recorded on the transaction, and written by
+    :func:`index_recorded` just before it commits, or as soon as a chunk's worth is recorded
+    (one statement for a whole batch of appends, where FTS5 and a pipelined connection charge
+    per statement)."""
+    if indexing(tx):
+        tx.to_index.extend(rows)
+        if len(tx.to_index) >= _CHUNK:  # a long write (an import) keeps its memory bounded
+            index_recorded(tx)
+
+
+def index_recorded(tx: Tx) -> None:
+    """Write the index entries the transaction recorded (the engine calls it before COMMIT).
+
+    Joined to ``messages``: a message a later job of the batch deleted again (a pop, an erasure)
+    is not indexed. A job rolled back to its savepoint took its entries with it (the engine
+    cuts ``Tx.to_index``), so an id SQLite hands out again is never indexed with old text.
+    """
+    rows, tx.to_index = tx.to_index, []
+    _write(tx, rows, replace=False)
+
+
+def _write(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool) -> None:
+    """Index (id, content JSON, tool_calls JSON) rows now. ``replace``: a message may be
+    indexed already (the backfill)."""
     entries = []
     for id_, content, tool_calls in rows:
         found = index_tokens(content, tool_calls)
@@ -62,13 +83,17 @@ def index_messages(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool = Fal
             for id_, found in chunk:
                 params.extend((id_, " ".join(found)))
             verb = "INSERT OR REPLACE" if replace else "INSERT"
-            tx.run(f"{verb} INTO message_fts (rowid, body) VALUES "
-                   + ", ".join("(?, ?)" for _ in chunk), params)
+            tx.run(f"{verb} INTO message_fts (rowid, body) SELECT v.column1, v.column2 FROM "
+                   "(VALUES " + ", ".join("(?, ?)" for _ in chunk) + ") AS v "
+                   "JOIN messages m ON m.id = v.column1", params)
         elif not replace:  # messages this transaction stored
             for id_, found in chunk:
                 params.extend((id_, sorted(set(found))))
-            tx.run("INSERT INTO message_search (message_id, terms) VALUES "
-                   + ", ".join("(?, array_to_tsvector(CAST(? AS text[])))" for _ in chunk), params)
+            # Sent, not waited for: it travels with COMMIT, and its failure refuses the commit.
+            tx.send("INSERT INTO message_search (message_id, terms) "
+                    "SELECT v.id, array_to_tsvector(v.terms) FROM (VALUES "
+                    + ", ".join("(CAST(? AS BIGINT), CAST(? AS text[]))" for _ in chunk)
+                    + ") AS v (id, terms) JOIN messages m ON m.id = v.id", params)
         else:
             for id_, found in chunk:
                 params.extend((id_, sorted(set(found))))
@@ -150,7 +175,7 @@ def build_batch(size: Any) -> Work[tuple[int, bool]]:
             return 0, True
         rows = tx.all("SELECT id, content, tool_calls FROM messages WHERE id < ? "
                       f"ORDER BY id DESC LIMIT ?{tx.dialect.for_update}", (below, size))
-        index_messages(tx, rows, replace=True)
+        _write(tx, rows, replace=True)
         left = int(rows[-1][0]) if len(rows) == size else 0
         if left and tx.one("SELECT 1 FROM messages WHERE id < ? LIMIT 1", (left,)) is None:
             left = 0  # that was the last batch

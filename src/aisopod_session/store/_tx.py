@@ -29,6 +29,8 @@ class Cursor(Protocol):
 
     def fetchall(self) -> list[Any]: ...
 
+    def close(self) -> None: ...
+
 
 class Dialect:
     """The few differences between the SQL the backends accept."""
@@ -49,12 +51,12 @@ class Dialect:
         """A statement telling other processes that a key's run ended (its one parameter: the
         key's name, see ``_wakeups``); None where only this process can be told."""
         self.run_poll_seconds = run_poll_seconds
+        """How often a waiting start_run looks again without being woken."""
         self.notify_changes = notify_changes
         """A statement telling other processes that the feed grew (sent after a commit that
         wrote entries); None where only this process can be told."""
         self.writable_ctes = writable_ctes
         """Whether an UPDATE can feed an INSERT in one statement (``WITH … UPDATE … RETURNING``)."""
-        """How often a waiting start_run looks again without being woken."""
         self._placeholder = placeholder
         self._translated: dict[str, str] = {}
 
@@ -70,21 +72,29 @@ class Dialect:
 class Tx:
     """One connection inside one transaction (or one read), with the dialect applied."""
 
-    __slots__ = ("_cursor", "_sent", "_sql", "_wait", "changes", "dialect")
+    __slots__ = ("_cursor", "_new_cursor", "_sent", "_sql", "_wait", "changes", "dialect",
+                 "to_index")
 
     def __init__(self, cursor: Cursor, dialect: Dialect,
-                 wait: Callable[[], None] | None = None) -> None:
+                 wait: Callable[[], None] | None = None,
+                 new_cursor: Callable[[], Cursor] | None = None) -> None:
         self._cursor = cursor
         self._sql = dialect.sql
         self._wait = wait
         """Where statements are pipelined (PostgreSQL's write transactions): waits until every
         statement sent so far has been answered, raising the error of one that failed. A
         statement whose rows are fetched is waited for by the fetch itself."""
+        self._new_cursor = new_cursor
+        """Where statements are pipelined: another cursor of the transaction's connection, to
+        hold the rows of a statement read later (see :meth:`later`)."""
         self._sent = False  # a statement was sent (see send) and nothing answered since
         self.dialect = dialect
         self.changes: list[tuple[str, str | None, int | None, str]] = []
         """Change-feed entries recorded by the transaction's writes (kind, agent, session,
         JSON data), written just before it commits (see ``_changes``)."""
+        self.to_index: list[tuple[int, str, str | None]] = []
+        """Messages the transaction stored, as (id, content JSON, tool_calls JSON), added to the
+        search index just before it commits, all in one statement (see ``_search_index``)."""
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self._cursor.execute(self._sql(sql), params)
@@ -110,6 +120,29 @@ class Tx:
         failure surfaces there (see :meth:`answer_sent`), and fails the transaction."""
         self._cursor.execute(self._sql(sql), params)
         self._sent = self._wait is not None
+
+    def later(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], list[Any]]:
+        """Send a statement whose rows are read later, by calling the function returned.
+
+        Where statements are pipelined, nothing waits for its answer now: the first read of
+        such rows fetches the answers of everything sent before it, so the statements of many
+        jobs (see :class:`Pending`) share one round trip. Elsewhere it runs at once. Its failure
+        surfaces when its rows (or those of a statement sent after it) are read.
+        """
+        if self._new_cursor is None:
+            self._cursor.execute(self._sql(sql), params)
+            rows = self._cursor.fetchall()
+            return lambda: rows
+        cursor = self._new_cursor()
+        cursor.execute(self._sql(sql), params)
+
+        def rows_of_statement() -> list[Any]:
+            try:
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+
+        return rows_of_statement
 
     def answer_sent(self) -> None:
         """Raise now the failure of a statement sent and not answered yet (a round trip only
@@ -160,6 +193,32 @@ class OneStatement(Generic[T]):
 
 
 
+class Pending(Generic[T]):
+    """A write's result still waiting for the answers of statements it sent with
+    :meth:`Tx.later`: ``finish(in_turn)`` reads them and gives the result (or raises the write's
+    error).
+
+    The engine finishes a batch's pending writes after every job of the batch has sent its
+    statements, so that, where statements are pipelined, a batch of appends costs one round trip
+    for all of them instead of one per statement. Until finished, a pending write has changed
+    the database but may still fail: ``finish`` runs inside the transaction, and raising there
+    fails the job like raising in ``write``. ``in_turn`` is False when later jobs of the batch
+    have run since: a write that would need more statements then raises :class:`OutOfTurnError`
+    (they would run after those jobs'), and the batch runs again with each job finished in its
+    turn. The feed entries ``finish`` records are put where the job's turn was.
+    """
+
+    __slots__ = ("finish",)
+
+    def __init__(self, finish: Callable[[bool], T]) -> None:
+        self.finish = finish
+
+
+class OutOfTurnError(Exception):
+    """Raised by :meth:`Pending.finish` out of turn when the write must go on with more
+    statements: the engine runs the batch again, finishing each job in its turn."""
+
+
 @dataclass(frozen=True, slots=True)
 class Work(Generic[T]):
     """What an operation needs run: a read, a write, or a read with a write as fallback.
@@ -170,6 +229,9 @@ class Work(Generic[T]):
 
     read: Callable[[Tx], T | None] | None = None
     write: Callable[[Tx], T] | None = None
+    pipelined: Callable[[Tx], T | Pending[T]] | None = None
+    """The same write as ``write``, which may answer :class:`Pending`: what the engine runs
+    when given (``write`` is what another operation's write calls to include this one)."""
     lock_key: LockKey | None = None
     """The session a write locks (see ``_schema.lock_order``), so batches lock in one order: no
     deadlocks."""
