@@ -116,6 +116,7 @@ PROBLEM_TYPES: dict[str, type[SessionError]] = {
         ("invalid-input", InvalidInputError),
         ("session-not-found", SessionNotFoundError),
         ("access-denied", AccessDeniedError),
+        ("search-disabled", SearchDisabledError),
         ("conflict", ConflictError),
         ("store-unavailable", StoreUnavailableError),
         # a write whose COMMIT failed: StoreUnavailableError with maybe_committed=True

@@ -85,6 +85,13 @@ MAX_SEARCHED_CHARS = 65_536
 """How much of one message is searched: its words up to this many characters of indexed text
 (a PostgreSQL tsvector holds at most 1 MB; both backends search the same part)."""
 
+MAX_SEARCH_BUILD_BATCH = 10_000
+"""Largest ``batch_size`` of ``build_search_index`` (one write transaction per batch)."""
+
+MAX_SEARCH_BUILD_BATCHES_PER_REQUEST = 10
+"""Most batches one ``POST /v1/admin/search/index/build`` runs: a request indexes at most
+10 batches of 10,000 messages (a few seconds), then answers what is still pending."""
+
 MAX_RANKED_MATCHES = 1_000
 """How many matching messages (the most recently stored) a search ordered by ``best`` ranks: a
 query with more matches says so (``SearchPage.partial_ranking``); narrow it or page by

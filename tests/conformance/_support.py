@@ -118,9 +118,3 @@ def populate(store: Any) -> dict[str, Any]:
     other.append_messages(carol, [StoredMessage.user("other agent's secret")])
     return {"bot": bot, "other": other, "alice": alice, "bob": bob, "carol": carol}
 
-
-
-SEARCH_SKIPPED_BACKENDS = {"http": "search not on HTTP yet"}
-"""Backends whose store has no search yet (tests/conformance/test_search.py skips them): the
-service and the remote store get search in the next step; remove the entry to run the search
-conformance cases over HTTP too."""

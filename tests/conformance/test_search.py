@@ -25,22 +25,9 @@ from aisopod_session import (
     StoredMessage,
 )
 from aisopod_session.limits import MAX_SEARCH_QUERY_CHARS, MAX_SEARCH_TERMS
-from tests.conformance._support import SEARCH_SKIPPED_BACKENDS, key
+from tests.conformance._support import key
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def open_search_store(open_store: Any) -> Any:
-    reason = SEARCH_SKIPPED_BACKENDS.get(open_store.backend)
-    if reason:
-        pytest.skip(reason)
-    return open_store
-
-
-@pytest.fixture
-def store(open_search_store: Any) -> Any:
-    return open_search_store()
 
 
 def found(page: Any) -> list[str]:
@@ -292,8 +279,8 @@ def test_an_agent_never_sees_another_agent_s_messages(store: Any) -> None:
         bot.get_history(key("alice", agent="other"))
 
 
-def test_deleted_popped_purged_and_erased_messages_are_not_found(open_search_store: Any) -> None:
-    store = open_search_store(policies=Policies(retention=RetentionPolicy(
+def test_deleted_popped_purged_and_erased_messages_are_not_found(open_store: Any) -> None:
+    store = open_store(policies=Policies(retention=RetentionPolicy(
         compacted_messages=timedelta(seconds=1), archived_sessions=None, changes=None)))
     bot = store.for_agent("bot")
     say(bot, key("alice"), "walrus alpha")
@@ -312,12 +299,12 @@ def test_deleted_popped_purged_and_erased_messages_are_not_found(open_search_sto
         assert store.search_all(word, filter=everything).hits == []
 
 
-def test_search_off_refuses_search_and_keeps_writing(open_search_store: Any) -> None:
-    store = open_search_store()
+def test_search_off_refuses_search_and_keeps_writing(open_store: Any) -> None:
+    store = open_store()
     bot = store.for_agent("bot")
     say(bot, key("alice"), "beacon before")
     store.close()
-    off = open_search_store(search=False)
+    off = open_store(search=False)
     bot = off.for_agent("bot")
     say(bot, key("alice"), "beacon during")  # W1 appends work with indexing off
     assert [m.content for m in bot.get_history(key("alice"))] == [
@@ -328,10 +315,13 @@ def test_search_off_refuses_search_and_keeps_writing(open_search_store: Any) -> 
         off.search_all("beacon")
     assert off.search_index_status().enabled is False
     off.close()
-    on = open_search_store()
+    on = open_store()
     status = on.search_index_status()
     assert status.enabled and status.pending == 2
     assert not on.for_agent("bot").search("beacon").complete
+    with pytest.raises(InvalidInputError, match="max_batches"):
+        on.build_search_index(max_batches=0)
+    assert on.build_search_index(batch_size=1, max_batches=1).pending == 1  # a bounded build
     progress: list[int] = []
     done = on.build_search_index(batch_size=1, on_progress=lambda s: progress.append(s.pending))
     assert done.pending == 0 and progress[-1] == 0
@@ -339,6 +329,6 @@ def test_search_off_refuses_search_and_keeps_writing(open_search_store: Any) -> 
     assert page.complete and found(page) == ["beacon during", "beacon before"]
 
 
-def test_search_option_is_checked(open_search_store: Any) -> None:
+def test_search_option_is_checked(open_store: Any) -> None:
     with pytest.raises(InvalidInputError, match="search"):
-        open_search_store(search="no")
+        open_store(search="no")

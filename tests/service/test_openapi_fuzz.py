@@ -49,6 +49,7 @@ def test_the_document_lists_every_route() -> None:
     served = {f"{method} {route.path}"
               for router in (service.agents, service.details, service.runs, service.admin,
                              service.probes, service.agent_changes, service.admin_changes,
+                             service.agent_search, service.admin_search,
                              service.webhooks, service._routes_tools.tools_routes)
               for route in router.routes
               if isinstance(route, APIRoute) and route.include_in_schema

@@ -25,16 +25,6 @@ SIBLING = SessionKey("bot", "discord", "acct", "dm", "alice")
 FOREIGN = SessionKey("other", "discord", "acct", "dm", "carol")
 
 
-SEARCH_UNAVAILABLE = ("sessions_search needs the store's search (issue 20), which the remote "
-                      "store does not offer yet: the tool answers 'unavailable' over HTTP")
-
-
-def skip_if_search_unavailable(answer: dict[str, Any]) -> None:
-    """The one place search tests over HTTP are skipped, and why."""
-    if answer.get("error", {}).get("type") == "unavailable":
-        pytest.skip(SEARCH_UNAVAILABLE)
-
-
 def seed(store: Any) -> None:
     """The caller's group, its thread, another session of its agent, one of another agent."""
     for key in (CALLER, THREAD, SIBLING, FOREIGN):

@@ -30,7 +30,6 @@ from tests.tools.conftest import (
     SIBLING,
     THREAD,
     seed,
-    skip_if_search_unavailable,
 )
 
 VISIBILITIES = ("self", "tree", "agent", "all")
@@ -135,8 +134,6 @@ def call_as_caller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
 @pytest.mark.parametrize("tool", TOOL_NAMES)
 def test_policy_matrix(call_as_caller: tuple[str, Caller], tool: str) -> None:
     _kind, call = call_as_caller
-    if tool == "sessions_search":
-        skip_if_search_unavailable(call(ToolPolicy(), tool, arguments(tool, CALLER)))
     wrong = []
     cells = 0
     for visibility in VISIBILITIES:

@@ -6,6 +6,7 @@ This module assembles the application; the parts live beside it:
   addressed by its key's parts (``…/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}``);
 - :mod:`._routes_admin`: admin routes under ``/v1/admin``;
 - :mod:`._routes_changes`: the change feed, pages and a Server-Sent Events stream;
+- :mod:`._routes_search`: full-text search (agent-scoped and admin) and the index's admin routes;
 - :mod:`._routes_webhooks`: webhook delivery (started with the app) and its admin routes;
 - :mod:`._routes_probes`: ``/healthz``, ``/readyz`` and ``/metrics``;
 - :mod:`._dependencies` (who is calling, which agent and key), :mod:`._bodies` (request and
@@ -30,6 +31,7 @@ from aisopod_session.service._routes_admin import IMPORT_PATH, admin
 from aisopod_session.service._routes_changes import admin_changes, agent_changes
 from aisopod_session.service._routes_probes import probes
 from aisopod_session.service._routes_runs import runs
+from aisopod_session.service._routes_search import admin_search, agent_search
 from aisopod_session.service._routes_sessions import agents, details
 from aisopod_session.service._routes_webhooks import delivering, webhooks
 from aisopod_session.service._throttle import AuthThrottle
@@ -39,8 +41,8 @@ from aisopod_session.service.maintenance import run_maintenance
 from aisopod_session.service.metrics import Metrics
 from aisopod_session.store import AsyncSessionStore
 
-__all__ = ["ServiceApp", "admin", "admin_changes", "agent_changes", "agents", "create_app",
-           "details", "probes", "runs", "webhooks"]
+__all__ = ["ServiceApp", "admin", "admin_changes", "admin_search", "agent_changes",
+           "agent_search", "agents", "create_app", "details", "probes", "runs", "webhooks"]
 
 
 def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | None = None
@@ -95,6 +97,8 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
     app.include_router(runs)
     app.include_router(agent_changes)
     app.include_router(admin_changes)
+    app.include_router(agent_search)
+    app.include_router(admin_search)
     app.include_router(admin)
     app.include_router(webhooks)
     app.include_router(probes)

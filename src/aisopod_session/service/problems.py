@@ -31,6 +31,7 @@ from aisopod_session.errors import (
     InvalidInputError,
     RunLostError,
     SchemaVersionError,
+    SearchDisabledError,
     SessionBusyError,
     SessionError,
     SessionNotFoundError,
@@ -70,7 +71,8 @@ class Problem(BaseModel):
 _STATUS_BY_KIND: dict[type[SessionError], int] = {
     SessionBusyError: 409, RunLostError: 409, CursorExpiredError: 410, InvalidInputError: 422,
     SessionNotFoundError: 404,
-    AccessDeniedError: 403, ConflictError: 409, StoreUnavailableError: 503,
+    AccessDeniedError: 403, SearchDisabledError: 409, ConflictError: 409,
+    StoreUnavailableError: 503,
     SchemaVersionError: 503, StoreClosedError: 503,
 }
 

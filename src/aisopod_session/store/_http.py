@@ -27,6 +27,7 @@ from aisopod_session.errors import (
     StoreUnavailableError,
 )
 from aisopod_session.models import HistoryQuery, SessionFilter, SessionKey
+from aisopod_session.results import SearchFilter
 
 TOKEN_ENV = "AISOPOD_TOKEN"
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -103,6 +104,10 @@ def details_path(agent_id: str) -> str:
     return f"/v1/agents/{part(agent_id)}/session-details"
 
 
+def search_path(agent_id: str) -> str:
+    return f"/v1/agents/{part(agent_id)}/search"
+
+
 def key_path(key: SessionKey) -> str:
     parts = (key.channel, key.account_id, key.peer_kind.value, key.peer_id)
     return agent_path(key.agent_id) + "".join("/" + part(p) for p in parts)
@@ -139,6 +144,21 @@ def filter_params(filter: SessionFilter, *, with_agent: bool) -> Params:
         limit=filter.limit, cursor=filter.cursor)
     if filter.status is not None:
         found.extend(("status", value(status)) for status in filter.statuses)
+    return found
+
+
+def search_params(query: str, filter: SearchFilter, limit: int, cursor: str | None,
+                  order: str, *, agent_id: str | None = None) -> Params:
+    """A search's query string: ``q``, the filter's fields (``role`` and ``status`` repeated, in
+    the filter's order: the cursor is bound to the filter as given), paging and order."""
+    found = params(
+        q=query, agent_id=agent_id, channel=filter.channel, account_id=filter.account_id,
+        peer_kind=filter.peer_kind, peer_id=filter.peer_id, after=filter.after,
+        before=filter.before, include_compacted=filter.include_compacted or None,
+        include_archived=filter.include_archived or None, limit=limit, cursor=cursor,
+        order=order)
+    found.extend(("role", value(role)) for role in filter.role or ())
+    found.extend(("status", value(status)) for status in filter.status or ())
     return found
 
 

@@ -320,7 +320,10 @@ class RemoteAgentSessions(AgentSessions):
 
     def search(self, query: str, *, filter: SearchFilter | None = None, limit: int = 10,
                      cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
-        raise _search.not_over_http()  # not on the service yet (the next step)
+        _search.search(query, self.agent_id, filter, limit, cursor, order)  # the local checks
+        params = _http.search_params(query, _search.search_filter(filter), limit, cursor, order)
+        return SearchPage.model_validate(self._call(
+            "GET", _http.search_path(self.agent_id), write=False, params=params))
 
     def pop_message(self, key: SessionKey) -> StoredMessage | None:
         checked = self._key(key)

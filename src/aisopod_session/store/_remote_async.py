@@ -63,6 +63,7 @@ from aisopod_session.store import (
     _lifecycle,
     _privacy,
     _search,
+    _search_index,
     _webhook_dispatch,
     _webhooks,
 )
@@ -287,22 +288,42 @@ class AsyncRemoteSessionStore(AsyncSessionStore):
         async for line in self._http.lines(path, params):  # sync: yield from self._http.lines(path, params)
             yield line  # async-only
 
-    # Search is not on the service yet: a clear error instead of the local implementation,
-    # which has no engine here (the next step replaces these with requests).
+    # --- search (see _search): the same checks first, then the service's search routes ---------
 
     async def search_all(self, query: str, *, agent_id: str | None = None,
                          filter: SearchFilter | None = None, limit: int = 10,
                          cursor: str | None = None, order: SearchOrder = "best") -> SearchPage:
-        raise _search.not_over_http()
+        self._http.for_admin()
+        agent = _checks.agent_or_none(agent_id)
+        _search.search(query, agent, filter, limit, cursor, order)  # the local checks, nothing run
+        params = _http.search_params(query, _search.search_filter(filter), limit, cursor, order,
+                                     agent_id=agent)
+        return SearchPage.model_validate(
+            await self._admin_call("GET", "/v1/admin/search", params=params))
 
     async def search_index_status(self) -> SearchIndexStatus:
-        raise _search.not_over_http()
+        return SearchIndexStatus.model_validate(
+            await self._admin_call("GET", "/v1/admin/search/index"))
 
     async def build_search_index(
-        self, *, batch_size: int = 1000,
+        self, *, batch_size: int = _search_index.BUILD_BATCH,
         on_progress: Callable[[SearchIndexStatus], None] | None = None,
+        max_batches: int | None = None,
     ) -> SearchIndexStatus:
-        raise _search.not_over_http()
+        # One request per batch (the service runs a bounded build per request): on_progress
+        # is called after each batch, as on the local store.
+        self._http.for_admin()
+        _search_index.build_batch(batch_size)  # the local checks, nothing run
+        left = _search.max_batches(max_batches)
+        status = await self.search_index_status()
+        while status.pending and left != 0:
+            status = SearchIndexStatus.model_validate(await self._admin_call(
+                "POST", "/v1/admin/search/index/build", write=True,
+                json={"batch_size": batch_size, "max_batches": 1}))
+            left = None if left is None else left - 1
+            if on_progress is not None:
+                on_progress(status)
+        return status
 
     async def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         self._http.for_admin()

@@ -22,7 +22,12 @@ from pydantic import ValidationError
 from aisopod_session._time import from_us, to_us
 from aisopod_session.base import invalid_input_from
 from aisopod_session.errors import InvalidInputError, SearchDisabledError
-from aisopod_session.limits import MAX_CURSOR_LENGTH, MAX_RANKED_MATCHES, MAX_SEARCH_LIMIT
+from aisopod_session.limits import (
+    MAX_CURSOR_LENGTH,
+    MAX_RANKED_MATCHES,
+    MAX_SEARCH_LIMIT,
+    MAX_SQL_INT,
+)
 from aisopod_session.models import PeerKind, Role, SessionKey, SessionStatus
 from aisopod_session.results import SearchFilter, SearchHit, SearchPage, SnippetSegment
 from aisopod_session.store._search_text import (
@@ -88,7 +93,8 @@ class _Found:
         return self.score, int(self.row.created_at), int(self.row.id)
 
 
-def _filter(value: Any) -> SearchFilter:
+def search_filter(value: Any) -> SearchFilter:
+    """The filter of a search, checked (None: the default one; a dict is validated)."""
     if value is None:
         return SearchFilter()
     if isinstance(value, SearchFilter):
@@ -240,17 +246,18 @@ def _hit(query: Query, found: _Found) -> SearchHit:
     )
 
 
-def not_over_http() -> SearchDisabledError:
-    """What the remote store answers until the service has search (the next step)."""
-    return SearchDisabledError("search is not available over HTTP yet: search on a store "
-                               "opened on the database")
+def max_batches(value: Any) -> int | None:
+    """``build_search_index``'s ``max_batches``: None (no bound) or a positive number."""
+    if value is not None and (type(value) is not int or not 1 <= value <= MAX_SQL_INT):
+        raise InvalidInputError.for_field("max_batches", "must be a positive number (or None)")
+    return value
 
 
 def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: Any,
            order: Any) -> Work[SearchPage]:
     """One page of the messages matching ``query`` (see the README's Search section)."""
     parsed = parse(query)
-    checked = _filter(filter)
+    checked = search_filter(filter)
     if type(limit) is not int or not 1 <= limit <= MAX_SEARCH_LIMIT:
         raise InvalidInputError.for_field("limit", f"must be 1 to {MAX_SEARCH_LIMIT}")
     if order not in ORDERS:

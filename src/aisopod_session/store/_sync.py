@@ -252,16 +252,20 @@ class SessionStore:
     def build_search_index(
         self, *, batch_size: int = _search_index.BUILD_BATCH,
         on_progress: Callable[[SearchIndexStatus], None] | None = None,
+        max_batches: int | None = None,
     ) -> SearchIndexStatus:
         """Index the messages stored before search existed (or before it was turned back on),
         newest first, ``batch_size`` at a time, each batch its own short write (the store keeps
         working meanwhile; an interrupted build resumes where it stopped). ``on_progress`` is
-        called after each batch with what is left (admin)."""
+        called after each batch with what is left; ``max_batches`` stops after that many
+        batches (the status returned says what is still pending) (admin)."""
         batch = _search_index.build_batch(batch_size)
+        batches = _search.max_batches(max_batches)
         left = (self.search_index_status()).pending
-        while left:
+        while left and batches != 0:
             done, finished = run_work(self._engine, batch)
             left = 0 if finished else max(0, left - done)
+            batches = None if batches is None else batches - 1
             if on_progress is not None:
                 on_progress(SearchIndexStatus(enabled=True, pending=left))
         return self.search_index_status()
