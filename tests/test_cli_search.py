@@ -24,13 +24,13 @@ from aisopod_session import (
     StoredMessage,
 )
 from aisopod_session.cli import _app as cli_app
+from aisopod_session.cli import app
 from aisopod_session.cli._store import Settings
 from tests.conformance import _support as conformance
 from tests.test_cli import (  # noqa: F401  (live_server: the fixture tests/test_cli.py defines)
     AGENT_TOKEN,
     CLEAN_ENV,
     LiveServer,
-    app,
     db_args,
     fails,
     live_server,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -383,7 +384,8 @@ def test_every_page_fits_a_phone(phone: Page, served: tuple[str, Path, dict[str,
             ("session-long", f"/console/sessions/{ids['long']}?older=50"),
             ("person", "/console/people?channel=discord&peer_id=carol"),
             ("webhooks", "/console/webhooks"),
-            ("audit", "/console/audit")):
+            ("audit", "/console/audit"),
+            ("search", "/console/search?q=message+number&include_compacted=1")):
         response = phone.goto(f"{base}{url}")
         assert response is not None and response.status == 200, url
         expect(phone.get_by_role("button", name="Sign out")).to_be_visible()
@@ -443,3 +445,25 @@ def test_tool_traffic_is_collapsed_and_the_page_stays_short(
     calls.click()
     expect(messages.nth(1).locator("details.tool-calls pre")).to_contain_text('"call_0_1"')
     expect(messages.nth(2).locator("details.tool-result pre")).to_be_hidden()
+
+
+def test_a_search_from_the_header_leads_to_the_message(
+        page: Page, served: tuple[str, Path, dict[str, int]]) -> None:
+    """The header's box, a hit with its terms marked, and its link: the transcript page that
+    holds the message, scrolled to it and marked, although it is not on the newest page."""
+    base, _, ids = served
+    sign_in(page, base, BOT_TOKEN)
+    box = page.get_by_role("searchbox", name="Search messages")
+    box.fill('"message number 7"')
+    box.press("Enter")
+    hit = page.locator("ol.hits li.hit")
+    expect(hit).to_have_count(1)
+    expect(hit.locator("mark")).to_have_text("message number 7")
+    shot(page, "search")
+    hit.get_by_role("link").click()
+    expect(page).to_have_url(re.compile(rf"/console/sessions/{ids['long']}\?around=\d+#m\d+$"))
+    found = page.locator("li.message.found")
+    expect(found).to_have_count(1)
+    expect(found).to_contain_text("message number 7")
+    expect(found).to_be_in_viewport()
+    shot(page, "search-hit")

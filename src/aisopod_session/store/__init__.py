@@ -34,7 +34,11 @@ from aisopod_session.store._checkpoints import (
     ListPosition,
     StoredCheckpoint,
 )
-from aisopod_session.store._console import console_sign_in_revoked, revoke_console_sign_in
+from aisopod_session.store._console import (
+    console_sign_in_revoked,
+    messages_after,
+    revoke_console_sign_in,
+)
 from aisopod_session.store._engine import Durability
 from aisopod_session.store._sync import SessionStore
 
@@ -68,5 +72,6 @@ __all__ = [
     "StoreStats",
     "StoredCheckpoint",
     "console_sign_in_revoked",
+    "messages_after",
     "revoke_console_sign_in",
 ]

@@ -8,6 +8,9 @@ each revocation prunes the rows past it.
 
 Exposed as functions over :class:`AsyncSessionStore` (``revoke_console_sign_in``,
 ``console_sign_in_revoked``) until the facades carry them as methods.
+
+Also here, for the transcript page: :func:`messages_after`, where a message (a search hit) stands
+counted from the newest, so that the page showing it can be read with the history's own paging.
 """
 
 from __future__ import annotations
@@ -68,3 +71,27 @@ async def revoke_console_sign_in(store: AsyncSessionStore, sign_in_id: str, expi
 async def console_sign_in_revoked(store: AsyncSessionStore, sign_in_id: str) -> bool:
     """Whether a console sign-in was signed out (by any replica)."""
     return await run_work(store._engine, is_revoked(sign_in_id))
+
+
+def count_after(session_id: int, message_id: int) -> Work[int | None]:
+    def read(tx: Tx) -> int | None:
+        row = tx.one("SELECT seq FROM messages WHERE id = ? AND session_id = ?",
+                     (message_id, session_id))
+        if row is None:
+            return None
+        seq = int(row[0])
+        # the transcript's order with compacted messages: seq, then id (a compaction's summary
+        # shares the seq of a message it replaced)
+        return int(tx.one("SELECT count(*) FROM messages WHERE session_id = ? "
+                          "AND (seq > ? OR (seq = ? AND id > ?))",
+                          (session_id, seq, seq, message_id))[0])
+
+    return Work(read=read)
+
+
+async def messages_after(store: AsyncSessionStore, session_id: int, message_id: int
+                         ) -> int | None:
+    """How many messages of the session, compacted ones included, come after ``message_id`` in
+    its history (``HistoryQuery(include_compacted=True, tail=True, offset=…)`` reads from
+    there); None if the session has no such message (deleted, or purged since)."""
+    return await run_work(store._engine, count_after(session_id, message_id))

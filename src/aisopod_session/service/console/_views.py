@@ -33,6 +33,7 @@ from aisopod_session.compaction import CompactionStrategy, SlidingWindow, Summar
 from aisopod_session.errors import (
     CursorExpiredError,
     InvalidInputError,
+    SearchDisabledError,
     SessionError,
     SessionNotFoundError,
 )
@@ -45,7 +46,7 @@ from aisopod_session.models import (
     StoredMessage,
     normalize_name_or_raise,
 )
-from aisopod_session.results import Change
+from aisopod_session.results import Change, SearchFilter
 from aisopod_session.service import problems
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service._routes_changes import change_events
@@ -63,6 +64,7 @@ from aisopod_session.service.console._cookies import (
 from aisopod_session.store import (
     AsyncSessionStore,
     console_sign_in_revoked,
+    messages_after,
     revoke_console_sign_in,
 )
 
@@ -483,8 +485,8 @@ async def new_messages(request: Request, sign_in: SignInDep, store: StoreDep, se
     history = await store.get_history_by_id(session_id, HistoryQuery(
         include_compacted=True, tail=True, limit=TRANSCRIPT_PAGE))
     fresh = [message for message in history if (message.id or 0) > after_id]
-    return HTMLResponse("".join(_templates.get_template("_message.html").render(message=message)
-                                for message in fresh), headers=SECURITY_HEADERS)
+    return HTMLResponse("".join(_templates.get_template("_message.html").render(
+        message=message, found_id=None) for message in fresh), headers=SECURITY_HEADERS)
 
 
 @router.get("/sessions")
@@ -531,11 +533,23 @@ async def sessions(request: Request, sign_in: SignInDep, store: StoreDep) -> Res
 
 @router.get("/sessions/{session_id}")
 async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, session_id: int,
-                       older: int = 0, done: str | None = None) -> Response:
+                       older: int = 0, done: str | None = None, around: int | None = None
+                       ) -> Response:
+    """A session and a page of its transcript: the newest, ``older`` messages back from it, or
+    (``around``: a message's id, as a search hit links it) the page with that message in its
+    middle, the message marked."""
     if not 1 <= session_id <= MAX_SQL_INT or not 0 <= older <= MAX_CONSOLE_OFFSET:
         raise SessionNotFoundError(f"no session with id {session_id}")
     seen = await store.latest_cursor()  # before the history: the page follows from here
     session = await _visible_session(store, sign_in, session_id)
+    found_id, missing = None, False
+    if around is not None and 1 <= around <= MAX_SQL_INT:
+        after = await messages_after(store, session_id, around)
+        if after is None:
+            missing = True  # deleted or purged since it was found: the newest page instead
+        else:
+            found_id = around
+            older = min(max(0, after - TRANSCRIPT_PAGE // 2), MAX_CONSOLE_OFFSET)
     key = session.key
     generations = await store.list_all_sessions(SessionFilter(
         agent_id=key.agent_id, channel=key.channel, account_id=key.account_id,
@@ -557,7 +571,8 @@ async def session_page(request: Request, sign_in: SignInDep, store: StoreDep, se
         older_url=_url(here, older=older + TRANSCRIPT_PAGE) if has_older else None,
         newer_url=_url(here, older=max(0, older - TRANSCRIPT_PAGE) or None) if older else None,
         newest_url=_url(here) if older > TRANSCRIPT_PAGE else None,
-        first_shown=older, live=live, run=run, waiting=waiting,
+        first_shown=older, live=live, run=run, waiting=waiting, found_id=found_id,
+        found_missing=missing,
         # the newest page of a live session follows its new messages (see console.js)
         live_url=_url("changes/stream", agent=key.agent_id, session=session_id, since=seen)
         if live and not older else None,
@@ -700,6 +715,50 @@ async def webhooks_page(request: Request, sign_in: SignInDep, store: StoreDep) -
     return render(request, "webhooks.html", sign_in=sign_in, hooks=request.app.state.webhooks,
                   states=states, failed=await store.webhook_deliveries(status="failed", limit=50),
                   recent=await store.webhook_deliveries(limit=50))
+
+
+SEARCH_PAGE = 20
+SEARCH_FIELDS = ("q", "agent", "channel", "peer_id", "role", "order", "cursor")
+
+
+@router.get("/search")
+async def search_page(request: Request, sign_in: SignInDep, store: StoreDep) -> Response:
+    """Messages matching a query (the library's language), best or newest first, each hit's
+    snippet with its matched terms marked and a link to the message in its transcript. An
+    agent's token searches its own agent's messages only (the store's statement is scoped to
+    it); an admin's every agent's, or one."""
+    query = request.query_params
+    fields = {name: (query.get(name) or "").strip() if name == "q" else query.get(name) or ""
+              for name in SEARCH_FIELDS}
+    statuses = [s for s in query.getlist("status") if s]
+    wider = {name: query.get(name) == "1" for name in ("include_compacted", "include_archived")}
+    agent = _agent_scope(sign_in.principal, fields["agent"] or None)
+    context: dict[str, Any] = {
+        "sign_in": sign_in, "fields": fields, "statuses": statuses, "wider": wider,
+        "all_statuses": [s.value for s in SessionStatus], "page": None, "next_url": None,
+        "first_url": None, "error": None, "q": fields["q"]}
+    if not fields["q"]:
+        return render(request, "search.html", **context)
+    order = fields["order"] or "best"
+    try:
+        filter = SearchFilter(channel=fields["channel"] or None,
+                              peer_id=fields["peer_id"] or None,
+                              role=fields["role"] or None, status=tuple(statuses) or None,
+                              **wider)
+        page = await store.search_all(fields["q"], agent_id=agent, filter=filter,
+                                      limit=SEARCH_PAGE, cursor=fields["cursor"] or None,
+                                      order=order)  # type: ignore[arg-type]
+    except (InvalidInputError, SearchDisabledError) as exc:
+        context["error"] = ("Search is turned off for this database."
+                            if isinstance(exc, SearchDisabledError) else str(exc))
+        return render(request, "search.html", problems.status_of(exc)[0], **context)
+    def at(cursor: str | None) -> str:
+        return _url("search", **{**fields, "cursor": cursor}, status=statuses,
+                    **{name: "1" for name, on in wider.items() if on})
+
+    context.update(page=page, next_url=at(page.next_cursor) if page.next_cursor else None,
+                   first_url=at(None) if fields["cursor"] else None)
+    return render(request, "search.html", **context)
 
 
 AUDIT_PAGE = 100
