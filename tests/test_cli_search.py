@@ -26,7 +26,6 @@ from aisopod_session import (
 from aisopod_session.cli import _app as cli_app
 from aisopod_session.cli import app
 from aisopod_session.cli._store import Settings
-from tests.conformance import _support as conformance
 from tests.test_cli import (  # noqa: F401  (live_server: the fixture tests/test_cli.py defines)
     AGENT_TOKEN,
     CLEAN_ENV,
@@ -229,8 +228,6 @@ def test_search_turned_off_is_one_clear_line(tmp_path: Path,
 
 @pytest.fixture
 def searchable_server(live_server: LiveServer) -> LiveServer:  # noqa: F811
-    if "http" in getattr(conformance, "SEARCH_SKIPPED_BACKENDS", {}):
-        pytest.skip("the remote store has no search yet")
     with open_store(live_server.db_url, live_server.options) as store:
         say(store, DM, "the parcel left Lyon on Tuesday", "parcel again")
         say(store, HELPER, "helper parcel secret")
