@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
-from aisopod_session import StoredMessage
+from aisopod_session import SearchDisabledError, StoredMessage
 
 from .conftest import ADMIN_TOKEN, BOT_TOKEN, OTHER_TOKEN, key, page, sign_in, store_at
 
@@ -136,3 +137,13 @@ def test_a_hit_links_to_its_message_marked_in_a_long_transcript(
     # another session's message is not looked for in this one
     other = page(client, f"/console/sessions/{seeded['hostile']}?around={message_id}")
     assert "no longer in this session" in other
+
+
+def test_search_turned_off_says_so(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def turned_off(*args: object, **kwargs: object) -> None:
+        raise SearchDisabledError("search is turned off for this store (search=False)")
+
+    monkeypatch.setattr(client.app.state.store, "search_all", turned_off)  # type: ignore[attr-defined]
+    sign_in(client, BOT_TOKEN)
+    html = page(client, "/console/search?q=refund", 409)
+    assert "Search is turned off for this database." in html and 'role="alert"' in html

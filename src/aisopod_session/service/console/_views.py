@@ -752,6 +752,7 @@ async def search_page(request: Request, sign_in: SignInDep, store: StoreDep) -> 
         context["error"] = ("Search is turned off for this database."
                             if isinstance(exc, SearchDisabledError) else str(exc))
         return render(request, "search.html", problems.status_of(exc)[0], **context)
+
     def at(cursor: str | None) -> str:
         return _url("search", **{**fields, "cursor": cursor}, status=statuses,
                     **{name: "1" for name, on in wider.items() if on})
