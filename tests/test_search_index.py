@@ -414,3 +414,31 @@ def test_a_job_rolled_back_in_its_batch_leaves_no_index_entry(
         assert bot.search("quetzalcoatlus").hits == []
     assert not secret_left(url, options, "quetzalcoatlus")
     assert secret_indexed(url, options, "zebrafinch")
+
+
+def test_a_failing_job_that_indexes_much_does_not_take_earlier_jobs_entries_with_it(
+    backend_url: tuple[str, dict[str, Any]],
+) -> None:
+    """Index entries are written in chunks as they are recorded: a job that records a chunk's
+    worth and then fails is rolled back to its savepoint, which must not hold the entries of
+    the jobs before it."""
+    url, options = backend_url
+    with open_store(url, options) as store:
+        bot = store.for_agent("bot")
+        bot.get_or_create(key("alice"))
+        first = _messages.append_messages(key("alice"), [StoredMessage.user("zebrafinch")])
+        many = _messages.append_messages(
+            key("alice"), [StoredMessage.user(f"quetzalcoatlus {i}") for i in range(450)])
+        assert first.write is not None and many.write is not None
+
+        def append_many_then_fail(tx: Tx) -> Any:
+            assert many.write is not None
+            many.write(tx)
+            raise RuntimeError("the job had a bug")
+
+        jobs = [Job(first.write), Job(append_many_then_fail)]
+        store._engine._run_batch(jobs)
+        assert jobs[0].error is None and isinstance(jobs[1].error, RuntimeError)
+        [stored] = jobs[0].result
+        assert [hit.message_id for hit in bot.search("zebrafinch").hits] == [stored.id]
+        assert bot.search("quetzalcoatlus").hits == []

@@ -310,6 +310,10 @@ class Engine(ABC):
         first failure rolls the batch back (JobFailedError)."""
         pending: list[tuple[Job, Pending[Any], int]] = []  # and where its feed entries go
         for job in jobs:
+            if isolated and tx.to_index:
+                # Written outside the next job's savepoint: a job that fails takes only its
+                # own entries with it (entries are written in chunks as they are recorded).
+                index_recorded(tx)
             recorded, to_index = len(tx.changes), len(tx.to_index)
             if isolated:
                 tx.send("SAVEPOINT job")
