@@ -370,7 +370,7 @@ def document(tables: str, context: Context) -> str:
         "## Results",
         "",
         tables,
-        "## Settings each system ran with",
+        SETTINGS,
         "",
     ]
     for name, settings in sorted(context.settings.items()):
@@ -386,6 +386,41 @@ def document(tables: str, context: Context) -> str:
     if context.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in context.notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+SETTINGS = "## Settings each system ran with"
+
+
+def _bounds(lines: list[str], heading: str) -> tuple[int, int] | None:
+    """Where the section whose heading starts with ``heading`` is: its first line, and the
+    next heading of the same or a higher level (or the end)."""
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        return None
+    level = len(heading) - len(heading.lstrip("#"))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")
+                and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
+    return start, end
+
+
+def section(document: str, heading: str) -> str | None:
+    """The section of ``document`` whose heading starts with ``heading``, if it has one."""
+    lines = document.splitlines(keepends=True)
+    found = _bounds(lines, heading)
+    return None if found is None else "".join(lines[found[0]:found[1]]).rstrip("\n") + "\n"
+
+
+def with_section(document: str, heading: str, text: str) -> str:
+    """``document`` (docs/performance.md as ``python -m benchmarks`` writes it) with ``text``
+    in place of its section whose heading starts with ``heading`` (the tables of a benchmark
+    run on its own), or before its settings section, or at its end."""
+    lines = document.splitlines(keepends=True)
+    found = _bounds(lines, heading)
+    if found is None:
+        at = next((i for i, line in enumerate(lines) if line.startswith(SETTINGS)), len(lines))
+        found = (at, at)
+    return ("".join(lines[:found[0]]) + text.rstrip("\n") + "\n\n"
+            + "".join(lines[found[1]:]))
 
 
 def _row(cells: list[str]) -> str:

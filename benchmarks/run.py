@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
+from benchmarks import report, search
 from benchmarks.report import NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -413,6 +413,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="skip W7 and the service benchmark's PostgreSQL rows")
     parser.add_argument("--no-service", action="store_true",
                         help="skip the HTTP service benchmark (benchmarks.service)")
+    parser.add_argument("--no-search", action="store_true",
+                        help="skip the search benchmark (benchmarks.search); the output keeps "
+                             "the '## Search' section of its earlier run")
+    parser.add_argument("--search-messages", type=int, default=1_000_000,
+                        help="corpus of the search benchmark (issue 20's acceptance: 1,000,000)")
     parser.add_argument("--output", default=None,
                         help="markdown file to write (default docs/performance.md, none with "
                              "--quick; '-' for none)")
@@ -478,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         postgres=pg_version, sizes=vars(sizes), versions=runner.versions,
         settings=runner.settings, notes=notes, seconds=time.perf_counter() - started)
     text = report.render(runner.measurements, context)
+    searched = None
+    if not args.no_search:
+        pg = None if args.no_postgres or not pg_reachable(args.pg_url) else args.pg_url
+        searched = search.run_for_report(pg, args.quick, args.search_messages, notes)
     if service_table:
         text = text.rstrip("\n") + "\n\n" + service_table.rstrip("\n") + "\n\n"
     print(text)
@@ -485,10 +494,19 @@ def main(argv: list[str] | None = None) -> int:
     if output is None and not args.quick:
         output = str(ROOT / "docs" / "performance.md")
     if output and output != "-":
-        Path(output).write_text(report.document(text, context))
-        print(f"written to {output}", file=sys.stderr)
+        write_document(Path(output), report.document(text, context), searched)
     failed = [m for m in runner.measurements if m.error]
     return 1 if failed or not service_ok else 0
+
+
+def write_document(output: Path, document: str, searched: str | None) -> None:
+    """Write ``document`` with the search benchmark's section: this run's, or else the one
+    ``output`` had (a run with --no-search keeps it)."""
+    earlier = output.read_text() if output.exists() else ""
+    section = searched or report.section(earlier, search.SECTION)
+    output.write_text(report.with_section(document, search.SECTION, section) if section
+                      else document)
+    print(f"written to {output}", file=sys.stderr)
 
 
 def run_service(args: argparse.Namespace, notes: list[str]) -> tuple[str | None, bool]:

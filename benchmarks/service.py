@@ -52,7 +52,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from benchmarks import common
+from benchmarks import common, report
 from benchmarks.feed import drop_schema, machine, pg_version
 from benchmarks.remote_transfer import free_port
 from benchmarks.service_app import BARE_PATH
@@ -541,21 +541,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 TITLE = "### Service over HTTP"
-SETTINGS = "## Settings each system ran with"
 
 
 def with_table(document: str, table: str) -> str:
-    """``document`` (docs/performance.md as ``python -m benchmarks`` writes it) with ``table``
-    in place of its service table (up to the next heading of the same or a higher level), or
-    before its settings section, or at its end."""
-    start = document.find(TITLE)
-    if start >= 0:
-        ends = [i for i in (document.find("\n### ", start + 1), document.find("\n## ", start))
-                if i >= 0]
-        end = min(ends) + 1 if ends else len(document)
-    else:
-        start = end = document.find(SETTINGS) if SETTINGS in document else len(document)
-    return document[:start] + table.rstrip("\n") + "\n\n" + document[end:]
+    """``document`` with ``table`` in place of its service table (see
+    :func:`benchmarks.report.with_section`)."""
+    return report.with_section(document, TITLE, table)
 
 
 def _client_name(client: str) -> str:

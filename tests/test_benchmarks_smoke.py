@@ -29,6 +29,8 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
     document = output.read_text()
     assert document.startswith("# Performance") and "quick mode" in document
     assert "| W5 first page of " in document
+    searched = document.partition("## Search (600 messages, quick mode)")[2]
+    assert "| SQLite | two words, user messages " in searched.partition("## Settings")[0]
     service = document.partition("### Service over HTTP")[2].partition("## Settings")[0]
     for workers in (1, 2):
         for workload in ("bare", "append", "history"):
@@ -143,6 +145,24 @@ def test_report_sets_each_framework_beside_its_aisopod_backed_store() -> None:
     assert "| ADK: DatabaseSessionService vs AisopodSessionService | 40/s | — | — |" in text
 
 
+def test_a_benchmarks_own_section_replaces_only_itself() -> None:
+    """``benchmarks.search --output`` and a run with --no-search keep the rest of the file,
+    and the search section of the last run that had it."""
+    from benchmarks import report
+
+    document = ("# Performance\n\n## Results\n\n### Appends\n\n| a |\n\n"
+                "### Service over HTTP\n\n| s |\n\n## Settings each system ran with\n\n- x\n")
+    first = report.with_section(document, "## Search", "## Search (1 message)\n\n| old |\n")
+    assert first.index("| s |") < first.index("## Search (1") < first.index("## Settings")
+    second = report.with_section(first, "## Search", "## Search (2 messages)\n\n| new |\n")
+    assert "| old |" not in second and second.count("## Search") == 1
+    assert second.replace("## Search (2 messages)\n\n| new |\n\n", "") == document
+    assert report.section(second, "## Search") == "## Search (2 messages)\n\n| new |\n"
+    assert report.section(document, "## Search") is None
+    table = report.with_section(second, "### Service over HTTP", "### Service over HTTP\n| t |")
+    assert "| s |" not in table and "| t |\n\n## Search (2" in table
+
+
 @pytest.mark.slow
 def test_quick_search_benchmark_produces_its_tables() -> None:
     """benchmarks.search end to end on SQLite: the index build (time, peak RSS), search latency
@@ -155,7 +175,8 @@ def test_quick_search_benchmark_produces_its_tables() -> None:
     for heading in ("### Building the index of an existing database", "### Search latency",
                     "### W1 appends/s, search on and off"):
         assert heading in result.stdout
-    for kind in ("rare word", "common word", "phrase", "prefix", "exclusion", "CJK substring"):
+    for kind in ("rare word", "common word", "phrase", "prefix", "exclusion", "CJK substring",
+                 "common word, one conversation", "two words, user messages"):
         assert f"| SQLite | {kind} " in result.stdout
     assert "| SQLite | 600 |" in result.stdout
 

@@ -17,7 +17,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aisopod_session import _json
@@ -135,11 +135,13 @@ class Term:
     tokens: tuple[str, ...]
     prefix: bool = False
     excluded: bool = False
+    pattern: str = field(init=False, repr=False, compare=False)
+    """The term in a document's :func:`padded` token text (computed once: every candidate of a
+    search is tested against it)."""
 
-    @property
-    def pattern(self) -> str:
-        """The term in a document's :func:`padded` token text."""
-        return " " + " ".join(self.tokens) + ("" if self.prefix else " ")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern",
+                           " " + " ".join(self.tokens) + ("" if self.prefix else " "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,24 +258,28 @@ def snippet(query: Query, text: str) -> list[tuple[str, bool]]:
     """A short excerpt of ``text`` around the first match, as (text, matched) segments: the
     matched terms' characters are the segments marked True. Whitespace runs become one space;
     a cut end is shown as ``…``. No markup: rendering (and escaping) is the caller's."""
-    folded_chars: list[str] = []
-    origin: list[int] = []  # the original index of each folded character
-    for index, char in enumerate(text):
-        for part in _fold_char(char):
-            folded_chars.append(part)
-            origin.append(index)
-    folded = "".join(folded_chars)
-    spans = [(origin[m.start()], origin[m.end() - 1] + 1, m.group()[:MAX_SEARCH_TOKEN_CHARS])
-             for m in _TOKEN.finditer(folded)]
+    if text.isascii():  # folding is lower(): one character for one, no map needed
+        spans = [(m.start(), m.end(), m.group()[:MAX_SEARCH_TOKEN_CHARS])
+                 for m in _TOKEN.finditer(text.lower())]
+    else:
+        folded_chars: list[str] = []
+        origin: list[int] = []  # the original index of each folded character
+        for index, char in enumerate(text):
+            for part in _fold_char(char):
+                folded_chars.append(part)
+                origin.append(index)
+        spans = [(origin[m.start()], origin[m.end() - 1] + 1,
+                  m.group()[:MAX_SEARCH_TOKEN_CHARS])
+                 for m in _TOKEN.finditer("".join(folded_chars))]
     marked: list[tuple[int, int]] = []
     words = [token for _, _, token in spans]
     for term in query.wanted:
         size = len(term.tokens)
+        head, wanted_last = list(term.tokens[:-1]), term.tokens[-1]
         for start in range(len(words) - size + 1):
-            window = words[start : start + size]
-            head_ok = window[:-1] == list(term.tokens[:-1])
-            last, wanted_last = window[-1], term.tokens[-1]
-            if head_ok and (last.startswith(wanted_last) if term.prefix else last == wanted_last):
+            last = words[start + size - 1]
+            if ((last.startswith(wanted_last) if term.prefix else last == wanted_last)
+                    and (not head or words[start : start + size - 1] == head)):
                 marked.append((spans[start][0], spans[start + size - 1][1]))
     marked.sort()
     first = marked[0][0] if marked else 0
