@@ -28,6 +28,7 @@ from psycopg import sql
 from aisopod_session.errors import InvalidInputError, StoreUnavailableError
 from aisopod_session.lifecycle import Policies, PurgeResult, ResetPolicy, SweepResult
 from aisopod_session.models import SessionKey, utc_now
+from aisopod_session.results import SearchIndexStatus
 from aisopod_session.service.app import create_app
 from aisopod_session.service.config import ServiceConfig, load_config
 from aisopod_session.service.maintenance import run_maintenance
@@ -431,6 +432,9 @@ class FlakyStore:
     async def purge(self) -> PurgeResult:
         self.purges += 1
         return PurgeResult(at=utc_now())
+
+    async def search_index_status(self) -> SearchIndexStatus:
+        return SearchIndexStatus(enabled=True, pending=0)
 
 
 async def test_maintenance_survives_failures(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,12 +1,17 @@
 """Commands that look after a store: ``serve``, ``db migrate / stats``, ``usage``, ``sweep``,
-``purge``, ``peers forget`` and ``audit``."""
+``purge``, ``maintenance``, ``peers forget`` and ``audit``."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -25,6 +30,7 @@ from aisopod_session.cli._output import CliError, confirm, console, plural, prin
 from aisopod_session.cli._store import cli_actor
 from aisopod_session.limits import MAX_AUDIT_RECORDS, MAX_USAGE_DAYS
 from aisopod_session.models import SessionStatus
+from aisopod_session.results import SearchIndexStatus
 
 
 def serve(
@@ -141,6 +147,52 @@ def purge(ctx: typer.Context, dry_run: DryRunOpt = False, as_json: JsonResultOpt
             f"{plural(result.messages, 'message')} and "
             f"{plural(result.changes, 'change-feed record')}")
     typer.echo(f"dry run: would purge {what}" if dry_run else f"purged {what}")
+
+
+def maintenance(
+    ctx: typer.Context,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Messages per batch of the search index build (each batch one short write).")
+    ] = 1000,
+    as_json: JsonResultOpt = False,
+) -> None:
+    """What the service's maintenance does, once: sweep, purge, and index for search the
+    messages stored before search was turned on, until none is left (a progress line on a
+    terminal; interrupted, the next run resumes where it stopped)."""
+    with store_for(ctx) as store:
+        swept = store.sweep()
+        purged = store.purge()
+        status = store.search_index_status()  # opening the store turned search on
+        pending = status.pending
+        if pending:
+            with _index_progress(pending) as advance:
+                status = store.build_search_index(batch_size=batch_size, on_progress=advance)
+    indexed = max(0, pending - status.pending)
+    if as_json:
+        print_json({"sweep": swept.model_dump(mode="json"),
+                    "purge": purged.model_dump(mode="json"),
+                    "search_index": {"indexed": indexed, **status.model_dump(mode="json")}})
+        return
+    typer.echo(f"made {plural(swept.idled, 'session')} idle, archived {swept.archived}")
+    typer.echo(f"purged {plural(purged.sessions, 'archived session')}, "
+               f"{plural(purged.messages, 'message')} and "
+               f"{plural(purged.changes, 'change-feed record')}")
+    typer.echo(f"indexed {plural(indexed, 'older message')} for search; "
+               + (f"{status.pending} still pending" if status.pending
+                  else "the search index is complete"))
+
+
+@contextmanager
+def _index_progress(pending: int) -> Iterator[Callable[[SearchIndexStatus], None]]:
+    """Messages indexed of those pending, on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda status: None
+        return
+    columns = (TextColumn("indexing older messages for search"), BarColumn(),
+               MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("index", total=pending)
+        yield lambda status: bar.update(task, completed=pending - status.pending)
 
 
 def forget_peer(ctx: typer.Context, channel: ChannelArg, peer_id: PeerIdArg, yes: YesOpt = False,

@@ -64,7 +64,8 @@ def create_app(config: ServiceConfig | None = None, store: AsyncSessionStore | N
                                               policies=config.policies)
         app.state.store = opened
         interval = config.maintenance.interval_seconds
-        maintenance = asyncio.create_task(run_maintenance(opened, interval)) if interval else None
+        maintenance = (asyncio.create_task(run_maintenance(opened, interval, app.state.metrics))
+                       if interval else None)
         try:
             async with delivering(app, opened):
                 yield

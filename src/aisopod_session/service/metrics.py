@@ -1,4 +1,5 @@
-"""Prometheus metrics of one app: requests, latencies, appends, and sessions by status."""
+"""Prometheus metrics of one app: requests, latencies, appends, sessions by status, and the
+search index's build by maintenance."""
 
 from __future__ import annotations
 
@@ -66,6 +67,20 @@ class Metrics:
             "aisopod_auth_throttled",
             "Authentication attempts answered 429 after too many failures (api: bearer tokens, "
             "console: sign-ins)", ["surface"], registry=self.registry)
+
+        self._search_pending = Gauge(
+            "aisopod_search_index_pending",
+            "Messages stored before search was turned on that the search index does not hold "
+            "yet (maintenance indexes them a few batches a round)", registry=self.registry)
+        self._search_indexed = Counter(
+            "aisopod_search_index_built_messages",
+            "Older messages the maintenance loop indexed for search", registry=self.registry)
+
+    def search_pending(self, pending: int) -> None:
+        self._search_pending.set(pending)
+
+    def search_indexed(self, count: int) -> None:
+        self._search_indexed.inc(count)
 
     def auth_throttled(self, surface: str) -> None:
         self._auth_throttled.labels(surface).inc()
