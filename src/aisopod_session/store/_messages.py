@@ -181,13 +181,13 @@ def _append_in_one_statement(
             if not in_turn:
                 raise OutOfTurnError
             return write(tx)
-        session_id, last_seq, token_usage = int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
-        if token_usage > MAX_TOKEN_USAGE:  # raising rolls the statement back
+        session_id, last_seq, token_usage, _ = rows[0]  # the session's, on every row
+        if int(token_usage) > MAX_TOKEN_USAGE:  # raising rolls the statement back
             raise _token_usage_exceeded()
-        ids = [int(row[3]) for row in rows]
+        ids = [int(message_id) for *_, message_id in rows]
         index_messages(tx, [(id_, p.content, p.tool_calls)
                             for id_, p in zip(ids, prepared, strict=True)])
-        record_appended(tx, key.agent_id, session_id, ids, last_seq - count + 1)
+        record_appended(tx, key.agent_id, int(session_id), ids, int(last_seq) - count + 1)
         return [_with_id(p.message, id_) for id_, p in zip(ids, prepared, strict=True)]
 
     return Pending(finish)
