@@ -52,11 +52,12 @@ _DETAILS = {
     "sqlite": f"SELECT {_COLUMNS}f.body FROM messages m JOIN sessions s ON s.id = m.session_id "
               "JOIN message_fts f ON f.rowid = m.id WHERE m.id IN ",
     "postgres": f"SELECT {_COLUMNS}NULL FROM messages m JOIN sessions s ON s.id = m.session_id "
-                "WHERE m.id IN ",
+                "WHERE m.id = ANY(?)",
 }
 """A chunk of candidates' columns, read by id once the chunk is chosen (so choosing it sorts
-ids, not contents). FTS5 keeps each message's indexed tokens (``f.body``): the matcher reads
-them instead of computing them again; PostgreSQL's are computed from the message."""
+ids, not contents; on PostgreSQL the ids are one array parameter). FTS5 keeps each message's
+indexed tokens (``f.body``): the matcher reads them instead of computing them again;
+PostgreSQL's are computed from the message."""
 
 
 class _Candidate(NamedTuple):
@@ -212,8 +213,11 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
         if not chosen:
             return found
         ids = [int(found_id) for found_id, _ in chosen]
-        details = {int(row.id): row for row in map(_Candidate._make, tx.all(
-            f"{_DETAILS[tx.dialect.name]}({', '.join('?' for _ in ids)})", ids))}
+        if tx.dialect.name == "sqlite":
+            statement, values = f"{_DETAILS['sqlite']}({', '.join('?' for _ in ids)})", ids
+        else:  # one array parameter: a statement of 1,000 placeholders costs psycopg ~7 ms
+            statement, values = _DETAILS["postgres"], [ids]
+        details = {int(row.id): row for row in map(_Candidate._make, tx.all(statement, values))}
         for row in (details[found_id] for found_id in ids if found_id in details):
             if row.indexed is not None:
                 document, count = " " + row.indexed + " ", row.indexed.count(" ") + 1
