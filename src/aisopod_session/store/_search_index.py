@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aisopod_session.errors import InvalidInputError, SearchDisabledError
+from aisopod_session.limits import MAX_SEARCH_BUILD_BATCH
 from aisopod_session.results import SearchIndexStatus
 from aisopod_session.store._search_text import index_tokens
 from aisopod_session.store._tx import Dialect, Tx, Work
@@ -25,7 +26,6 @@ _CHUNK = 200
 """Messages per multi-row INSERT into the index."""
 BUILD_BATCH = 1000
 """Messages one batch of ``build_search_index`` indexes (one short write transaction)."""
-MAX_BUILD_BATCH = 10_000
 
 _STATE = "SELECT enabled, pending_below FROM search_state WHERE id = 1"
 
@@ -164,8 +164,9 @@ def status() -> Work[SearchIndexStatus]:
 def build_batch(size: Any) -> Work[tuple[int, bool]]:
     """Index the newest ``size`` of the messages still pending: how many it indexed, and
     whether none is left. Each batch is one short write, so appends keep going meanwhile."""
-    if type(size) is not int or not 1 <= size <= MAX_BUILD_BATCH:
-        raise InvalidInputError.for_field("batch_size", f"must be 1 to {MAX_BUILD_BATCH}")
+    if type(size) is not int or not 1 <= size <= MAX_SEARCH_BUILD_BATCH:
+        raise InvalidInputError.for_field("batch_size",
+                                          f"must be 1 to {MAX_SEARCH_BUILD_BATCH}")
 
     def write(tx: Tx) -> tuple[int, bool]:
         enabled, below = tx.one(_STATE + tx.dialect.for_update)
