@@ -32,3 +32,50 @@ def test_every_dependency_is_a_coroutine() -> None:
     blocking = sorted(getattr(call, "__qualname__", repr(call)) for call in calls
                       if not _is_coroutine(call))
     assert blocking == []
+
+
+def _flat(routes: list[Any]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):  # an included router
+            yield from _flat(route.original_router.routes)
+
+
+def _api_routes() -> list[APIRoute]:
+    return [route for route in _flat(service.create_app().routes)
+            if route.path.startswith("/v1/")]
+
+
+def test_every_api_route_authenticates_and_checks_the_request_shape() -> None:
+    """The session and run routers have no router-wide request_shape: their dependencies
+    authenticate the caller and check the shape in one node. Every route under /v1 must reach
+    one or the other."""
+    from aisopod_session.service import _dependencies
+
+    checks = {_dependencies.request_shape, _dependencies._checked_caller}
+    routes = _api_routes()
+    assert len(routes) >= 30
+    unchecked = [f"{sorted(route.methods or ())} {route.path}" for route in routes
+                 if not checks & set(_calls(route.dependant))]
+    assert unchecked == []
+
+
+def test_a_session_route_solves_each_dependency_once() -> None:
+    """FastAPI solves a dependency's tree again at every place it is named (its cache only
+    spares the call): the append and history routes name each dependency once, the bearer
+    scheme included (an append used to solve it four times, among 18 dependencies)."""
+    by_name = {route.name: route for route in _api_routes()
+               if route.path.endswith("/messages") and "/sessions/" in route.path}
+    for name in ("append_messages", "get_history"):
+        calls = list(_calls(by_name[name].dependant))
+        assert len(calls) == len(set(calls)) <= 4, name
+
+
+def test_request_metrics_run_without_a_task_per_request() -> None:
+    """Starlette's BaseHTTPMiddleware (what @app.middleware builds) runs each request in a task
+    group of its own and relays the response through a stream; the metrics need neither."""
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    assert [m for m in service.create_app().user_middleware
+            if m.cls is BaseHTTPMiddleware] == []  # type: ignore[comparison-overlap]

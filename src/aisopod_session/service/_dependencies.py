@@ -119,7 +119,7 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 StoreDep = Annotated[AsyncSessionStore, Depends(_store)]
 
 
-REPEATABLE_QUERY = frozenset({"status", "role"})
+REPEATABLE_QUERY = frozenset({"status"})
 
 
 async def request_shape(request: Request, _: PrincipalDep) -> None:
@@ -187,6 +187,22 @@ def _query_params(dependant: Dependant) -> list[str]:
     return names
 
 
+async def _checked_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, authenticated, and the request's shape checked (:func:`request_shape`): the
+    two in one dependency. FastAPI solves a dependency's tree again wherever it is named, so
+    the agent and session dependencies take this one instead of a router-wide
+    ``request_shape`` beside their own ``PrincipalDep``."""
+    principal = await _principal(request, credentials)
+    await request_shape(request, principal)
+    return principal
+
+
+CheckedCallerDep = Annotated[Principal, Depends(_checked_caller)]
+
+
 # --- which agent, key or person -----------------------------------------------------------------
 # Path parameters arrive decoded exactly as the client sent them (see _paths); the ones that
 # are not UTF-8 are refused here, after the caller is authenticated.
@@ -195,8 +211,13 @@ def _query_params(dependant: Dependant) -> list[str]:
 async def _agent(
     request: Request,
     agent_id: AgentIdPath,
-    principal: PrincipalDep,
+    principal: CheckedCallerDep,
 ) -> AsyncAgentSessions:
+    return _agent_handle(request, agent_id, principal)
+
+
+def _agent_handle(request: Request, agent_id: str, principal: Principal) -> AsyncAgentSessions:
+    """The handle of the agent in the path, if the caller may use it."""
     check_decoded(request, "agent_id")
     agent = normalize_name_or_raise("agent_id", agent_id)
     if not principal.may_use_agent(agent):
@@ -215,9 +236,9 @@ class SessionTarget(NamedTuple):
     """The agent's handle and the key of one of its sessions: a session route's one dependency.
 
     FastAPI solves a dependency's whole tree again at every place it is named (its cache only
-    spares the call), so a route taking the agent, the key (which needs the agent) and a run
+    spares the call), so a route taking the agent, the key (which needed the agent) and a run
     fence (which needed the key) solved the caller's authentication four times and the agent
-    three. Everything a session route needs about its target comes from this one node."""
+    three: this one node takes the agent's path part and the key's, and the checked caller."""
 
     agent: AsyncAgentSessions
     key: SessionKey
@@ -226,7 +247,8 @@ class SessionTarget(NamedTuple):
 async def _session(
     *,
     request: Request,
-    agent: Annotated[AsyncAgentSessions, Depends(_agent)],
+    agent_id: AgentIdPath,
+    principal: CheckedCallerDep,
     channel: Annotated[str, part_param(Path, "The chat channel (case-insensitive)")],
     account_id: Annotated[str, part_param(Path, "The bot's account on the channel "
                                                 "(case-insensitive)")],
@@ -238,6 +260,7 @@ async def _session(
         "the URL like every part: its `/` is sent as `%2F`",
         **{"x-thread-pattern": THREAD_PEER_ID_PATTERN})],
 ) -> SessionTarget:
+    agent = _agent_handle(request, agent_id, principal)
     check_decoded(request, "channel", "account_id", "peer_id")
     return SessionTarget(agent, SessionKey(agent.agent_id, channel, account_id, peer_kind,
                                            peer_id))

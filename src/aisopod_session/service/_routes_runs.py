@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisopod_session.errors import InvalidInputError, SessionBusyError
@@ -25,14 +25,14 @@ from aisopod_session.service._bodies import AppendBody, as_new_messages
 from aisopod_session.service._dependencies import (
     SessionDep,
     part_param,
-    request_shape,
 )
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service._routes_sessions import SESSION_PATH
 from aisopod_session.service.metrics import Metrics
 
+# No router-wide request_shape: every route takes SessionDep (see _routes_sessions).
 runs = APIRouter(prefix="/v1/agents/{agent_id}/sessions" + SESSION_PATH, tags=["runs"],
-                 responses=problems.ERROR_RESPONSES, dependencies=[Depends(request_shape)],
+                 responses=problems.ERROR_RESPONSES,
                  route_class=DecodedPathRoute)
 
 TtlQuery = Annotated[float, Query(gt=0, le=MAX_RUN_TTL_SECONDS,

@@ -4,7 +4,7 @@ parts (``…/sessions/{channel}/{account_id}/{peer_kind}/{peer_id}``, each perce
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from aisopod_session.compaction import CompactionRecord, CompactionStrategy
 from aisopod_session.errors import InvalidInputError
@@ -29,15 +29,17 @@ from aisopod_session.service._dependencies import (
     HistoryDep,
     SessionDep,
     fenced,
-    request_shape,
 )
 from aisopod_session.service._paths import DecodedPathRoute
 from aisopod_session.service.metrics import Metrics
 
 SESSION_PATH = "/{channel}/{account_id}/{peer_kind}/{peer_id}"
 
+# No router-wide request_shape: every route takes SessionDep or AgentDep, which authenticate the
+# caller and check the request's shape in one dependency (see _checked_caller; a test checks
+# that every route under /v1 does).
 agents = APIRouter(prefix="/v1/agents/{agent_id}/sessions", tags=["sessions"],
-                   responses=problems.ERROR_RESPONSES, dependencies=[Depends(request_shape)],
+                   responses=problems.ERROR_RESPONSES,
                    route_class=DecodedPathRoute)
 
 
@@ -136,7 +138,7 @@ def _shared_key(canonical: str) -> SessionKey:
 
 
 details = APIRouter(prefix="/v1/agents/{agent_id}/session-details", tags=["sessions"],
-                    responses=problems.ERROR_RESPONSES, dependencies=[Depends(request_shape)],
+                    responses=problems.ERROR_RESPONSES,
                     route_class=DecodedPathRoute)
 
 
