@@ -11,7 +11,9 @@ positions out again: the feed has no gaps). A transaction that committed later t
 has larger positions, and a reader that saw position *p* has seen every position below *p*. A
 sequence (or an auto-increment id) does not promise that: a transaction that took 41 can commit
 after one that took 42, and a reader resuming "after 42" would never see
-41. SQLite runs one writer at a time, so the same statements are enough there.
+41. SQLite runs one writer at a time, so there the positions simply follow the newest entry
+kept (or ``pruned_through``), and the row's ``last`` column is not rewritten by every commit
+(``Dialect.derived_last_position``; it stays at what an older version left there).
 
 The cost is that transactions commit one at a time *from the moment they take positions*: on
 PostgreSQL a write's commit (its WAL flush) holds the row. In one process the group committer
@@ -74,7 +76,9 @@ def limit(value: Any) -> int:
 def write_recorded(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, str]]) -> None:
     """Store the entries a batch recorded: called by the engine just before COMMIT."""
     count, at = len(entries), to_us(utc_now())
-    if tx.dialect.writable_ctes and count <= _INSERT_ROWS:
+    if tx.dialect.derived_last_position is not None:
+        _write_after_the_last(tx, entries, at)
+    elif tx.dialect.writable_ctes and count <= _INSERT_ROWS:
         # One statement: the position update feeds the insert. Sent, not waited for, so it
         # travels with COMMIT (no round trip of its own where statements are pipelined).
         params: list[Any] = [count, count, at]
@@ -117,6 +121,31 @@ def _write_in_chunks(tx: Tx, entries: Sequence[tuple[str, str | None, int | None
 
 _INSERT_ROWS = 150  # 6 parameters a row: well inside every backend's parameter limit
 
+_AFTER_THE_LAST = (
+    "INSERT INTO changes (position, at, kind, agent_id, session_id, data) "
+    "SELECT p.last + v.column1, ?, v.column2, v.column3, v.column4, v.column5 "
+    "FROM (SELECT {last} AS last FROM change_positions WHERE id = 1) AS p, (VALUES {values}) AS v"
+)
+
+
+def _write_after_the_last(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, str]],
+                          at: int) -> None:
+    """One writer at a time (SQLite): each chunk's positions follow the newest entry."""
+    assert tx.dialect.derived_last_position is not None
+    for start in range(0, len(entries), _INSERT_ROWS):
+        chunk = entries[start:start + _INSERT_ROWS]
+        params: list[Any] = [at]
+        for offset, (kind, agent_id, session_id, data) in enumerate(chunk, 1):
+            params += (offset, kind, agent_id, session_id, data)
+        tx.send(_AFTER_THE_LAST.format(last=tx.dialect.derived_last_position,
+                                       values=", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))),
+                params)
+
+
+def last_position(tx: Tx) -> str:
+    """The newest feed position, as an expression over the ``change_positions`` row."""
+    return tx.dialect.derived_last_position or "last"
+
 
 # --- reading ---------------------------------------------------------------------------------
 
@@ -148,7 +177,8 @@ def changes(since: Any, agent_id: str | None, count: Any) -> Work[ChangePage]:
     agent = _checks.agent_or_none(agent_id)
 
     def read(tx: Tx) -> ChangePage:
-        last, pruned = tx.one("SELECT last, pruned_through FROM change_positions WHERE id = 1")
+        last, pruned = tx.one(f"SELECT {last_position(tx)}, pruned_through FROM "
+                              "change_positions WHERE id = 1")
         start = pruned if after is None else after
         if start < pruned:
             raise CursorExpiredError(
@@ -174,7 +204,8 @@ def changes(since: Any, agent_id: str | None, count: Any) -> Work[ChangePage]:
 
 def latest_cursor() -> Work[str]:
     def read(tx: Tx) -> str:
-        return cursor_of(tx.one("SELECT last FROM change_positions WHERE id = 1")[0])
+        return cursor_of(tx.one(f"SELECT {last_position(tx)} FROM change_positions "
+                                "WHERE id = 1")[0])
 
     return Work(read=OneStatement(read))
 

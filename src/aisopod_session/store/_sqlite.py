@@ -66,7 +66,10 @@ class SQLiteEngine(Engine):
     # julianday('now'): SQLite 3.40 has no sub-second unixepoch(); milliseconds are kept
     dialect = Dialect("sqlite", "?", "", "-1",
                       "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER) * 1000",
-                      "UPDATE run_fences SET value = value + 1 WHERE id = 1 RETURNING value")
+                      "UPDATE run_fences SET value = value + 1 WHERE id = 1 RETURNING value",
+                      # an entry is never deleted above pruned_through: the largest kept, or it
+                      derived_last_position="max(coalesce((SELECT max(position) FROM changes), "
+                                            "0), pruned_through)")
 
     def __init__(self, path: str, durability: Durability) -> None:
         self.path = path

@@ -38,7 +38,7 @@ class Dialect:
     def __init__(self, name: str, placeholder: str, for_update: str, unlimited: str,
                  now_us: str, next_fence: str, notify_run_end: str | None = None,
                  run_poll_seconds: float = 0.02, notify_changes: str | None = None,
-                 writable_ctes: bool = False) -> None:
+                 writable_ctes: bool = False, derived_last_position: str | None = None) -> None:
         self.name = name
         self.for_update = for_update
         self.unlimited = unlimited  # a LIMIT that means "no limit" (needed before OFFSET)
@@ -55,6 +55,11 @@ class Dialect:
         self.notify_changes = notify_changes
         """A statement telling other processes that the feed grew (sent after a commit that
         wrote entries); None where only this process can be told."""
+        self.derived_last_position = derived_last_position
+        """Where one writer at a time takes feed positions (SQLite): the newest position as
+        an expression over the ``change_positions`` row, derived from the entries kept, so a
+        commit does not rewrite that row too. None: its ``last`` column is kept (PostgreSQL,
+        where taking positions by updating the row is what orders concurrent writers)."""
         self.writable_ctes = writable_ctes
         """Whether an UPDATE can feed an INSERT in one statement (``WITH … UPDATE … RETURNING``)."""
         self._placeholder = placeholder

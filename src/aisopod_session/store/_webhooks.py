@@ -30,7 +30,7 @@ from aisopod_session.results import (
     WebhookDeliveryStatus,
     WebhookState,
 )
-from aisopod_session.store._changes import cursor_of, limit, position_of
+from aisopod_session.store._changes import cursor_of, last_position, limit, position_of
 from aisopod_session.store._tx import Tx, Work
 
 PRUNE_BATCH = 5000
@@ -107,7 +107,7 @@ def claim(webhook: str, owner: str, lease_us: int) -> Work[Claim | Busy]:
         row = tx.one(_STATE + tx.dialect.for_update, (webhook,))
         if row is None:  # two replicas may get here at once: one row all the same
             tx.run("INSERT INTO webhook_state (name, position, fence) VALUES "
-                   "(?, (SELECT last FROM change_positions WHERE id = 1), 1) "
+                   f"(?, (SELECT {last_position(tx)} FROM change_positions WHERE id = 1), 1) "
                    "ON CONFLICT (name) DO NOTHING", (webhook,))
             row = tx.one(_STATE + tx.dialect.for_update, (webhook,))
         position, fence, holder, expires = row
@@ -282,7 +282,7 @@ def states() -> Work[list[WebhookState]]:
     """Where every webhook the database has delivered for stands, by name."""
 
     def read(tx: Tx) -> list[WebhookState]:
-        last = int(tx.one("SELECT last FROM change_positions WHERE id = 1")[0])
+        last = int(tx.one(f"SELECT {last_position(tx)} FROM change_positions WHERE id = 1")[0])
         found = []
         for (webhook, position, owner, expires, delivered, failed, duplicates,
              skipped) in tx.all("SELECT name, position, owner, expires_at, delivered, failed, "
