@@ -543,10 +543,19 @@ def main(argv: list[str] | None = None) -> int:
 TITLE = "### Service over HTTP"
 
 
+RESULTS = "## Results"
+
+
 def with_table(document: str, table: str) -> str:
     """``document`` with ``table`` in place of its service table (see
-    :func:`benchmarks.report.with_section`)."""
-    return report.with_section(document, TITLE, table)
+    :func:`benchmarks.report.with_section`), or else at the end of its results, where
+    ``python -m benchmarks`` puts it (not after a later section such as ``## Search``)."""
+    if report.section(document, TITLE) is not None or RESULTS not in document:
+        return report.with_section(document, TITLE, table)
+    results = report.section(document, RESULTS) or ""
+    at = document.index(RESULTS) + len(results.rstrip("\n"))
+    head, tail = document[:at].rstrip("\n"), document[at:].lstrip("\n")
+    return head + "\n\n" + table.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
 
 
 def _client_name(client: str) -> str:

@@ -199,11 +199,11 @@ def test_import_from_benchmark_runs_end_to_end() -> None:
 def test_service_table_replaces_its_previous_one_in_the_document() -> None:
     from benchmarks.service import with_table
 
-    document = "# Performance\n\n## Results\n\n### Reads\n\nr\n\n## Settings each system ran " \
-               "with\n\n- x\n"
+    document = ("# Performance\n\n## Results\n\n### Reads\n\nr\n\n## Search\n\n### Build\n\n"
+                "s\n\n## Settings each system ran with\n\n- x\n")
     first = with_table(document, "### Service over HTTP: 32\n\nold\n")
-    assert first == document.replace("## Settings", "### Service over HTTP: 32\n\nold\n\n"
-                                                    "## Settings")
+    assert first == document.replace("r\n\n## Search", "r\n\n### Service over HTTP: 32\n\n"
+                                                      "old\n\n## Search")
     second = with_table(first, "### Service over HTTP: 32\n\nnew\n")
     assert second == first.replace("old", "new")
     assert with_table("# P\n", "### Service over HTTP\n") == "# P\n### Service over HTTP\n\n"
