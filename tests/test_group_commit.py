@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -34,10 +34,12 @@ from aisopod_session import (
     StoreUnavailableError,
 )
 from aisopod_session.limits import MAX_TOKEN_USAGE
+from aisopod_session.results import ChangeKind
 from aisopod_session.store import _engine, _group_commit, _messages, _sessions
+from aisopod_session.store._changes import record
 from aisopod_session.store._engine import Engine
 from aisopod_session.store._group_commit import Job
-from aisopod_session.store._tx import Tx
+from aisopod_session.store._tx import Dialect, Tx
 from tests._threads import JOIN_SECONDS, key_for, run_threads
 
 PG_URL = os.environ.get("AISOPOD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -821,3 +823,16 @@ def test_appends_answered_together_keep_their_turn_in_the_feed(
         assert agent.get_history(existing) == []
         assert agent.get_history(created) == []
     assert_counters_match(url, options)
+
+
+@pytest.mark.parametrize("ids", [[7], [1, 2, 3], list(range(10**12, 10**12 + 5))])
+def test_the_appended_entry_is_the_text_record_writes(ids: list[int]) -> None:
+    """``record_appended`` writes its JSON by hand (the hottest entry): the same text as the
+    general ``record``."""
+    dialect = Dialect("test", "?", "", "", "", "")
+    written, general = Tx(cast(Any, None), dialect), Tx(cast(Any, None), dialect)
+    _messages.record_appended(written, "bot", 42, ids, 5)
+    record(general, ChangeKind.MESSAGES_APPENDED, "bot", 42, count=len(ids), message_ids=ids,
+           first_seq=5, last_seq=5 + len(ids) - 1)
+    assert written.changes == general.changes
+    assert json.loads(written.changes[0][3])["message_ids"] == ids

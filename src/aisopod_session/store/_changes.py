@@ -131,15 +131,19 @@ _AFTER_THE_LAST = (
 def _write_after_the_last(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, str]],
                           at: int) -> None:
     """One writer at a time (SQLite): each chunk's positions follow the newest entry."""
-    assert tx.dialect.derived_last_position is not None
+    last = tx.dialect.derived_last_position
+    assert last is not None
     for start in range(0, len(entries), _INSERT_ROWS):
         chunk = entries[start:start + _INSERT_ROWS]
         params: list[Any] = [at]
         for offset, (kind, agent_id, session_id, data) in enumerate(chunk, 1):
             params += (offset, kind, agent_id, session_id, data)
-        tx.send(_AFTER_THE_LAST.format(last=tx.dialect.derived_last_position,
-                                       values=", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))),
-                params)
+        tx.send(_after_the_last(last, len(chunk)), params)
+
+
+@functools.cache
+def _after_the_last(last: str, count: int) -> str:
+    return _AFTER_THE_LAST.format(last=last, values=", ".join(["(?, ?, ?, ?, ?)"] * count))
 
 
 def last_position(tx: Tx) -> str:

@@ -85,6 +85,8 @@ class FeedWatchers:
 
     def changed(self) -> None:
         """Entries were committed: wake every watcher (each reads what is new)."""
+        if not self._watches:  # a watcher added meanwhile reads these entries itself first
+            return
         with self._lock:
             watches = list(self._watches)
         for watch in watches:
