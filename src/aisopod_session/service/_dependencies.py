@@ -119,7 +119,7 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 StoreDep = Annotated[AsyncSessionStore, Depends(_store)]
 
 
-REPEATABLE_QUERY = frozenset({"status"})
+REPEATABLE_QUERY = frozenset({"status", "role"})
 
 
 async def request_shape(request: Request, _: PrincipalDep) -> None:
