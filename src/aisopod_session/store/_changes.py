@@ -128,11 +128,21 @@ _AFTER_THE_LAST = (
 )
 
 
+_ONE_AFTER_THE_LAST = (
+    "INSERT INTO changes (position, at, kind, agent_id, session_id, data) VALUES "
+    "((SELECT {last} FROM change_positions WHERE id = 1) + 1, ?, ?, ?, ?, ?)"
+)
+
+
 def _write_after_the_last(tx: Tx, entries: Sequence[tuple[str, str | None, int | None, str]],
                           at: int) -> None:
     """One writer at a time (SQLite): each chunk's positions follow the newest entry."""
     last = tx.dialect.derived_last_position
     assert last is not None
+    if len(entries) == 1:
+        kind, agent_id, session_id, data = entries[0]
+        tx.send(_after_the_last(last, 1), (at, kind, agent_id, session_id, data))
+        return
     for start in range(0, len(entries), _INSERT_ROWS):
         chunk = entries[start:start + _INSERT_ROWS]
         params: list[Any] = [at]
@@ -143,6 +153,11 @@ def _write_after_the_last(tx: Tx, entries: Sequence[tuple[str, str | None, int |
 
 @functools.cache
 def _after_the_last(last: str, count: int) -> str:
+    if count == 1:
+        # One row, in VALUES: a statement that cannot stop halfway needs no statement journal,
+        # whose savepoint would make FTS5 flush the transaction's index terms early (measured:
+        # 46 µs instead of 9 for this statement after a message was indexed).
+        return _ONE_AFTER_THE_LAST.format(last=last)
     return _AFTER_THE_LAST.format(last=last, values=", ".join(["(?, ?, ?, ?, ?)"] * count))
 
 
