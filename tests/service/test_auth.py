@@ -140,3 +140,15 @@ def test_open_access_refuses_other_addresses(host: str) -> None:
     # With tokens any address is allowed.
     secured = load_config(env={"AISOPOD_ADMIN_TOKEN": "x" * 32}, host=host)
     secured.check_bind_address()
+
+
+async def test_another_agents_token_is_refused_before_the_key_is_checked(api: Api) -> None:
+    """403 first: a token for another agent learns nothing about which keys are well formed
+    (a bad peer kind or an over-long part would otherwise answer 422)."""
+    bad_keys = ("discord/acct/not-a-kind/alice", "discord/acct/dm/" + "x" * 300,
+                "discord/" + "a" * 300 + "/dm/alice")
+    for key in bad_keys:
+        for method, suffix in (("PUT", ""), ("GET", "/messages"), ("DELETE", "")):
+            url = f"/v1/agents/other/sessions/{key}{suffix}"
+            assert_problem(await api.request(method, url, headers=BOT), 403)
+            assert_problem(await api.request(method, url, headers=OTHER), 422)

@@ -238,7 +238,8 @@ class SessionTarget(NamedTuple):
     FastAPI solves a dependency's whole tree again at every place it is named (its cache only
     spares the call), so a route taking the agent, the key (which needed the agent) and a run
     fence (which needed the key) solved the caller's authentication four times and the agent
-    three: this one node takes the agent's path part and the key's, and the checked caller."""
+    three: this node takes the key's path parts, and the agent (the one sub-dependency, which
+    checks the caller's right to it first)."""
 
     agent: AsyncAgentSessions
     key: SessionKey
@@ -247,8 +248,10 @@ class SessionTarget(NamedTuple):
 async def _session(
     *,
     request: Request,
-    agent_id: AgentIdPath,
-    principal: CheckedCallerDep,
+    # A sub-dependency: solved (the caller's right to the agent checked, 403) before this
+    # node's own path parameters are validated, so another agent's token learns nothing of
+    # which keys are well formed.
+    agent: AgentDep,
     channel: Annotated[str, part_param(Path, "The chat channel (case-insensitive)")],
     account_id: Annotated[str, part_param(Path, "The bot's account on the channel "
                                                 "(case-insensitive)")],
@@ -260,7 +263,6 @@ async def _session(
         "the URL like every part: its `/` is sent as `%2F`",
         **{"x-thread-pattern": THREAD_PEER_ID_PATTERN})],
 ) -> SessionTarget:
-    agent = _agent_handle(request, agent_id, principal)
     check_decoded(request, "channel", "account_id", "peer_id")
     return SessionTarget(agent, SessionKey(agent.agent_id, channel, account_id, peer_kind,
                                            peer_id))
