@@ -667,6 +667,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                                            DEFAULT_PG_URL))
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--only", choices=("throughput", "watch"), default=None)
+    parser.add_argument("--watch-rows", choices=("all", "load"), default="all",
+                        help="the watch-latency rows: all, or only the (c) W6-load ones "
+                             "(the change feed's lag under W6, in ./scripts/bench)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--seconds", type=float, help="seconds of one throughput measurement")
     parser.add_argument("--writers", type=int)
@@ -720,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
             parent.log("watch latency")
             for backend in backends:
                 for mode, watcher, _ in WATCH_ROWS:
+                    if args.watch_rows == "load" and not mode.startswith("load"):
+                        continue
                     latency[backend, mode, watcher] = parent.watch_row(backend, watcher, mode)
         context = {"quick": args.quick, "machine": machine(), "postgres": version,
                    "feed_src": sources["feed"],

@@ -12,6 +12,10 @@ before the import started (the imports' memory, not Python's and the libraries')
 
     .venv/bin/python -m benchmarks.import_from                 # 100,000 messages
     .venv/bin/python -m benchmarks.import_from --messages 2000 # a quick run
+
+``--quick`` is 300 messages (a smoke run); ``--markdown`` prints a ``###`` heading before the
+table and sends the progress to stderr (the form ``python -m benchmarks`` puts in
+docs/performance.md's ``## Capabilities``).
 """
 
 from __future__ import annotations
@@ -103,13 +107,22 @@ def measure(mode: str, source: Path, target: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--per-session", type=int, default=100)
+    parser.add_argument("--messages", type=int, default=None,
+                        help="default 100,000 (300 with --quick)")
+    parser.add_argument("--per-session", type=int, default=None,
+                        help="default 100 (50 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run, not a measurement")
+    parser.add_argument("--markdown", action="store_true",
+                        help="a heading before the table; the progress on stderr")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "SOURCE", "TARGET"))
     options = parser.parse_args()
     if options.child:
         child(*options.child)
         return
+    if options.messages is None:
+        options.messages = 300 if options.quick else 100_000
+    if options.per_session is None:
+        options.per_session = 50 if options.quick else 100
     from aisopod_session import SessionStore
 
     with tempfile.TemporaryDirectory(prefix="import-from-") as folder:
@@ -117,14 +130,24 @@ def main() -> None:
         source = work / "sdk.db"
         started = time.perf_counter()
         build_source(source, options.messages, options.per_session)
-        print(f"source: {options.messages} messages written by SQLiteSession in "
-              f"{time.perf_counter() - started:.1f} s ({source.stat().st_size >> 20} MiB)")
+        built = (f"source: {options.messages} messages written by SQLiteSession in "
+                 f"{time.perf_counter() - started:.1f} s ({source.stat().st_size >> 20} MiB)")
+        if options.markdown:
+            print(built, file=sys.stderr, flush=True)
+        else:
+            print(built)
         ours = measure("import-from", source, work / "from.db")
         export = work / "export.jsonl"
         with SessionStore.open(str(work / "from.db")) as store, export.open("w") as out:
             for line in store.export_jsonl():
                 out.write(line + "\n")
         theirs = measure("import", export, work / "jsonl.db")
+    if options.markdown:
+        quick = " (quick mode: not a measurement)" if options.quick else ""
+        print(f"### Import rate: an OpenAI Agents SDK database vs JSON Lines{quick}\n\n"
+              f"{options.messages:,} messages in sessions of {options.per_session}, written by "
+              f"the SDK's SQLiteSession; each import a fresh process into an empty SQLite store "
+              f"(`python -m benchmarks.import_from`).")
     print("\n| run | messages | seconds | messages/s | peak RSS | RSS growth during import |")
     print("|---|---|---|---|---|---|")
     for name, run in (("import-from openai-agents", ours), ("import (JSON Lines)", theirs)):

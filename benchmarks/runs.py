@@ -1,6 +1,10 @@
 """Runs: how fast start_run + finish_run go, and how soon a waiting start_run takes over a lease.
 
     .venv/bin/python -m benchmarks.runs [--budget 1.5] [--keys 100] [--handovers 50]
+                                        [--no-postgres] [--quick] [--markdown]
+
+``--markdown`` prints the results as markdown tables (the progress goes to stderr): the form
+``python -m benchmarks`` puts in docs/performance.md's ``## Capabilities``.
 
 1. Throughput: one writer thread, start_run then finish_run, over one key and round-robin over
    ``--keys`` keys, on SQLite (durability "full" and "normal") and PostgreSQL ("full" and
@@ -31,6 +35,7 @@ import queue
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -50,7 +55,7 @@ from aisopod_session.store._sqlite import SQLiteEngine
 
 from .common import ACCOUNT, AGENT, CHANNEL, percentile
 
-URL = "postgresql://postgres@127.0.0.1:5432/test"
+URL = os.environ.get("AISOPOD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TTL = 30.0
 DURABILITIES: tuple[Durability, ...] = ("full", "normal")
 WARMUP = 20
@@ -432,12 +437,14 @@ def _handovers(holder: AgentSessions, waiter: Waiter, key: SessionKey, count: in
     finally:
         waiter.close()
     if failures:
-        print(f"    {len(failures)} hand-overs failed, the first: {failures[0]}")
+        print(f"    {len(failures)} hand-overs failed, the first: {failures[0]}",
+              file=sys.stderr)
     since_return.sort()
     since_call.sort()
     return {
         "n": len(since_return), "failures": len(failures),
         "p50": statistics.median(since_return), "p90": percentile(since_return, 0.90),
+        "p99": percentile(since_return, 0.99),
         "min": since_return[0], "max": since_return[-1],
         "early": sum(1 for v in since_return if v < 0),
         "p50_call": statistics.median(since_call), "p90_call": percentile(since_call, 0.90),
@@ -457,43 +464,101 @@ def _poll_ms(backend: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runs")
-    parser.add_argument("--budget", type=float, default=1.5,
+    parser.add_argument("--budget", type=float, default=None,
                         help="seconds per throughput cell, in ROUNDS turns (default 1.5)")
-    parser.add_argument("--keys", type=int, default=100, help="keys for the many-keys cells")
-    parser.add_argument("--handovers", type=int, default=50)
+    parser.add_argument("--keys", type=int, default=None,
+                        help="keys for the many-keys cells (default 100)")
+    parser.add_argument("--handovers", type=int, default=None, help="default 50")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes (budget 0.3, 10 keys, 5 hand-overs): a smoke run")
+    parser.add_argument("--markdown", action="store_true",
+                        help="markdown tables on stdout, the progress on stderr")
     args = parser.parse_args()
+    quick = {"budget": 0.3, "keys": 10, "handovers": 5}
+    full = {"budget": 1.5, "keys": 100, "handovers": 50}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    out = sys.stderr if args.markdown else sys.stdout
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
     backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgres"]
     load = os.getloadavg()
-    print(f"sqlite {sqlite3.sqlite_version}; {os.cpu_count()} CPUs; load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"\n1. start_run + finish_run pairs/s, one writer thread ({args.budget:g} s per cell; "
-          f"median of {ROUNDS} alternating rounds; ratio store / raw)")
+    say(f"sqlite {sqlite3.sqlite_version}; {os.cpu_count()} CPUs; load average "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    say(f"\n1. start_run + finish_run pairs/s, one writer thread ({args.budget:g} s per cell; "
+        f"median of {ROUNDS} alternating rounds; ratio store / raw)")
+    rates: dict[tuple[str, str], dict[str, float]] = {}
     for backend in backends:
         for durability in DURABILITIES:
-            r = throughput(backend, durability, args.keys, args.budget)
+            r = rates[backend, durability] = throughput(backend, durability, args.keys,
+                                                        args.budget)
             cells = []
             for label in ("1 key", f"{args.keys} keys"):
                 store, raw = r[f"store {label}"], r[f"raw {label}"]
                 cells.append(f"{label}: store {store:,.0f} raw {raw:,.0f} ({store / raw:.2f}x)")
-            print(f"  {backend:8} {durability:6}  " + ";  ".join(cells), flush=True)
-    print(f"\n2. hand-over, {args.handovers} times per row: waiter's start_run(wait=5) "
-          "returned - holder's finish_run returned (ms)")
+            say(f"  {backend:8} {durability:6}  " + ";  ".join(cells))
+    say(f"\n2. hand-over, {args.handovers} times per row: waiter's start_run(wait=5) "
+        "returned - holder's finish_run returned (ms)")
+    handovers: dict[str, dict[str, dict[str, float]]] = {}
     for backend in backends:
-        h = handover(backend, args.handovers)
+        h = handovers[backend] = handover(backend, args.handovers)
         free = h["uncontended"]
-        print(f"  {backend} (poll {_poll_ms(backend)}; uncontended start_run median "
-              f"{free['p50']:.1f} p90 {free['p90']:.1f}; hold {HOLD[0] * 1000:.0f}-"
-              f"{HOLD[1] * 1000:.0f} ms)", flush=True)
+        say(f"  {backend} (poll {_poll_ms(backend)}; uncontended start_run median "
+            f"{free['p50']:.1f} p90 {free['p90']:.1f}; hold {HOLD[0] * 1000:.0f}-"
+            f"{HOLD[1] * 1000:.0f} ms)")
         for mode in MODES:
             m = h[mode]
-            print(f"    {mode:13} median {m['p50']:5.1f}  p90 {m['p90']:5.1f}  "
-                  f"(min {m['min']:.2f} max {m['max']:.1f}; from before finish_run: median "
-                  f"{m['p50_call']:.1f} p90 {m['p90_call']:.1f}; finish_run {m['finish_p50']:.1f};"
-                  f" n={m['n']}, before finish_run returned {m['early']}, "
-                  f"failed {m['failures']})", flush=True)
+            say(f"    {mode:13} median {m['p50']:5.1f}  p90 {m['p90']:5.1f}  "
+                f"(min {m['min']:.2f} max {m['max']:.1f}; from before finish_run: median "
+                f"{m['p50_call']:.1f} p90 {m['p90_call']:.1f}; finish_run {m['finish_p50']:.1f};"
+                f" n={m['n']}, before finish_run returned {m['early']}, "
+                f"failed {m['failures']})")
     load = os.getloadavg()
-    print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    say(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.markdown:
+        print(markdown(args, rates, handovers))
+    failed = any(h[mode]["failures"] for h in handovers.values() for mode in MODES)
+    sys.exit(1 if failed else 0)
+
+
+def markdown(args: argparse.Namespace, rates: dict[tuple[str, str], dict[str, float]],
+             handovers: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The results as ``--markdown`` prints them."""
+    names = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+    quick = " (quick mode: not a measurement)" if args.quick else ""
+    many = f"{args.keys} keys"
+    lines = [f"### Runs: start_run + finish_run pairs/s{quick}", "",
+             f"One writer thread, each call its own transaction; median of {ROUNDS} alternating "
+             f"rounds, {args.budget:g} s per cell; raw = the same statements by hand "
+             "(`python -m benchmarks.runs`).", "",
+             f"| backend | durability | store, 1 key | raw, 1 key | store, {many} | "
+             f"raw, {many} | store / raw ({many}) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (backend, durability), r in rates.items():
+        lines.append(f"| {names[backend]} | {durability} | {r['store 1 key']:,.0f}/s | "
+                     f"{r['raw 1 key']:,.0f}/s | {r[f'store {many}']:,.0f}/s | "
+                     f"{r[f'raw {many}']:,.0f}/s | "
+                     f"{r[f'store {many}'] / r[f'raw {many}']:.2f}x |")
+    lines += ["", f"### Runs: hand-over latency (ms){quick}", "",
+              "Holder's finish_run returned → a waiting start_run(wait=5) returned, "
+              f"{args.handovers} hand-overs per row; holds of {HOLD[0] * 1000:.0f}-"
+              f"{HOLD[1] * 1000:.0f} ms.", "",
+              "| backend | waiter | p50 | p90 | p99 | min / max | n (failed) | "
+              "uncontended start_run p50 |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for backend, h in handovers.items():
+        free = h["uncontended"]["p50"]
+        for mode in MODES:
+            m = h[mode]
+            lines.append(f"| {names[backend]} (poll {_poll_ms(backend)}) | {mode} | "
+                         f"{m['p50']:.2f} | {m['p90']:.2f} | {m['p99']:.2f} | "
+                         f"{m['min']:.2f} / {m['max']:.2f} | {m['n']} ({m['failures']}) | "
+                         f"{free:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
