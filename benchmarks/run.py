@@ -416,6 +416,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-search", action="store_true",
                         help="skip the search benchmark (benchmarks.search); the output keeps "
                              "the '## Search' section of its earlier run")
+    parser.add_argument("--no-capabilities", action="store_true",
+                        help="skip the capabilities step (benchmarks.runs, benchmarks.feed's "
+                             "W6-load watch rows, benchmarks.import_from); the output keeps the "
+                             "'## Capabilities' section of its earlier run")
     parser.add_argument("--search-messages", type=int, default=1_000_000,
                         help="corpus of the search benchmark (issue 20's acceptance: 1,000,000)")
     parser.add_argument("--output", default=None,
@@ -483,10 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         postgres=pg_version, sizes=vars(sizes), versions=runner.versions,
         settings=runner.settings, notes=notes, seconds=time.perf_counter() - started)
     text = report.render(runner.measurements, context)
-    searched = None
-    if not args.no_search:
-        pg = None if args.no_postgres or not pg_reachable(args.pg_url) else args.pg_url
-        searched = search.run_for_report(pg, args.quick, args.search_messages, notes)
+    searched, capabilities, capabilities_ok = own_sections(args, notes)
     if service_table:
         text = text.rstrip("\n") + "\n\n" + service_table.rstrip("\n") + "\n\n"
     print(text)
@@ -494,19 +495,102 @@ def main(argv: list[str] | None = None) -> int:
     if output is None and not args.quick:
         output = str(ROOT / "docs" / "performance.md")
     if output and output != "-":
-        write_document(Path(output), report.document(text, context), searched)
+        write_document(Path(output), report.document(text, context), searched, capabilities)
     failed = [m for m in runner.measurements if m.error]
-    return 1 if failed or not service_ok else 0
+    return 1 if failed or not service_ok or not capabilities_ok else 0
 
 
-def write_document(output: Path, document: str, searched: str | None) -> None:
-    """Write ``document`` with the search benchmark's section: this run's, or else the one
-    ``output`` had (a run with --no-search keeps it)."""
+def own_sections(args: argparse.Namespace,
+                 notes: list[str]) -> tuple[str | None, str | None, bool]:
+    """The sections of the benchmarks run on their own, None for one skipped or failed: search,
+    capabilities; and whether the capabilities step succeeded."""
+    searched = None
+    if not args.no_search:
+        pg = None if args.no_postgres or not pg_reachable(args.pg_url) else args.pg_url
+        searched = search.run_for_report(pg, args.quick, args.search_messages, notes)
+    capabilities, ok = (None, True) if args.no_capabilities else run_capabilities(args, notes)
+    return searched, capabilities, ok
+
+
+def write_document(output: Path, document: str, searched: str | None,
+                   capabilities: str | None = None) -> None:
+    """Write ``document`` with the search benchmark's section and the capabilities section:
+    this run's, or else the ones ``output`` had (a run with --no-search or --no-capabilities
+    keeps them)."""
     earlier = output.read_text() if output.exists() else ""
-    section = searched or report.section(earlier, search.SECTION)
-    output.write_text(report.with_section(document, search.SECTION, section) if section
-                      else document)
+    for heading, ours in ((search.SECTION, searched), (CAPABILITIES, capabilities)):
+        section = ours or report.section(earlier, heading)
+        if section:
+            document = report.with_section(document, heading, section)
+    output.write_text(document)
     print(f"written to {output}", file=sys.stderr)
+
+
+CAPABILITIES = "## Capabilities"
+CAPABILITY_IMPORT_MESSAGES = 50_000
+"""The import benchmark's corpus in a full run (about 20 s here; its own default is 100,000)."""
+
+
+def run_capabilities(args: argparse.Namespace, notes: list[str]) -> tuple[str | None, bool]:
+    """The costs of issue 24's capabilities, each benchmark in a process of its own (stdout its
+    markdown, progress on stderr), the way :func:`run_service` runs the service's: runs
+    (start+finish/s, hand-over latency), the change feed's lag under a W6 load (commit ->
+    watcher, p50/p99) and the import rate. Their ``## Capabilities`` section (None if no table
+    came out) and whether each succeeded. Search latency on 1,000,000 messages is the
+    ``## Search`` section's."""
+    pg = not args.no_postgres and pg_reachable(args.pg_url) is not None
+    quick = ["--quick"] if args.quick else []
+    no_pg = [] if pg else ["--no-postgres"]
+    steps: list[tuple[str, list[str]]] = [
+        ("runs", ["benchmarks.runs", "--markdown", *quick, *no_pg]),
+        ("feed", ["benchmarks.feed", "--only", "watch", "--watch-rows", "load", "--pg-url",
+                  args.pg_url, *quick, *no_pg]),
+    ]
+    if importlib.util.find_spec("agents") is None:
+        notes.append("The import benchmark needs the OpenAI Agents SDK (not installed here): "
+                     "left out.")
+    else:
+        sizes = [] if args.quick else ["--messages", str(CAPABILITY_IMPORT_MESSAGES)]
+        steps.append(("import_from", ["benchmarks.import_from", "--markdown", *quick, *sizes]))
+    env = {**os.environ, "AISOPOD_BENCH_PG_URL": args.pg_url}  # benchmarks.runs' server
+    tables: list[str] = []
+    ok = True
+    for name, command in steps:
+        print(f"capabilities: {' '.join(command)}", file=sys.stderr, flush=True)
+        try:
+            done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, text=True, timeout=STEP_TIMEOUT,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            notes.append(f"The capabilities step benchmarks.{name} did not finish in "
+                         f"{STEP_TIMEOUT:.0f} s.")
+            ok = False
+            continue
+        table = done.stdout.strip()
+        if not table.startswith("#"):
+            notes.append(f"The capabilities step benchmarks.{name} exited {done.returncode} "
+                         "without its table.")
+            ok = False
+            continue
+        if done.returncode != 0:
+            notes.append(f"The capabilities step benchmarks.{name} exited {done.returncode}.")
+            ok = False
+        # under ## Capabilities: each benchmark's first heading a ### (the rest alike moved)
+        shift = "#" * max(0, 3 - (len(table) - len(table.lstrip("#"))))
+        tables.append("\n".join(shift + line if line.startswith("#") else line
+                                for line in table.splitlines()))
+    if not tables:
+        return None, False
+    mode = ", quick mode" if args.quick else ""
+    head = [f"{CAPABILITIES} (runs, change feed under W6, import{mode})", "",
+            f"Written by `./scripts/bench`'s capabilities step "
+            f"({datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; skip it with "
+            "`--no-capabilities`): `python -m benchmarks.runs --markdown`, "
+            "`python -m benchmarks.feed --only watch --watch-rows load` and "
+            "`python -m benchmarks.import_from --markdown`, each run on its own. Search latency "
+            "on 1,000,000 messages is in the Search section.", ""]
+    failed = [n for n in notes if n.startswith("The capabilities step")]
+    return "\n".join([*head, "\n\n".join(tables), *(f"\n_{n}_" for n in failed)]) + "\n", ok
 
 
 def run_service(args: argparse.Namespace, notes: list[str]) -> tuple[str | None, bool]:

@@ -3,6 +3,7 @@ the peer libraries are not in the test environment). Nothing is asserted about s
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,37 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
     for workers in (1, 2):
         for workload in ("bare", "append", "history"):
             assert f"| SQLite | {workers} | {workload} | " in service
+    capabilities = document.partition("## Capabilities (runs, change feed under W6, import, "
+                                      "quick mode)")[2].partition("## Settings")[0]
+    assert "The capabilities step" not in document
+    assert "### Runs: start_run + finish_run pairs/s (quick mode" in capabilities
+    assert "| SQLite | full | " in capabilities and "| SQLite | normal | " in capabilities
+    for waiter in ("one handle", "two handles", "two processes"):
+        assert f"| SQLite (poll 20 ms) | {waiter} | " in capabilities
+    assert "### Change feed: append cost and watch latency (quick mode" in capabilities
+    assert "| SQLite | (c) W6 load in another process | asyncio | " in capabilities
+    assert "(a) same process" not in capabilities and "(b) another" not in capabilities
+    if importlib.util.find_spec("agents") is not None:
+        assert "### Import rate: an OpenAI Agents SDK database" in capabilities
+        assert "| import-from openai-agents | 300 |" in capabilities
+
+
+def test_a_run_without_capabilities_keeps_their_earlier_section(tmp_path: Path) -> None:
+    """write_document with no capabilities (--no-capabilities, or the step failed) keeps the
+    output's earlier ``## Capabilities`` section; a new one replaces it."""
+    from benchmarks.run import CAPABILITIES, write_document
+
+    output = tmp_path / "performance.md"
+    document = "# Performance\n\n## Results\n\n| r |\n\n## Settings each system ran with\n"
+    write_document(output, document, None, f"{CAPABILITIES} (x)\n\n### Runs\n\n| old |\n")
+    first = output.read_text()
+    assert first.index("| r |") < first.index("| old |") < first.index("## Settings")
+    write_document(output, document, "## Search (1 message)\n\n| s |\n", None)
+    second = output.read_text()
+    assert "| old |" in second and "| s |" in second and second.count(CAPABILITIES) == 1
+    write_document(output, document, None, f"{CAPABILITIES} (y)\n\n### Runs\n\n| new |\n")
+    third = output.read_text()
+    assert "| old |" not in third and "| new |" in third and "| s |" in third
 
 
 @pytest.mark.slow
