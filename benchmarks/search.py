@@ -126,8 +126,8 @@ def fill(url: str, options: dict[str, Any], messages: int) -> None:
 
 
 def child_build(url: str, options: dict[str, Any]) -> None:
-    """In a child process: build the index; print seconds and peak RSS."""
-    store = SessionStore.open(url, **options)
+    """In a child process: turn search on and build the index; print seconds and peak RSS."""
+    store = SessionStore.open(url, **options, search=True)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     status = store.build_search_index()

@@ -23,9 +23,7 @@ from aisopod_session import (
     SlidingWindow,
     StoredMessage,
 )
-from aisopod_session.cli import _app as cli_app
 from aisopod_session.cli import app
-from aisopod_session.cli._store import Settings
 from tests.test_cli import (  # noqa: F401  (live_server: the fixture tests/test_cli.py defines)
     AGENT_TOKEN,
     CLEAN_ENV,
@@ -212,18 +210,18 @@ def test_no_hit_says_where_it_looked(db: tuple[list[str], str, dict[str, Any]]) 
     assert as_json.stderr.startswith("no messages match 'zeppelin' (looked in ")
 
 
-def test_search_turned_off_is_one_clear_line(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_turned_off_is_one_clear_line(tmp_path: Path) -> None:
+    """A database whose search was turned off stays so: the CLI opens it with the store's
+    default, which keeps the database's setting."""
     path = tmp_path / "off.db"
     populate(str(path), {})
-
-    def search_off(settings: Settings) -> SessionStore:
-        return SessionStore.open(settings.db, search=False)
-
-    monkeypatch.setattr(cli_app, "open_store", search_off)
+    SessionStore.open(str(path), search=False).close()
     line = fails(["--db", str(path), "search", "parcel"])
     assert line.startswith(f"error: search is turned off (looked in database {path}): ")
     assert "search=False" in line
+    ok(["--db", str(path), "sessions", "list"])
+    with SessionStore.open(str(path)) as store:
+        assert store.search_index_status().enabled is False
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def older_messages(url: str, options: dict[str, Any]) -> None:
         agent.get_or_create(KEY)
         agent.append_messages(KEY, [StoredMessage.user(f"older zanzibar note {i}")
                                     for i in range(OLDER)])
-    with SessionStore.open(url, **options) as store:
+    with SessionStore.open(url, **options, search=True) as store:
         status = store.search_index_status()
         assert status.enabled and status.pending == OLDER
         assert store.for_agent("bot").search("zanzibar").hits == []  # not indexed yet

@@ -315,18 +315,24 @@ def test_search_off_refuses_search_and_keeps_writing(open_store: Any) -> None:
         off.search_all("beacon")
     assert off.search_index_status().enabled is False
     off.close()
-    on = open_store()
+    again = open_store()  # the default keeps the database's setting
+    assert again.search_index_status().enabled is False
+    say(again.for_agent("bot"), key("alice"), "beacon again")  # not indexed either
+    with pytest.raises(SearchDisabledError):
+        again.for_agent("bot").search("beacon")
+    again.close()
+    on = open_store(search=True)
     status = on.search_index_status()
-    assert status.enabled and status.pending == 2
+    assert status.enabled and status.pending == 3
     assert not on.for_agent("bot").search("beacon").complete
     with pytest.raises(InvalidInputError, match="max_batches"):
         on.build_search_index(max_batches=0)
-    assert on.build_search_index(batch_size=1, max_batches=1).pending == 1  # a bounded build
+    assert on.build_search_index(batch_size=1, max_batches=1).pending == 2  # a bounded build
     progress: list[int] = []
     done = on.build_search_index(batch_size=1, on_progress=lambda s: progress.append(s.pending))
     assert done.pending == 0 and progress[-1] == 0
     page = on.for_agent("bot").search("beacon", order="newest")
-    assert page.complete and found(page) == ["beacon during", "beacon before"]
+    assert page.complete and found(page) == ["beacon again", "beacon during", "beacon before"]
 
 
 def test_search_option_is_checked(open_store: Any) -> None:

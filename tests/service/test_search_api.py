@@ -235,7 +235,7 @@ async def served_with_backlog(backend_url: tuple[str, dict[str, Any]], count: in
                                                    for i in range(count)])
     finally:
         await off.close()
-    store = await AsyncSessionStore.open(url, **options)
+    store = await AsyncSessionStore.open(url, search=True, **options)
     try:
         async with serving(create_app(service_config(url, options), store)) as api:
             yield api

@@ -118,7 +118,7 @@ class AsyncSessionStore:
         policies: Policies | None = None,
         token: str | None = None,
         timeout: float | None = None,
-        search: bool = True,
+        search: bool | None = None,
     ) -> AsyncSessionStore:
         """Open (creating and migrating) the store at ``url``; see the README for URL forms.
 
@@ -127,12 +127,13 @@ class AsyncSessionStore:
         options are then the server's own and cannot be given here.
 
         ``search=False`` turns full-text search off for the database: writes stop indexing and
-        the index is emptied (see the README's Search section).
+        the index is emptied; ``search=True`` turns it back on; the default keeps the database's
+        setting (on for a new one; see the README's Search section).
         """
         if policies is not None and not isinstance(policies, Policies):
             raise InvalidInputError.for_field("policies", "expected a Policies")
-        if type(search) is not bool:
-            raise InvalidInputError.for_field("search", "expected True or False")
+        if search is not None and type(search) is not bool:
+            raise InvalidInputError.for_field("search", "expected True, False or None")
         remote = remote_url(url, durability=durability, pool_size=pool_size, schema=schema,
                             policies=policies, token=token, timeout=timeout, search=search)
         if remote is not None:
@@ -141,10 +142,11 @@ class AsyncSessionStore:
 
             return await AsyncRemoteSessionStore.connect(remote, token=token, timeout=timeout)
         engine = await _in_thread(partial(
-            open_engine, url, durability=durability, pool_size=pool_size, schema=schema,
-            search=search))
+            open_engine, url, durability=durability, pool_size=pool_size, schema=schema))
         try:
-            await run_work(engine, _search_index.configure(search))
+            if not await run_work(engine, _search_index.configure(search)):
+                # its writes leave the index alone
+                engine.dialect = _search_index.without_search(engine.dialect)
         except BaseException:
             await _in_thread(engine.close)
             raise

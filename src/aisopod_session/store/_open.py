@@ -9,7 +9,6 @@ from typing import Any
 from aisopod_session.errors import InvalidInputError
 from aisopod_session.store._cursors import make_cursor_key, read_cursor_key
 from aisopod_session.store._engine import DURABILITIES, Durability, Engine
-from aisopod_session.store._search_index import without_search
 
 ENV_URL = "AISOPOD_DATABASE_URL"
 
@@ -20,7 +19,6 @@ def open_engine(
     durability: Durability = "full",
     pool_size: int | None = None,
     schema: str | None = None,
-    search: bool = True,
 ) -> Engine:
     """``url``: a SQLite path or URL, ``:memory:``, or ``postgresql://…``; None reads
     ``$AISOPOD_DATABASE_URL``."""
@@ -37,8 +35,6 @@ def open_engine(
             "durability", f"{durability!r} is not one of {list(DURABILITIES)}"
         )
     engine = _connect(url, durability=durability, pool_size=pool_size, schema=schema)
-    if not search:  # its writes leave the search index alone
-        engine.dialect = without_search(engine.dialect)
     try:
         # Once per open: every list reads the key from here, not from the database.
         key = engine.read(read_cursor_key)
@@ -71,7 +67,7 @@ def _connect(url: str, *, durability: Durability, pool_size: int | None,
 
 
 _DATABASE_DEFAULTS: dict[str, Any] = {"durability": "full", "pool_size": None, "schema": None,
-                                      "policies": None, "search": True}
+                                      "policies": None, "search": None}
 
 
 def remote_url(url: Any, *, token: Any, timeout: Any, **database: Any) -> str | None:

@@ -132,26 +132,29 @@ def _clear(tx: Tx) -> None:
         tx.run("TRUNCATE message_search")
 
 
-def configure(search: bool) -> Work[bool]:
-    """Make the database's search state what the store was opened with.
+def configure(search: bool | None) -> Work[bool]:
+    """Make the database's search state what the store was opened with, and answer it
+    (``search=None``: the database's state as it is).
 
     Turning search off empties the index (nothing is kept that is not maintained); turning it
     back on marks every stored message as pending, for ``build_search_index``.
     """
 
     def read(tx: Tx) -> bool | None:
-        return True if bool(tx.one(_STATE)[0]) == search else None
+        enabled = bool(tx.one(_STATE)[0])
+        return enabled if search is None or enabled == search else None
 
     def write(tx: Tx) -> bool:
+        assert search is not None  # the read answered None
         if bool(tx.one(_STATE + tx.dialect.for_update)[0]) == search:
-            return True
+            return search
         _clear(tx)
         below = 0
         if search:
             below = int(tx.one("SELECT coalesce(max(id) + 1, 0) FROM messages")[0])
         tx.run("UPDATE search_state SET enabled = ?, pending_below = ? WHERE id = 1",
                (int(search), below))
-        return True
+        return search
 
     return Work(read=read, write=write)
 

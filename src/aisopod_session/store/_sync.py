@@ -93,7 +93,7 @@ class SessionStore:
         policies: Policies | None = None,
         token: str | None = None,
         timeout: float | None = None,
-        search: bool = True,
+        search: bool | None = None,
     ) -> SessionStore:
         """Open (creating and migrating) the store at ``url``; see the README for URL forms.
 
@@ -102,12 +102,13 @@ class SessionStore:
         options are then the server's own and cannot be given here.
 
         ``search=False`` turns full-text search off for the database: writes stop indexing and
-        the index is emptied (see the README's Search section).
+        the index is emptied; ``search=True`` turns it back on; the default keeps the database's
+        setting (on for a new one; see the README's Search section).
         """
         if policies is not None and not isinstance(policies, Policies):
             raise InvalidInputError.for_field("policies", "expected a Policies")
-        if type(search) is not bool:
-            raise InvalidInputError.for_field("search", "expected True or False")
+        if search is not None and type(search) is not bool:
+            raise InvalidInputError.for_field("search", "expected True, False or None")
         remote = remote_url(url, durability=durability, pool_size=pool_size, schema=schema,
                             policies=policies, token=token, timeout=timeout, search=search)
         if remote is not None:
@@ -116,10 +117,11 @@ class SessionStore:
 
             return RemoteSessionStore.connect(remote, token=token, timeout=timeout)
         engine = _in_thread(partial(
-            open_engine, url, durability=durability, pool_size=pool_size, schema=schema,
-            search=search))
+            open_engine, url, durability=durability, pool_size=pool_size, schema=schema))
         try:
-            run_work(engine, _search_index.configure(search))
+            if not run_work(engine, _search_index.configure(search)):
+                # its writes leave the index alone
+                engine.dialect = _search_index.without_search(engine.dialect)
         except BaseException:
             _in_thread(engine.close)
             raise
