@@ -140,7 +140,10 @@ class Watch:
         if self._woken is None:
             self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
         if not self._ended.is_set():
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result, and
+            # swallows the cancel, when the caller is cancelled as the wake-up comes.
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await self._woken.wait()
         self._ended.clear()
         self._woken.clear()
