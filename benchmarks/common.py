@@ -6,14 +6,49 @@ Nothing here imports a system under test, so each child only loads the one it me
 from __future__ import annotations
 
 import asyncio
+import os
+import platform
+import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 TEXT = "benchmark message {i}: could you check the order I placed yesterday, it has not arrived"
 """One chat message (about 90 characters): every system stores the same text."""
 
 AGENT = "bench"
+
+
+def machine() -> str:
+    """The machine a run measured on, for a report: CPUs, their model, the kernel."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"
+
+
+def stop(process: subprocess.Popen[Any], seconds: float) -> None:
+    """Stop a server started for a measurement: SIGTERM, then SIGKILL after ``seconds``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def loadavg() -> str:
+    """The load averages, for a report's before / after."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 CHANNEL = "slack"
 ACCOUNT = "acct"
 

@@ -650,20 +650,6 @@ def render(sizes: Sizes, throughput: dict[tuple[str, str], dict[str, Any]],
     return "\n".join(lines).rstrip() + "\n"
 
 
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} CPUs ({name}), {platform.system()} {platform.release()}"
-
-
-def _loadavg() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.feed",
                                      description="The change feed's cost to appends (W1, W6) "
@@ -709,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
             setattr(sizes, name, getattr(args, name))
     notes: list[str] = []
     started = time.perf_counter()
-    load_before = _loadavg()
+    load_before = common.loadavg()
     with tempfile.TemporaryDirectory(prefix="aisopod-feed-") as tmp:
         workdir = Path(tmp)
         sources = {"feed": args.feed_src.resolve()}
@@ -741,12 +727,13 @@ def main(argv: list[str] | None = None) -> int:
                     if args.watch_rows == "load" and not mode.startswith("load"):
                         continue
                     latency[backend, mode, watcher] = parent.watch_row(backend, watcher, mode)
-        context = {"quick": args.quick, "machine": machine(), "postgres": version,
+        context = {"quick": args.quick, "machine": common.machine(), "postgres": version,
                    "feed_src": sources["feed"],
                    "baseline_src": args.baseline_src or (
                        f"git archive {FEED_COMMIT}~1" if "baseline" in sources else "—"),
-                   "search": args.search, "load_before": load_before, "load_after": _loadavg(),
-                   "seconds": time.perf_counter() - started, "notes": notes}
+                   "search": args.search, "load_before": load_before,
+                   "load_after": common.loadavg(), "seconds": time.perf_counter() - started,
+                   "notes": notes}
         print(render(sizes, throughput, latency, context))
     failed = any(row["missed"] or row["errors"] for row in latency.values())
     return 1 if failed else 0

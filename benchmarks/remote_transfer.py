@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from benchmarks import common
 
 DEFAULT_SIZES = (10_000, 100_000)
 PER_SESSION = 100
@@ -179,13 +180,8 @@ class Server:
             time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=START_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            common.stop(self.process, START_SECONDS)
         if self._log is not None:
             self._log.close()
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report, search
+from benchmarks import common, report, search
 from benchmarks.report import NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -382,18 +382,6 @@ def pg_reachable(url: str) -> str | None:
         return None
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -483,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     context = report.Context(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         command=" ".join(["./scripts/bench", *(argv if argv is not None else sys.argv[1:])]),
-        quick=args.quick, machine=machine(), python=platform.python_version(),
+        quick=args.quick, machine=common.machine(), python=platform.python_version(),
         postgres=pg_version, sizes=vars(sizes), versions=runner.versions,
         settings=runner.settings, notes=notes, seconds=time.perf_counter() - started)
     text = report.render(runner.measurements, context)

@@ -301,13 +301,12 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[s
 
 def render(results: dict[str, list[str]], args: argparse.Namespace, seconds: float) -> str:
     """The benchmark's tables: the ``## Search`` section of docs/performance.md."""
-    from benchmarks.run import machine
 
     out = [f"{SECTION} ({args.messages:,} messages{', quick mode' if args.quick else ''})", "",
            f"Written by `python -m benchmarks.search` (also run by `./scripts/bench`): "
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
            f"`--messages {args.messages} --runs {args.runs}`, {seconds / 60:.1f} minutes, "
-           f"{machine()}. A corpus of sessions of 50 messages (~20 words each from a "
+           f"{common.machine()}. A corpus of sessions of 50 messages (~20 words each from a "
            f"{VOCABULARY:,}-word Zipf-like vocabulary, some Chinese and Japanese, one in 13 a "
            "tool call) is stored with search off, then indexed by `build_search_index` in a "
            "child process of its own (its time and peak RSS below). *Raw statement*: the same "

@@ -37,7 +37,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from typing import Any, TextIO
 import httpx
 
 from benchmarks import common, report
-from benchmarks.feed import drop_schema, machine, pg_version
+from benchmarks.feed import drop_schema, pg_version
 from benchmarks.remote_transfer import free_port
 from benchmarks.service_app import BARE_PATH
 
@@ -163,13 +162,8 @@ class Server:
             time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=START_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            common.stop(self.process, START_SECONDS)
         if self._log is not None:
             self._log.close()
 
@@ -462,10 +456,6 @@ def render(sizes: Sizes, results: dict[tuple[str, int], dict[str, Cell]],
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _loadavg() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.service",
                                      description="Appends and history reads through the HTTP "
@@ -511,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         backends.append("postgres")
     elif not args.no_postgres:
         notes.append(f"PostgreSQL at {args.pg_url} is not reachable: left out.")
-    load_before = _loadavg()
+    load_before = common.loadavg()
     started = time.perf_counter()
     results: dict[tuple[str, int], dict[str, Cell]] = {}
     failed = False
@@ -528,8 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{str(exc).strip().splitlines()[0][:300]}")
     failed = failed or any(cell.errors for cells in results.values() for cell in cells.values())
     context = {"quick": args.quick, "client": _client_name(client),
-               "load_before": load_before, "load_after": _loadavg(), "notes": notes}
-    notes.append(f"Machine: {machine()}; Python {platform.python_version()}; PostgreSQL "
+               "load_before": load_before, "load_after": common.loadavg(), "notes": notes}
+    notes.append(f"Machine: {common.machine()}; Python {platform.python_version()}; PostgreSQL "
                  f"{version or 'not measured'}; {time.perf_counter() - started:.0f} s in all.")
     table = render(sizes, results, context)
     print(table)
