@@ -450,20 +450,29 @@ def test_tool_traffic_is_collapsed_and_the_page_stays_short(
 def test_a_search_from_the_header_leads_to_the_message(
         page: Page, served: tuple[str, Path, dict[str, int]]) -> None:
     """The header's box, a hit with its terms marked, and its link: the transcript page that
-    holds the message, scrolled to it and marked, although it is not on the newest page."""
-    base, _, ids = served
+    holds the message, scrolled to it and marked, although it is not on the newest page.
+
+    Its own session: the module's other tests reset and delete the seeded ones (search looks
+    at live history), whatever order they run in."""
+    base, database, _ = served
+    searched = key("searched-talker")
+    with SessionStore.open(str(database)) as store:
+        bot = store.for_agent("bot")
+        session_id = bot.get_or_create(searched).id
+        bot.append_messages(searched, [StoredMessage.user(f"searchable line {n}")
+                                       for n in range(1, 121)])
     sign_in(page, base, BOT_TOKEN)
     box = page.get_by_role("searchbox", name="Search messages")
-    box.fill('"message number 7"')
+    box.fill('"searchable line 7"')
     box.press("Enter")
     hit = page.locator("ol.hits li.hit")
     expect(hit).to_have_count(1)
-    expect(hit.locator("mark")).to_have_text("message number 7")
+    expect(hit.locator("mark")).to_have_text("searchable line 7")
     shot(page, "search")
     hit.get_by_role("link").click()
-    expect(page).to_have_url(re.compile(rf"/console/sessions/{ids['long']}\?around=\d+#m\d+$"))
+    expect(page).to_have_url(re.compile(rf"/console/sessions/{session_id}\?around=\d+#m\d+$"))
     found = page.locator("li.message.found")
     expect(found).to_have_count(1)
-    expect(found).to_contain_text("message number 7")
+    expect(found).to_contain_text("searchable line 7")
     expect(found).to_be_in_viewport()
     shot(page, "search-hit")
