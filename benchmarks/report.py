@@ -31,6 +31,11 @@ BUILT_IN = {"openai": "SQLiteSession", "adk": "DatabaseSessionService",
 ``<framework>-aisopod``."""
 MEMORY_LIMIT_MB = 200.0
 X = "\N{MULTIPLICATION SIGN}"
+W3_MODEL = "W3 newest 20 of"
+"""Labels of W3 on the model path (``get_history``): ``W3 newest 20 of 10,000``."""
+W3_LEAN = "W3 lean, newest 20 of"
+"""Labels of W3 on the lean path (``get_contents``) and its raw baseline."""
+SERVICE_TITLE = "### Service over HTTP"
 
 
 @dataclass
@@ -46,6 +51,8 @@ class Context:
     settings: dict[str, dict[str, Any]]
     notes: list[str]
     seconds: float
+    service: str | None = None
+    """The service benchmark's table of this run (``benchmarks.service``), if it ran."""
 
 
 def per_second(rate: float) -> str:
@@ -123,6 +130,8 @@ class Renderer:
                                                               ("full", "normal")))
         self.peers = [p for p in PEERS if any(m.system == p for m in measurements)]
         self.has_raw = any(m.system == "raw" for m in measurements)
+        self.quick = context.quick
+        self.service = context.service
         self.out: list[str] = []
 
     def labels(self, *prefixes: str) -> list[str]:
@@ -132,10 +141,12 @@ class Renderer:
         self.out += [f"### {title}\n", _row(header), _row(["---"] * len(header))]
 
     def render(self) -> str:
+        self.targets()
         self.appends()
         self.concurrent()
         self.postgres()
         self.reads()
+        self.lean_reads()
         self.listing()
         self.memory()
         self.frameworks()
@@ -168,6 +179,8 @@ class Renderer:
                         else "" for p in self.peers]
                 self.out.append(_row(row))
         self.out.append("")
+        if self.has_raw:
+            self.out += [RAW_APPENDS, ""]
 
     def concurrent(self) -> None:
         t = self.t
@@ -209,7 +222,7 @@ class Renderer:
 
     def reads(self) -> None:
         t = self.t
-        labels = self.labels("W3 ", "W4 ")
+        labels = self.labels(f"{W3_MODEL} ", "W4 ")
         if not labels:
             return
         self.table("Reads, SQLite: calls/s (p50 / p99 latency)",
@@ -222,7 +235,7 @@ class Renderer:
                 row.append(t.cell(label, "raw", "", versus=ours))
             row += [t.cell(label, p, "default", versus=ours) for p in self.peers]
             self.out.append(_row(row))
-        w3 = self.labels("W3 ")
+        w3 = self.labels(f"{W3_MODEL} ")
         first = t.rate(w3[0], "aisopod", "") if w3 else None
         last = t.rate(w3[-1], "aisopod", "") if w3 else None
         if len(w3) >= 2 and first and last:
@@ -230,6 +243,129 @@ class Renderer:
                          f"the smallest = **{last / first:.2f}{X}** (1.00: the cost does not "
                          "grow with history)."]
         self.out.append("")
+
+    def lean_reads(self) -> None:
+        """W3 on the lean path (``get_contents``) against raw sqlite3 returning the same list,
+        beside the model path's W3 row of the same history."""
+        t = self.t
+        labels = self.labels(f"{W3_LEAN} ")
+        if not labels:
+            return
+        header = ["workload", "aisopod `get_contents`"]
+        if self.has_raw:
+            header.append("raw sqlite3: `SELECT content` + one `json.loads`")
+        header += ["aisopod `get_history` (W3 row above)", "lean ÷ model path"]
+        self.table("Reads, lean path (W3), SQLite: calls/s (p50 / p99 latency)", header)
+        for label in labels:
+            model = _model_label(label)
+            ours = t.rate(label, "aisopod", "")
+            models = t.rate(model, "aisopod", "")
+            row = [label, t.cell(label, "aisopod", "")]
+            if self.has_raw:
+                row.append(t.cell(label, "raw", "", versus=ours))
+            row += [t.cell(model, "aisopod", ""),
+                    f"**{ours / models:.2f}{X}**" if ours and models else "—"]
+            self.out.append(_row(row))
+        self.out += ["", LEAN_READS, ""]
+
+    def targets(self) -> None:
+        """Issue 24's targets, each from this run's own measurements, beside the first round's
+        figure; a target without its measurement in this run is not met."""
+        rows = [*self.append_targets(), *self.read_targets(), *self.postgres_targets(),
+                *self.service_targets()]
+        quick = " (quick mode: not a measurement)" if self.quick else ""
+        self.table(f"{TARGETS_TITLE}{quick}",
+                   ["target", "first round (before)", "this run (after)", "met / missed"])
+        for target, before, after, met in rows:
+            self.out.append(_row([target, before, after, met]))
+        self.out += ["", TARGETS_NOTE, ""]
+
+    def append_targets(self) -> list[tuple[str, str, str, str]]:
+        t = self.t
+        rows = []
+        for workload, full, normal, sdk in (("W1", "0.64", "0.24", "1.29"),
+                                            ("W2", "0.55", "0.21", "1.68")):
+            label = next(iter(self.labels(f"{workload} ")), None)
+            for durability, goal, before in (("full", 0.8, full), ("normal", 0.5, normal)):
+                ours = t.rate(label, "aisopod", durability) if label else None
+                raw = t.rate(label, "raw", f"{durability}/insert") if label else None
+                rows.append(_target(f"{workload} ≥ {goal:g}{X} raw INSERT + commit, "
+                                    f"`{durability}`", f"{before}{X}", ours, raw, goal))
+            ours = t.rate(label, "aisopod", "full") if label else None
+            sdk_rate = t.rate(label, "openai", "default") if label else None
+            rows.append(_target(f"{workload} ≥ 2{X} the Agents SDK's `SQLiteSession` (aisopod "
+                                "`full`, the SDK its defaults)", f"{sdk}{X}", ours, sdk_rate,
+                                2.0))
+        return rows
+
+    def read_targets(self) -> list[tuple[str, str, str, str]]:
+        rows = []
+        for prefix, goal, path, before in ((W3_MODEL, 0.7, "model path (`get_history`)",
+                                            f"0.46{DASH}0.55{X}"),
+                                           (W3_LEAN, 0.85, "lean path (`get_contents`)",
+                                            "not measured")):
+            ratios: list[tuple[str, float | None]] = []
+            for label in self.labels(f"{prefix} "):
+                ours, raw = self.t.rate(label, "aisopod", ""), self.t.rate(label, "raw", "")
+                ratios.append((label.removeprefix(f"{prefix} "), ours / raw if ours and raw
+                               else None))
+            target = f"W3 ≥ {goal:g}{X} raw sqlite3, {path}, every history size"
+            measured = [r for _, r in ratios if r is not None]
+            if not measured:
+                rows.append((target, before, "—", NOT_MEASURED))
+                continue
+            low, high = min(measured), max(measured)
+            spread = (f"{low:.2f}{X}" if f"{low:.2f}" == f"{high:.2f}"
+                      else f"{low:.2f}{DASH}{high:.2f}{X}")
+            sizes = " / ".join("—" if r is None else f"{r:.2f}{X}" for _, r in ratios)
+            after = (f"{spread} ({sizes} at {', '.join(n for n, _ in ratios)} messages)"
+                     if len(ratios) > 1 else f"{spread} ({ratios[0][0]} messages)")
+            missing = [n for n, r in ratios if r is None]
+            met = _met(low >= goal)
+            if missing and low >= goal:
+                met = f"not met: not measured at {', '.join(missing)} messages"
+            rows.append((target, before, after, met))
+        return rows
+
+    def postgres_targets(self) -> list[tuple[str, str, str, str]]:
+        t = self.t
+        w1 = next(iter(self.labels("W7 PG W1 ")), None)
+        w6 = next(iter(self.labels("W7 PG W6 ")), None)
+        single = t.rate(w1, "aisopod", "full") if w1 else None
+        many = t.rate(w6, "aisopod", "full") if w6 else None
+        raw = t.rate(w1, "raw", "full") if w1 else None
+        return [
+            _target(f"PostgreSQL W6 ≥ 4{X} its W1, `full`", f"2.4{X}", many, single, 4.0),
+            _target(f"PostgreSQL W1 ≥ 0.8{X} raw psycopg with the store's statements, `full`",
+                    f"0.73{X}", single, raw, 0.8),
+        ]
+
+    def service_targets(self) -> list[tuple[str, str, str, str]]:
+        found = service_ratios(self.service) if self.service else {}
+        clients = service_clients(self.service) if self.service else None
+        rows = []
+        for workload, goal in (("append", 0.5), ("history", 0.6)):
+            target = (f"Service {workload}{'s' if workload == 'append' else ' reads'} ≥ "
+                      f"{goal:g}{X} the bare endpoint, 32 clients, one worker")
+            ratios = {backend: ratio for (backend, name), ratio in found.items()
+                      if name == workload}
+            # the service table's own verdict (of the unrounded ratio), else the ratio shown
+            missed = [backend for backend, (ratio, ok) in ratios.items()
+                      if not (ok if ok is not None else ratio >= goal)]
+            if not self.service:
+                rows.append((target, "not measured", "—", NOT_MEASURED))
+            elif not ratios:
+                rows.append((target, "not measured", f"see {SERVICE_TITLE[4:]}", NOT_MEASURED))
+            else:
+                after = ", ".join(f"{backend} {ratio:.2f}{X}"
+                                  for backend, (ratio, _) in ratios.items())
+                if clients is not None and clients != 32:
+                    after += f" ({clients} clients)"
+                met = _met(not missed)
+                if missed and len(missed) < len(ratios):
+                    met += f" on {', '.join(missed)}"
+                rows.append((target, "not measured", after, met))
+        return rows
 
     def listing(self) -> None:
         labels = self.labels("W5")
@@ -310,6 +446,85 @@ class Renderer:
 
 
 FRAMEWORKS_TITLE = "Frameworks: built-in store vs aisopod-backed"
+TARGETS_TITLE = "Targets of issue 24"
+DASH = "\N{EN DASH}"
+NOT_MEASURED = "not met: not measured in this run"
+TARGETS_NOTE = (
+    "Each ratio from this run's tables below (durability `full` unless named): W1/W2 from "
+    "*Appends* (aisopod ÷ raw INSERT + commit; ÷ the Agents SDK's `SQLiteSession` with its "
+    "defaults), W3 from *Reads* and *Reads, lean path* (aisopod ÷ the raw sqlite3 baseline "
+    "returning the same result, the lowest ratio over the history sizes decides), PostgreSQL "
+    "from *PostgreSQL (W7)*, the service from *Service over HTTP* (requests/s ÷ the bare "
+    "endpoint's, one worker, each backend measured). *First round*: issue 24's figures from the "
+    "first round of issue 6 (docs/performance-analysis.md); the lean path and the service were "
+    "not measured then. A target whose measurement is not in this run is not met."
+)
+RAW_APPENDS = (
+    "*raw sqlite3: INSERT + commit*: one plain INSERT of the message and a commit, the least a "
+    "durable append does. *raw sqlite3: the store's statements*: exactly what the store runs "
+    "for one append with its defaults (search index on), traced with "
+    "`sqlite3.Connection.set_trace_callback`, with the same parameters: `BEGIN IMMEDIATE`, "
+    "the counter `UPDATE sessions … RETURNING`, `INSERT INTO messages … RETURNING id`, the "
+    "search index's `INSERT INTO message_fts (rowid, body)` and the change feed's "
+    "`INSERT INTO changes` (position after the newest entry), `COMMIT`; the gap between "
+    "*aisopod* and this column is the store's Python work only."
+)
+LEAN_READS = (
+    "The lean path: `get_contents(key, HistoryQuery(limit=20, tail=True))`, only each "
+    "message's decoded `content`, no `StoredMessage` (what the integrations build prompts "
+    "from). Its raw baseline runs the store's statement for it (`SELECT content … ORDER BY seq "
+    "DESC LIMIT 20`) and decodes the texts as the store does (one `json.loads` of them "
+    f"joined as an array), returning the same list. **r{X}** "
+    "= aisopod's rate ÷ that cell's; *lean ÷ model path*: `get_contents` ÷ `get_history` on "
+    "the same history, both aisopod."
+)
+
+
+def _model_label(lean: str) -> str:
+    """The model path's W3 label of the history a lean W3 label reads."""
+    return f"{W3_MODEL} {lean.removeprefix(f'{W3_LEAN} ')}"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _target(target: str, before: str, ours: float | None, theirs: float | None,
+            goal: float) -> tuple[str, str, str, str]:
+    """A row of the targets table for the ratio ``ours / theirs`` (either missing: not met)."""
+    if not ours or not theirs:
+        return target, before, "—", NOT_MEASURED
+    ratio = ours / theirs
+    return (target, before, f"{ratio:.2f}{X} ({per_second(ours)} vs {per_second(theirs)})",
+            _met(ratio >= goal))
+
+
+def service_ratios(table: str) -> dict[tuple[str, str], tuple[float, bool | None]]:
+    """The service benchmark's ratios to the bare endpoint on one worker, from its table
+    (``benchmarks.service.render``): (backend, workload) -> (requests/s ÷ the bare endpoint's,
+    its target column's verdict, None if it has none)."""
+    found: dict[tuple[str, str], tuple[float, bool | None]] = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 9 or cells[1] != "1":
+            continue
+        workload = cells[2].split(" ")[0]
+        if workload not in ("append", "history"):
+            continue
+        try:
+            ratio = float(cells[7].strip("*").removesuffix(X))
+        except ValueError:
+            continue
+        verdict = cells[8].rpartition(":")[2].strip("* ")
+        found[cells[0], workload] = (ratio, {"yes": True, "no": False}.get(verdict))
+    return found
+
+
+def service_clients(table: str) -> int | None:
+    """The concurrent clients of the service benchmark's table (its heading says)."""
+    heading = next((line for line in table.splitlines() if line.startswith(SERVICE_TITLE)), "")
+    words = heading.removeprefix(SERVICE_TITLE).lstrip(":").split()
+    return int(words[0]) if words and words[0].isdigit() else None
 
 
 def document(tables: str, context: Context) -> str:
@@ -337,7 +552,12 @@ def document(tables: str, context: Context) -> str:
         "round-robin. Each on a fresh database whose sessions exist already.",
         f"- **W3**: the newest 20 messages of one session, {sizes['w3_reads']:,} reads, for "
         f"histories of {', '.join(f'{n:,}' for n in sizes['w3_sizes'])} messages; aisopod and "
-        f"raw also at {sizes['w3_memory_size']:,} (the memory run).",
+        f"raw also at {sizes['w3_memory_size']:,} (the memory run). Model path: "
+        "`get_history(key, HistoryQuery(limit=20, tail=True))` (`StoredMessage`s) against raw "
+        "sqlite3 fetching the same rows; lean path (*W3 lean*, same histories): "
+        "`get_contents` with the same query (each message's decoded `content` only) against raw "
+        "sqlite3 fetching the `content` column and decoding it as the store does (one "
+        "`json.loads`).",
         f"- **W4**: {sizes['w4_lookups']:,} `get` of one session among "
         f"{sizes['w4_sessions']:,}.",
         f"- **W5**: the first page (50) of `list` for one agent and one status among "

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common, report, search
-from benchmarks.report import NAMES
+from benchmarks.report import NAMES, W3_LEAN
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -273,6 +273,11 @@ class Plan:
                     if system in self.systems:
                         self.runner.measure("w3", label, system, "", f"sys_{system}", "w3",
                                             path=path, **extra)
+                # the lean path (get_contents) and its raw baseline, on the same file
+                for system in ("aisopod", "raw"):
+                    if system in self.systems:
+                        self.runner.measure("w3", f"{W3_LEAN} {size:,}", system, "",
+                                            f"sys_{system}", "w3_lean", path=path, **extra)
             if size not in sizes.w3_sizes:
                 continue  # the memory run: aisopod and raw only
             for framework in self.frameworks:
@@ -473,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         command=" ".join(["./scripts/bench", *(argv if argv is not None else sys.argv[1:])]),
         quick=args.quick, machine=common.machine(), python=platform.python_version(),
         postgres=pg_version, sizes=vars(sizes), versions=runner.versions,
-        settings=runner.settings, notes=notes, seconds=time.perf_counter() - started)
+        settings=runner.settings, notes=notes, seconds=time.perf_counter() - started,
+        service=service_table)
     text = report.render(runner.measurements, context)
     searched, capabilities, capabilities_ok = own_sections(args, notes)
     if service_table:

@@ -219,6 +219,19 @@ def w3(path: str, reads: int, budget: float) -> dict[str, Any]:
     return result
 
 
+def w3_lean(path: str, reads: int, budget: float) -> dict[str, Any]:
+    """W3 on the lean path: the ``content`` of the newest 20 messages (``get_contents``, what
+    the integrations build prompts from; no ``StoredMessage`` per row), ``reads`` times."""
+    with SessionStore.open(_url(path)) as store:
+        agent = store.for_agent(common.AGENT)
+        k = key(0)
+        query = HistoryQuery(limit=20, tail=True)
+        assert len(agent.get_contents(k, query)) == 20
+        result = common.latency_loop(reads, budget, lambda i: agent.get_contents(k, query))
+        result["messages"] = agent.get(k).message_count
+    return result
+
+
 def w4(path: str, lookups: int, sessions: int, budget: float) -> dict[str, Any]:
     """``get`` of one session among ``sessions``."""
     with SessionStore.open(_url(path)) as store:

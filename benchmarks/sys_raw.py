@@ -6,9 +6,17 @@ process), so it maintains the same indexes and reads the same rows; it never imp
 Variants for appends:
 
 * ``insert`` (SQLite): one INSERT and a commit per message, the least any durable append does.
-* ``same``: the statements the store runs for one append (``BEGIN [IMMEDIATE]``, the counter
-  ``UPDATE … RETURNING``, the ``INSERT … RETURNING``, ``COMMIT``), so the gap to the store is
-  the store's own Python work.
+* ``same``: the statements the store runs for one append, with the same parameters, so that the
+  gap to the store is the store's own Python work. SQLite (traced with
+  ``sqlite3.Connection.set_trace_callback`` on a store opened with its defaults, search on):
+  ``BEGIN IMMEDIATE``, the counter ``UPDATE … RETURNING``, the ``INSERT … RETURNING id``, the
+  search index's ``INSERT INTO message_fts``, the change feed's ``INSERT INTO changes`` (its
+  position derived from the newest entry), ``COMMIT``. PostgreSQL (``pg_w1``/``pg_w6``):
+  ``BEGIN``, the counter ``UPDATE … RETURNING``, the ``INSERT … RETURNING``, ``COMMIT``.
+
+Reads: W3 the newest 20 rows as the model path reads them (every column, not decoded); W3 lean
+the newest 20 ``content`` texts, decoded with one ``json.loads`` as the store does (what the
+store's ``get_contents`` returns).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sqlite3
 import time
 from typing import Any
@@ -35,6 +44,20 @@ INSERT_RETURNING = (
     "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, token_count, "
     "external_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq, id"
 )
+INSERT_ONE = (
+    "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, token_count, "
+    "external_id, compacted, compacted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+"""SQLite: the store's INSERT of one appended message."""
+INDEX_ONE = "INSERT INTO message_fts (rowid, body) VALUES (?, ?)"
+"""SQLite: the store's search index entry of that message (search on, the default)."""
+FEED_ONE = (
+    "INSERT INTO changes (position, at, kind, agent_id, session_id, data) VALUES "
+    "((SELECT max(coalesce((SELECT max(position) FROM changes), 0), pruned_through) "
+    "FROM change_positions WHERE id = 1) + 1, ?, ?, ?, ?, ?)"
+)
+"""SQLite: the store's change feed entry of that append (``messages.appended``)."""
+WORD = re.compile(r"\w+")
 INSERT_PLAIN = (
     "INSERT INTO messages (session_id, seq, role, content, created_at) VALUES (?, ?, ?, ?, ?)"
 )
@@ -47,6 +70,10 @@ TAIL = (
     "SELECT id, role, content, tool_calls, created_at, token_count, external_id, compacted "
     "FROM messages WHERE session_id = (SELECT id FROM sessions WHERE " + LIVE + ") "
     "AND compacted = 0 ORDER BY seq DESC LIMIT 20"
+)
+TAIL_CONTENTS = (
+    "SELECT content FROM messages WHERE session_id = (SELECT id FROM sessions WHERE " + LIVE
+    + ") AND compacted = 0 ORDER BY seq DESC LIMIT 20"
 )
 LIST = (
     "SELECT id, agent_id, channel, account_id, peer_kind, peer_id, status, created_at, "
@@ -100,13 +127,19 @@ def _appender(conn: sqlite3.Connection, variant: str, sessions: int) -> Any:
 
     def same(i: int) -> None:
         s = i % sessions
+        text = common.text(i)
         cursor = conn.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         session_id, last_seq, _ = cursor.execute(
             UPDATE_COUNTERS, (1, 0, 1, now_us(), *key_params(s))).fetchone()
-        cursor.execute(INSERT_RETURNING, (session_id, last_seq, common.role_of(i),
-                                          json.dumps(common.text(i)), None, now_us(), None,
-                                          None)).fetchall()
+        (message_id,) = cursor.execute(INSERT_ONE, (session_id, last_seq, common.role_of(i),
+                                                    json.dumps(text), None, now_us(), None,
+                                                    None, 0, None)).fetchone()
+        # the body the store indexes: the text's words, lower-cased, joined by spaces
+        cursor.execute(INDEX_ONE, (message_id, " ".join(WORD.findall(text.lower()))))
+        cursor.execute(FEED_ONE, (now_us(), "messages.appended", common.AGENT, session_id,
+                                  f'{{"count":1,"message_ids":[{message_id}],'
+                                  f'"first_seq":{last_seq},"last_seq":{last_seq}}}'))
         cursor.execute("COMMIT")
         cursor.close()
 
@@ -118,6 +151,7 @@ def w1(path: str, durability: str, appends: int, budget: float,
     conn = _connect(path, durability)
     try:
         result = common.timed_loop(appends, budget, _appender(conn, variant, 1))
+        _check_same(conn, variant, result)
     finally:
         conn.close()
     result["settings"] = _settings(durability, variant)
@@ -130,9 +164,40 @@ def w2(path: str, durability: str, sessions: int, per_session: int, budget: floa
     try:
         result = common.timed_loop(sessions * per_session, budget,
                                    _appender(conn, variant, sessions))
+        _check_same(conn, variant, result)
     finally:
         conn.close()
     result["settings"] = _settings(durability, variant)
+    return result
+
+
+def _check_same(conn: sqlite3.Connection, variant: str, result: dict[str, Any]) -> None:
+    """``same`` wrote what the store writes: a search index entry and a feed entry a message."""
+    if variant == "same":  # on a database whose sessions have no messages yet
+        for table, where in (("messages", ""), ("message_fts", ""),
+                             ("changes", " WHERE kind = 'messages.appended'")):
+            count = conn.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
+            assert count == result["ops"], (table, count, result["ops"])
+
+
+def tail_contents(conn: sqlite3.Connection, params: tuple[str, ...]) -> list[Any]:
+    """W3 lean: the newest 20 ``content`` texts, oldest first, decoded. As the store does it
+    (one ``json.loads`` of the texts joined as an array, cheaper than one per row), so that the
+    ratio measures the store's own work and not a slower way of decoding."""
+    rows = conn.execute(TAIL_CONTENTS, params).fetchall()
+    rows.reverse()
+    found: list[Any] = json.loads("[" + ",".join([row[0] for row in rows]) + "]")
+    return found
+
+
+def w3_lean(path: str, reads: int, budget: float) -> dict[str, Any]:
+    conn = _connect(path, "full")
+    params = key_params(0)
+    try:
+        assert len(tail_contents(conn, params)) == 20
+        result = common.latency_loop(reads, budget, lambda i: tail_contents(conn, params))
+    finally:
+        conn.close()
     return result
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,9 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
                     "### Reads, SQLite", "### Listing (W5)", "### Peak RSS"):
         assert heading in result.stdout
     assert "| W1 " in result.stdout and "| W3 newest 20 of " in result.stdout
+    assert "### Targets of issue 24 (quick mode" in result.stdout
+    assert "### Reads, lean path (W3)" in result.stdout
+    assert "| W3 lean, newest 20 of 100 | " in result.stdout
     assert "failed" not in result.stdout.lower()
     document = output.read_text()
     assert document.startswith("# Performance") and "quick mode" in document
@@ -239,3 +243,176 @@ def test_service_table_replaces_its_previous_one_in_the_document() -> None:
     second = with_table(first, "### Service over HTTP: 32\n\nnew\n")
     assert second == first.replace("old", "new")
     assert with_table("# P\n", "### Service over HTTP\n") == "# P\n### Service over HTTP\n\n"
+
+
+def _context(quick: bool = True, service: str | None = None) -> Any:
+    from benchmarks import report
+
+    return report.Context(date="now", command="bench", quick=quick, machine="m", python="3",
+                          postgres=None, sizes={"durabilities": ("full", "normal")},
+                          versions={}, settings={}, notes=[], seconds=1.0, service=service)
+
+
+def _rate(rate: float) -> dict[str, Any]:
+    return {"ops": 10, "planned": 10, "rate": rate, "p50_ms": 0.1, "p99_ms": 0.2}
+
+
+def _service_table() -> str:
+    """A service table as ``benchmarks.service.render`` writes it (its numbers made up)."""
+    x, d = "\N{MULTIPLICATION SIGN}", "\N{EN DASH}"
+    rows = [
+        ("SQLite", 1, "bare", "2,560", "—", "—"),
+        ("SQLite", 1, "append", "1,300", f"**0.51{x}**", "≥ 0.5: yes"),
+        ("SQLite", 1, "history (2 failed: 500)", "763", f"**0.30{x}**", "≥ 0.6: **no**"),
+        ("SQLite", 2, "append", "844", f"**0.34{x}**", "—"),
+        ("PostgreSQL", 1, "bare", "2,464", "—", "—"),
+        ("PostgreSQL", 1, "append", "704", f"**0.29{x}**", "≥ 0.5: **no**"),
+    ]
+    return "\n".join([
+        "### Service over HTTP: 32 concurrent clients", "", "text", "",
+        "| backend | workers | workload | requests/s | p50 ms | p99 ms | server CPU µs/request "
+        f"| {x} bare | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(f"| {b} | {w} | {name} | {rate} (1{d}9) | 12.25 | 15.98 | 391 | {ratio} | {goal} |"
+          for b, w, name, rate, ratio, goal in rows)]) + "\n"
+
+
+def test_targets_table_of_issue_24_from_the_runs_own_measurements() -> None:
+    """Each target's row computes its ratio from the run's measurements (the service's from its
+    table); a target without a measurement shows "—" and is not met."""
+    from benchmarks import report
+    from benchmarks.run import Measurement
+
+    x, d = report.X, report.DASH
+    w1, w2 = "W1 50 appends, 1 session", "W2 10 sessions x 4 appends"
+    pg1, pg6 = "W7 PG W1 50 appends", "W7 PG W6 8 async writers"
+    measurements = [
+        Measurement("w1", w1, "aisopod", "full", _rate(900.0), 50.0),
+        Measurement("w1", w1, "raw", "full/insert", _rate(1000.0), 50.0),
+        Measurement("w1", w1, "raw", "full/same", _rate(950.0), 50.0),
+        Measurement("w1", w1, "aisopod", "normal", _rate(400.0), 50.0),
+        Measurement("w1", w1, "raw", "normal/insert", _rate(1000.0), 50.0),
+        Measurement("w1", w1, "openai", "default", _rate(300.0), 50.0),
+        Measurement("w2", w2, "aisopod", "full", _rate(700.0), 50.0),
+        Measurement("w2", w2, "raw", "full/insert", _rate(1000.0), 50.0),
+        Measurement("w3", f"{report.W3_MODEL} 100", "aisopod", "", _rate(80.0), 50.0),
+        Measurement("w3", f"{report.W3_MODEL} 100", "raw", "", _rate(100.0), 50.0),
+        Measurement("w3", f"{report.W3_MODEL} 10,000", "aisopod", "", _rate(60.0), 50.0),
+        Measurement("w3", f"{report.W3_MODEL} 10,000", "raw", "", _rate(100.0), 50.0),
+        Measurement("w3", f"{report.W3_LEAN} 100", "aisopod", "", _rate(90.0), 50.0),
+        Measurement("w3", f"{report.W3_LEAN} 100", "raw", "", _rate(100.0), 50.0),
+        Measurement("w3", f"{report.W3_LEAN} 10,000", "aisopod", "", _rate(95.0), 50.0),
+        Measurement("w3", f"{report.W3_LEAN} 10,000", "raw", "", None, 0.0, "boom"),
+        Measurement("w7", pg1, "aisopod", "full", _rate(100.0), 50.0),
+        Measurement("w7", pg1, "raw", "full", _rate(120.0), 50.0),
+        Measurement("w7", pg6, "aisopod", "full", _rate(450.0), 50.0),
+    ]
+    text = report.render(measurements, _context(service=_service_table()))
+    table = text.partition(f"### {report.TARGETS_TITLE}")[2].partition("\n\n")[2]
+    rows = table.partition("\n\n")[0].splitlines()[2:]
+    assert rows == [
+        f"| W1 ≥ 0.8{x} raw INSERT + commit, `full` | 0.64{x} | 0.90{x} (900/s vs 1,000/s) "
+        "| met |",
+        f"| W1 ≥ 0.5{x} raw INSERT + commit, `normal` | 0.24{x} | 0.40{x} (400/s vs 1,000/s) "
+        "| **missed** |",
+        f"| W1 ≥ 2{x} the Agents SDK's `SQLiteSession` (aisopod `full`, the SDK its defaults) "
+        f"| 1.29{x} | 3.00{x} (900/s vs 300/s) | met |",
+        f"| W2 ≥ 0.8{x} raw INSERT + commit, `full` | 0.55{x} | 0.70{x} (700/s vs 1,000/s) "
+        "| **missed** |",
+        f"| W2 ≥ 0.5{x} raw INSERT + commit, `normal` | 0.21{x} | — | {report.NOT_MEASURED} |",
+        f"| W2 ≥ 2{x} the Agents SDK's `SQLiteSession` (aisopod `full`, the SDK its defaults) "
+        f"| 1.68{x} | — | {report.NOT_MEASURED} |",
+        f"| W3 ≥ 0.7{x} raw sqlite3, model path (`get_history`), every history size "
+        f"| 0.46{d}0.55{x} | 0.60{d}0.80{x} (0.80{x} / 0.60{x} at 100, 10,000 messages) "
+        "| **missed** |",
+        f"| W3 ≥ 0.85{x} raw sqlite3, lean path (`get_contents`), every history size "
+        f"| not measured | 0.90{x} (0.90{x} / — at 100, 10,000 messages) "
+        "| not met: not measured at 10,000 messages |",
+        f"| PostgreSQL W6 ≥ 4{x} its W1, `full` | 2.4{x} | 4.50{x} (450/s vs 100/s) | met |",
+        f"| PostgreSQL W1 ≥ 0.8{x} raw psycopg with the store's statements, `full` | 0.73{x} "
+        f"| 0.83{x} (100/s vs 120/s) | met |",
+        f"| Service appends ≥ 0.5{x} the bare endpoint, 32 clients, one worker | not measured "
+        f"| SQLite 0.51{x}, PostgreSQL 0.29{x} | **missed** on PostgreSQL |",
+        f"| Service history reads ≥ 0.6{x} the bare endpoint, 32 clients, one worker "
+        f"| not measured | SQLite 0.30{x} | **missed** |",
+    ]
+    lean = text.partition("### Reads, lean path (W3)")[2]
+    assert (f"| {report.W3_LEAN} 100 | 90/s (0.10 / 0.20 ms) | 100/s (0.10 / 0.20 ms) · "
+            f"**0.90{x}** | 80/s (0.10 / 0.20 ms) | **1.12{x}** |") in lean
+    reads = text.partition("### Reads, SQLite")[2].partition("###")[0]
+    assert report.W3_LEAN not in reads and f"| {report.W3_MODEL} 10,000 |" in reads
+    assert f"the largest history ÷ at the smallest = **0.75{x}**" in reads
+
+
+def test_targets_without_the_service_table_measure_nothing_there() -> None:
+    """No service table in the run: "—"; a table without one-worker rows: a pointer to it."""
+    from benchmarks import report
+
+    for service, after in ((None, "—"), ("### Service over HTTP: 32 concurrent clients\n\n"
+                                         "_SQLite, 1 worker(s) failed: x_\n",
+                                         "see Service over HTTP")):
+        text = report.render([], _context(service=service))
+        rows = [line for line in text.splitlines() if line.startswith("| Service ")]
+        assert len(rows) == 2
+        assert all(f"| not measured | {after} | {report.NOT_MEASURED} |" in row
+                   for row in rows), rows
+    assert "(quick mode: not a measurement)" in text
+
+
+def test_lean_read_baselines_return_what_the_store_returns(tmp_path: Path) -> None:
+    """W3 lean: raw sqlite3's list is the store's get_contents, on the same history."""
+    import sqlite3
+
+    from benchmarks import sys_aisopod, sys_raw
+
+    from aisopod_session import HistoryQuery, SessionStore
+
+    path = tmp_path / "h.db"
+    sys_aisopod.prepare_history(str(path), 50)
+    with SessionStore.open(f"sqlite:///{path}") as store:
+        ours = store.for_agent("bench").get_contents(sys_aisopod.key(0),
+                                                     HistoryQuery(limit=20, tail=True))
+    conn = sqlite3.connect(path)
+    try:
+        assert sys_raw.tail_contents(conn, sys_raw.key_params(0)) == ours
+    finally:
+        conn.close()
+    assert len(ours) == 20 and ours[-1] == sys_aisopod.common.text(49)
+
+
+def test_raw_appends_run_the_stores_statements(tmp_path: Path) -> None:
+    """The "store's statements" baseline runs exactly what the store runs for one append (search
+    on, the default), with the same parameters but the times: traced from both."""
+    import re
+    import sqlite3
+
+    from benchmarks import common, sys_aisopod, sys_raw
+
+    def traced(run: Any, path: Path) -> list[str]:
+        statements: list[str] = []
+        real = sqlite3.connect
+
+        def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = real(*args, **kwargs)
+            conn.set_trace_callback(statements.append)
+            return conn
+
+        sqlite3.connect = connect  # type: ignore[assignment]
+        try:
+            run(str(path))
+        finally:
+            sqlite3.connect = real  # type: ignore[assignment]
+        # the appends only, times blanked, statements of FTS5's own ("-- ...") left out
+        first = statements.index("BEGIN IMMEDIATE")
+        last = len(statements) - statements[::-1].index("COMMIT")
+        return [re.sub(r"\b1[0-9]{15}\b", "T", s) for s in statements[first:last]
+                if not s.startswith("--")]
+
+    for name in ("store", "raw"):
+        sys_aisopod.prepare_sessions(str(tmp_path / f"{name}.db"), 1)
+    ours = traced(lambda p: sys_aisopod.w1(p, "full", 3, 10.0), tmp_path / "store.db")
+    raw = traced(lambda p: sys_raw.w1(p, "full", 3, 10.0, variant="same"), tmp_path / "raw.db")
+    assert raw == ours
+    assert sum("INSERT INTO message_fts" in s for s in raw) == 3
+    assert sum("INSERT INTO changes" in s and "messages.appended" in s for s in raw) == 3
+    assert common.text(2).split(":")[0] in "".join(raw)
