@@ -25,9 +25,10 @@ from aisopod_session import (
     SlidingWindow,
     StoredMessage,
 )
-from aisopod_session.store import _messages
+from aisopod_session.store import _messages, _search
 from aisopod_session.store._group_commit import Job
 from aisopod_session.store._migrations import migrations
+from aisopod_session.store._search_text import index_tokens
 from aisopod_session.store._tx import Tx
 from tests.conftest import PG_URL
 
@@ -49,8 +50,9 @@ def index_bytes(url: str, options: dict[str, Any]) -> bytes:
     if "schema" in options:
         with psycopg.connect(PG_URL) as conn:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(options["schema"])))
-            for row in conn.execute("SELECT message_id, terms::text FROM message_search"):
-                chunks.append(repr(row).encode())
+            # every column (the tsvector and the token text), whatever the table holds
+            for row in conn.execute("SELECT message_search::text FROM message_search"):
+                chunks.append(row[0].encode())
         return b"\n".join(chunks)
     with sqlite3.connect(url) as conn:
         tables = [name for (name,) in conn.execute(
@@ -227,10 +229,12 @@ def test_every_write_path_indexes(backend_url: tuple[str, dict[str, Any]]) -> No
     store.close()
 
 
-def _database_before_search(url: str, options: dict[str, Any], messages: int) -> None:
-    """A database at schema version 9 (before search), with messages, written by plain SQL."""
+def _database_before_search(url: str, options: dict[str, Any], messages: int,
+                            version: int = 9) -> None:
+    """A database at schema ``version`` (9: before search), with messages, written by plain
+    SQL."""
     before = [m for m in migrations("postgres" if "schema" in options else "sqlite")
-              if m.version < 10]
+              if m.version <= version]
     rows = [(f"old message {i} {'dodo' if i % 7 == 0 else 'emu'}",) for i in range(messages)]
     if "schema" in options:
         with psycopg.connect(PG_URL, autocommit=True) as conn, conn.transaction():
@@ -294,6 +298,67 @@ def test_a_database_from_before_search_is_indexed_in_batches_while_it_works(
     assert [hit.seq for hit in page.hits] == [252, 251, *range(246, 0, -7)]
     assert len(bot.search("emu", limit=100).hits) == 100
     assert store.build_search_index().pending == 0  # again: nothing to do
+    store.close()
+
+
+def _postgres_bodies(schema: str) -> dict[int, str | None]:
+    with psycopg.connect(PG_URL) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        return dict(conn.execute("SELECT message_id, body FROM message_search").fetchall())
+
+
+def test_postgres_keeps_each_messages_tokens_and_the_matcher_reads_them(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """message_search.body holds a message's tokens as the matcher searches them (folded, in
+    order, repeats kept, one per CJK character), written with its tsvector; a search confirms
+    and scores its candidates from it, without tokenizing a message again."""
+    store = SessionStore.open(PG_URL, schema=pg_schema)
+    bot = store.for_agent("bot")
+    bot.get_or_create(key("alice"))
+    [stored] = bot.append_messages(key("alice"), [StoredMessage.user(
+        "Ein Café in Zürich, café au lait; 东京")])
+    assert _postgres_bodies(pg_schema) == {stored.id: "ein cafe in zurich cafe au lait 东 京"}
+
+    def no_tokenizing(text: str) -> list[str]:
+        raise AssertionError(f"the matcher tokenized {text!r} again")
+
+    monkeypatch.setattr(_search, "tokens", no_tokenizing)
+    for order in ("best", "newest"):
+        [hit] = bot.search('"cafe au" zur* 东', order=order).hits
+        assert hit.message_id == stored.id and hit.score > 1
+    store.close()
+
+
+def test_a_postgres_index_without_token_text_is_filled_in_by_the_build(pg_schema: str) -> None:
+    """An index written before message_search had its token text (schema 11): opening the
+    store marks its messages pending; meanwhile their tsvectors still find them (the matcher
+    tokenizes those) with the same hits and scores; build_search_index writes the text."""
+    options = {"schema": pg_schema}
+    _database_before_search(PG_URL, options, 40, version=11)
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+        old = conn.execute("SELECT id, content, tool_calls FROM messages").fetchall()
+        for id_, content, tool_calls in old:  # what version 11 wrote: the tsvector alone
+            conn.execute("INSERT INTO message_search (message_id, terms) "
+                         "VALUES (%s, array_to_tsvector(%s))",
+                         (id_, sorted(set(index_tokens(content, tool_calls)))))
+    store = SessionStore.open(PG_URL, schema=pg_schema)
+    bot = store.for_agent("bot")
+    assert set(_postgres_bodies(pg_schema).values()) == {None}
+    assert store.search_index_status().pending == 40
+
+    def answers() -> list[Any]:
+        return [[(hit.seq, hit.score) for hit in bot.search(query, limit=100, order=order).hits]
+                for query in ("dodo", '"old message"', "emu -dodo") for order in ("best", "newest")]
+
+    before = answers()
+    assert not bot.search("dodo").complete
+    assert [seq for seq, _ in before[1]] == list(range(36, 0, -7))
+    assert store.build_search_index(batch_size=15).pending == 0
+    assert _postgres_bodies(pg_schema) == {
+        id_: " ".join(index_tokens(content, tool_calls)) for id_, content, tool_calls in old}
+    assert answers() == before
+    assert bot.search("dodo").complete
     store.close()
 
 

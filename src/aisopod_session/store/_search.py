@@ -51,13 +51,14 @@ _COLUMNS = ("m.id, m.seq, m.role, m.created_at, m.content, m.tool_calls, m.compa
 _DETAILS = {
     "sqlite": f"SELECT {_COLUMNS}f.body FROM messages m JOIN sessions s ON s.id = m.session_id "
               "JOIN message_fts f ON f.rowid = m.id WHERE m.id IN ",
-    "postgres": f"SELECT {_COLUMNS}NULL FROM messages m JOIN sessions s ON s.id = m.session_id "
-                "WHERE m.id = ANY(?)",
+    "postgres": f"SELECT {_COLUMNS}f.body FROM messages m JOIN sessions s ON s.id = m.session_id "
+                "JOIN message_search f ON f.message_id = m.id WHERE m.id = ANY(?)",
 }
 """A chunk of candidates' columns, read by id once the chunk is chosen (so choosing it sorts
-ids, not contents; on PostgreSQL the ids are one array parameter). FTS5 keeps each message's
-indexed tokens (``f.body``): the matcher reads them instead of computing them again;
-PostgreSQL's are computed from the message."""
+ids, not contents; on PostgreSQL the ids are one array parameter). Both indexes keep each
+message's tokens as text (``f.body``): the matcher reads them instead of computing them again
+(on PostgreSQL, a message indexed before that column existed has none until
+``build_search_index`` writes it: its tokens are computed from the message)."""
 
 
 class _Candidate(NamedTuple):

@@ -3,10 +3,10 @@ ones scrubbed from it in the one that deletes them, the index of older messages 
 batches, and the switch that turns it off.
 
 SQLite: an FTS5 table ``message_fts`` (rowid = message id, body = the tokens); PostgreSQL:
-``message_search`` (a tsvector of the tokens, GIN-indexed). The tokens come from
-``_search_text``, so both backends index exactly what the matcher searches. Deleting a message
-removes its row from the index in the same transaction on both (a trigger on SQLite, the
-foreign key's cascade on PostgreSQL).
+``message_search`` (a tsvector of the tokens, GIN-indexed, and body = the tokens as text). The
+tokens come from ``_search_text``, so both backends index exactly what the matcher searches.
+Deleting a message removes its row from the index in the same transaction on both (a trigger on
+SQLite, the foreign key's cascade on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -77,38 +77,40 @@ def index_recorded(tx: Tx) -> None:
 
 def _write(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool) -> None:
     """Index (id, content JSON, tool_calls JSON) rows now. ``replace``: a message may be
-    indexed already (the backfill)."""
+    indexed already (the backfill).
+
+    Both backends keep each message's tokens as text, in order, separated by spaces (the
+    matcher reads them instead of tokenizing the message again); PostgreSQL builds the
+    tsvector from that text itself (``array_to_tsvector`` sorts and drops repeated tokens), so
+    the two are written from one parameter, in one statement."""
     entries = []
     for id_, content, tool_calls in rows:
         found = index_tokens(content, tool_calls)
         if found:
-            entries.append((int(id_), found))
+            entries.append((int(id_), " ".join(found)))
     for start in range(0, len(entries), _CHUNK):
         chunk = entries[start : start + _CHUNK]
         params: list[Any] = []
+        for id_, body in chunk:
+            params.extend((id_, body))
         if tx.dialect.name == "sqlite":
-            for id_, found in chunk:
-                params.extend((id_, " ".join(found)))
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             tx.run(f"{verb} INTO message_fts (rowid, body) VALUES "
                    + ", ".join("(?, ?)" for _ in chunk), params)
-        elif not replace:  # messages this transaction stored
-            for id_, found in chunk:
-                params.extend((id_, sorted(set(found))))
+            continue
+        # Joined to messages: a message deleted meanwhile (by a later job of the same batch, or
+        # during the backfill) is skipped, not a foreign-key error.
+        statement = ("INSERT INTO message_search (message_id, terms, body) "
+                     "SELECT v.id, array_to_tsvector(string_to_array(v.body, ' ')), v.body "
+                     "FROM (VALUES " + ", ".join("(CAST(? AS BIGINT), CAST(? AS text))"
+                                                 for _ in chunk)
+                     + ") AS v (id, body) JOIN messages m ON m.id = v.id")
+        if replace:
+            tx.run(statement + " ON CONFLICT (message_id) DO UPDATE SET terms = excluded.terms, "
+                   "body = excluded.body", params)
+        else:  # messages this transaction stored
             # Sent, not waited for: it travels with COMMIT, and its failure refuses the commit.
-            tx.send("INSERT INTO message_search (message_id, terms) "
-                    "SELECT v.id, array_to_tsvector(v.terms) FROM (VALUES "
-                    + ", ".join("(CAST(? AS BIGINT), CAST(? AS text[]))" for _ in chunk)
-                    + ") AS v (id, terms) JOIN messages m ON m.id = v.id", params)
-        else:
-            for id_, found in chunk:
-                params.extend((id_, sorted(set(found))))
-            # Joined to messages: a message deleted meanwhile is skipped, not a foreign-key error.
-            tx.run("INSERT INTO message_search (message_id, terms) "
-                   "SELECT v.id, array_to_tsvector(v.terms) FROM (VALUES "
-                   + ", ".join("(CAST(? AS BIGINT), CAST(? AS text[]))" for _ in chunk)
-                   + ") AS v (id, terms) JOIN messages m ON m.id = v.id "
-                   "ON CONFLICT (message_id) DO UPDATE SET terms = excluded.terms", params)
+            tx.send(statement, params)
 
 
 def scrub(tx: Tx) -> None:

@@ -1,0 +1,2 @@
+-- Nothing to change on SQLite: PostgreSQL's message_search gains the token text (body) that
+-- FTS5's message_fts keeps from the start. The file keeps both backends' versions parallel.
