@@ -139,7 +139,7 @@ class PostgresEngine(Engine):
             try:
                 with conn.pipeline() as pipeline:
                     cursor.execute("BEGIN")
-                    yield Tx(cursor, self.dialect, pipeline.sync)
+                    yield Tx(cursor, self.dialect, pipeline.sync, conn.cursor)
                     committing = True
                     cursor.execute("COMMIT")
             except BaseException as exc:
