@@ -836,3 +836,32 @@ def test_the_appended_entry_is_the_text_record_writes(ids: list[int]) -> None:
            first_seq=5, last_seq=5 + len(ids) - 1)
     assert written.changes == general.changes
     assert json.loads(written.changes[0][3])["message_ids"] == ids
+
+
+def test_postgres_appends_of_a_batch_are_answered_after_the_batch_sent_them(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On PostgreSQL a batch's appends are sent back to back and answered together: the job
+    after an append runs before the append's rows are fetched. Without a second cursor in the
+    write transaction each append fetched its answer at once (a round trip per job)."""
+    events: list[str] = []
+    fetchall = psycopg.Cursor.fetchall
+
+    def recorded_fetchall(self: psycopg.Cursor[Any]) -> list[Any]:
+        events.append("fetch")
+        return fetchall(self)
+
+    with SessionStore.open(PG_URL, schema=pg_schema, pool_size=2) as store:
+        agent = store.for_agent("bot")
+        agent.get_or_create(key_for(0))
+
+        def next_job(tx: Tx) -> None:
+            events.append("next job")
+
+        jobs = [Job(_append_job(key_for(0), "first")), Job(next_job)]
+        monkeypatch.setattr(psycopg.Cursor, "fetchall", recorded_fetchall)
+        store._engine._run_batch(jobs)
+        monkeypatch.undo()
+        assert events[:2] == ["next job", "fetch"]
+        assert [m.content for m in cast(list[StoredMessage], jobs[0].result)] == ["first"]
+        assert [m.content for m in agent.get_history(key_for(0))] == ["first"]
