@@ -46,19 +46,26 @@ from aisopod_session.store._tx import Tx, Work
 ORDERS = ("best", "newest")
 _MAX_CHUNK = 2000
 """Most candidates read per statement (each statement after the first reads 4 times more)."""
-_COLUMNS = ("m.id, m.seq, m.role, m.created_at, m.content, m.tool_calls, m.compacted, s.id, "
-            "s.agent_id, s.channel, s.account_id, s.peer_kind, s.peer_id, s.status, ")
-_DETAILS = {
-    "sqlite": f"SELECT {_COLUMNS}f.body FROM messages m JOIN sessions s ON s.id = m.session_id "
-              "JOIN message_fts f ON f.rowid = m.id WHERE m.id IN ",
-    "postgres": f"SELECT {_COLUMNS}f.body FROM messages m JOIN sessions s ON s.id = m.session_id "
-                "JOIN message_search f ON f.message_id = m.id WHERE m.id = ANY(?)",
+_TOKEN_TEXT = {
+    "sqlite": "f.body, NULL, NULL",
+    "postgres": "f.body, CASE WHEN f.body IS NULL THEN m.content END, "
+                "CASE WHEN f.body IS NULL THEN m.tool_calls END",
 }
-"""A chunk of candidates' columns, read by id once the chunk is chosen (so choosing it sorts
-ids, not contents; on PostgreSQL the ids are one array parameter). Both indexes keep each
-message's tokens as text (``f.body``): the matcher reads them instead of computing them again
-(on PostgreSQL, a message indexed before that column existed has none until
-``build_search_index`` writes it: its tokens are computed from the message)."""
+"""What the matcher reads of each candidate, with its id and created_at in the candidates
+statement: the tokens the index keeps as text (``f.body``), or on PostgreSQL, for a message
+indexed before that column existed (until ``build_search_index`` writes it), the message's
+content and tool calls, tokenized again. A ``best`` page confirms and scores up to
+``MAX_RANKED_MATCHES`` candidates from these alone; only its hits' columns are read."""
+_COLUMNS = ("m.id, m.seq, m.role, m.created_at, m.content, m.tool_calls, m.compacted, s.id, "
+            "s.agent_id, s.channel, s.account_id, s.peer_kind, s.peer_id, s.status")
+_DETAILS = {
+    "sqlite": f"SELECT {_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
+              "WHERE m.id IN ",
+    "postgres": f"SELECT {_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
+                "WHERE m.id = ANY(?)",
+}
+"""The columns of a page's hits, read by id once the page is chosen (on PostgreSQL the ids are
+one array parameter)."""
 
 
 class _Candidate(NamedTuple):
@@ -78,21 +85,33 @@ class _Candidate(NamedTuple):
     peer_kind: str
     peer_id: str
     status: str
-    indexed: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class _Found:
-    row: _Candidate
+    id: int
+    created_at: int
     score: float
 
     @property
     def newest_key(self) -> tuple[int, int]:
-        return int(self.row.created_at), int(self.row.id)
+        return self.created_at, self.id
 
     @property
     def best_key(self) -> tuple[float, int, int]:
-        return self.score, int(self.row.created_at), int(self.row.id)
+        return self.score, self.created_at, self.id
+
+
+_STATE = {
+    "sqlite": "SELECT enabled, pending_below FROM search_state WHERE id = 1",
+    "postgres": "SELECT enabled, pending_below, set_config('plan_cache_mode', "
+                "'force_custom_plan', true) FROM search_state WHERE id = 1",
+}
+"""The search state, read first. On PostgreSQL it also makes this read transaction plan every
+statement for its own parameters: psycopg prepares a statement run five times, and PostgreSQL
+may then settle on a generic plan, made without knowing the tsquery, for every later search of
+the same shape (the candidates' plan depends on how common the words are; see
+:func:`_candidates_sql`)."""
 
 
 def search_filter(value: Any) -> SearchFilter:
@@ -118,7 +137,8 @@ def _lexeme(token: str, prefix: bool) -> str:
     return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'" + (":*" if prefix else "")
 
 
-def _candidates_sql(dialect: str, query: Query, where: list[str]) -> tuple[str, str, Any]:
+def _candidates_sql(dialect: str, query: Query, where: list[str], order: str
+                    ) -> tuple[str, str, Any]:
     """The FROM clause joining the index, its id column, and the index condition's parameter.
 
     FTS5 phrases mean what the matcher's terms mean (the same tokens, in order), so SQLite's
@@ -138,9 +158,17 @@ def _candidates_sql(dialect: str, query: Query, where: list[str]) -> tuple[str, 
     tsquery += "".join(" & !" + _lexeme(term.tokens[0], term.prefix)
                        for term in query.excluded if len(term.tokens) == 1)
     where.insert(0, "f.terms @@ CAST(? AS tsquery)")
-    # "+ 0": ordering or bounding by the bare id would let the planner walk the primary key
-    # backwards, testing every message against the tsquery, instead of asking the GIN index
-    return "message_search f JOIN messages m ON m.id = f.message_id", "(m.id + 0)", tsquery
+    source = "message_search f JOIN messages m ON m.id = f.message_id"
+    if order == "best":
+        # The most recently stored matches, by the index's own id: the planner picks, from its
+        # statistics of the tsvector's tokens, between asking the GIN index for every match
+        # and sorting them (a rare word, a prefix) and walking message_search's primary key
+        # backwards until the window is full (a common word: a few ms where the sort of
+        # nearly every message took 80-150 ms, 200,000 messages).
+        return source, "f.message_id", tsquery
+    # "+ 0": a newest-first page is ordered by created_at; bounding it by the bare id could let
+    # the planner walk the primary key, testing every message, instead of asking the GIN index
+    return source, "(m.id + 0)", tsquery
 
 
 def _scope(agent_id: str | None, checked: SearchFilter) -> tuple[list[str], list[Any]]:
@@ -213,20 +241,15 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
                         (*values, chunk))
         if not chosen:
             return found
-        ids = [int(found_id) for found_id, _ in chosen]
-        if tx.dialect.name == "sqlite":
-            statement, values = f"{_DETAILS['sqlite']}({', '.join('?' for _ in ids)})", ids
-        else:  # one array parameter: a statement of 1,000 placeholders costs psycopg ~7 ms
-            statement, values = _DETAILS["postgres"], [ids]
-        details = {int(row.id): row for row in map(_Candidate._make, tx.all(statement, values))}
-        for row in (details[found_id] for found_id in ids if found_id in details):
-            if row.indexed is not None:
-                document, count = " " + row.indexed + " ", row.indexed.count(" ") + 1
+        for found_id, created_at, body, content, tool_calls in chosen:
+            if body is not None:
+                document, count = " " + body + " ", body.count(" ") + 1
             else:
-                found_tokens = tokens(message_text(row.content, row.tool_calls))
+                found_tokens = tokens(message_text(content, tool_calls))
                 document, count = padded(found_tokens), len(found_tokens)
             if matches(query, document):
-                found.append(_Found(row, score(query, document, count)))
+                found.append(_Found(int(found_id), int(created_at),
+                                    score(query, document, count)))
                 if len(found) == wanted:
                     return found
         if len(chosen) < chunk:
@@ -236,8 +259,20 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
     return found
 
 
-def _hit(query: Query, found: _Found) -> SearchHit:
-    row = found.row
+def _details(tx: Tx, page: list[_Found]) -> dict[int, _Candidate]:
+    """The columns of a page's hits, by message id."""
+    if not page:
+        return {}
+    ids = [found.id for found in page]
+    values: list[Any] = ids
+    if tx.dialect.name == "sqlite":
+        statement = f"{_DETAILS['sqlite']}({', '.join('?' for _ in ids)})"
+    else:  # one array parameter (psycopg splits a statement of many placeholders slowly)
+        statement, values = _DETAILS["postgres"], [ids]
+    return {int(row.id): row for row in map(_Candidate._make, tx.all(statement, values))}
+
+
+def _hit(query: Query, found: _Found, row: _Candidate) -> SearchHit:
     key = SessionKey._from_store({"agent_id": row.agent_id, "channel": row.channel,
                                   "account_id": row.account_id,
                                   "peer_kind": PeerKind(row.peer_kind), "peer_id": row.peer_id})
@@ -272,14 +307,15 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
     position = None if cursor is None else _decode_cursor(cursor, fingerprint, order)
 
     def read(tx: Tx) -> SearchPage:
-        state = tx.one("SELECT enabled, pending_below FROM search_state WHERE id = 1")
+        state = tx.one(_STATE[tx.dialect.name])
         if not state[0]:
             raise SearchDisabledError("search is turned off for this store (it was opened "
                                       "with search=False): open it with search on")
         bound = position[0] if position else int(
             tx.one("SELECT coalesce(max(id), 0) FROM messages")[0])
         where, params = _scope(agent_id, checked)
-        source, id_column, index_param = _candidates_sql(tx.dialect.name, parsed, where)
+        source, id_column, index_param = _candidates_sql(tx.dialect.name, parsed, where,
+                                                         order)
         where.append(f"{id_column} <= ?")
         params.append(bound)
         if order == "newest" and position is not None:
@@ -288,7 +324,8 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         else:
             wanted = limit + 1 if order == "newest" else MAX_RANKED_MATCHES
             after = None
-        found = _confirmed(tx, parsed, f"SELECT m.id, m.created_at FROM {source} JOIN sessions "
+        found = _confirmed(tx, parsed, f"SELECT m.id, m.created_at, "
+                           f"{_TOKEN_TEXT[tx.dialect.name]} FROM {source} JOIN sessions "
                            "s ON s.id = m.session_id WHERE ", where, [index_param, *params],
                            wanted, after, id_column if order == "best" else None)
         partial = False
@@ -303,7 +340,9 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         if more and page:
             last_key = page[-1].best_key if order == "best" else page[-1].newest_key
             next_cursor = _encode_cursor(fingerprint, bound, last_key)
-        return SearchPage(hits=[_hit(parsed, f) for f in page], next_cursor=next_cursor,
+        rows = _details(tx, page)  # one snapshot: every candidate's row is still there
+        return SearchPage(hits=[_hit(parsed, f, rows[f.id]) for f in page],
+                          next_cursor=next_cursor,
                           complete=not state[1], partial_ranking=partial)
 
     return Work(read=read)
