@@ -566,7 +566,13 @@ def document(tables: str, context: Context) -> str:
         f"- **W6**: {sizes['writers']} asyncio tasks, each appending {sizes['per_writer']} "
         "messages one per call to its own session, on one `AsyncSessionStore`.",
         "- **W7**: W1 and W6 on PostgreSQL, aisopod against psycopg running the store's own "
-        "statements (one connection for W1; a pool of the store's default size 4 for W6).",
+        "statements for each append with the same parameters, pipelined as the store sends "
+        "them (`BEGIN`, the append's one `WITH … UPDATE sessions … INSERT INTO messages` "
+        "statement and a fetch of its rows, the search index's `INSERT INTO message_search` and "
+        "the change feed's `INSERT INTO changes`, `COMMIT`: two round trips), one connection "
+        "for W1. Raw W6: that transaction per append, from the writers sharing a pool of the "
+        "store's default size 4; no group commit, which aisopod's W6 does (many writers' "
+        "appends in one transaction), so its ratio there includes what group commit gains.",
         f"- **W8**: {max(10, sizes['appends'] // 4):,} turns of a one-node LangGraph graph (a "
         "user message in, a reply out; threads of 10 turns), under LangGraph's `SqliteSaver` "
         "and under `AisopodSaver` (which also writes each turn's messages to the thread's "

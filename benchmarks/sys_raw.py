@@ -11,8 +11,23 @@ Variants for appends:
   ``sqlite3.Connection.set_trace_callback`` on a store opened with its defaults, search on):
   ``BEGIN IMMEDIATE``, the counter ``UPDATE … RETURNING``, the ``INSERT … RETURNING id``, the
   search index's ``INSERT INTO message_fts``, the change feed's ``INSERT INTO changes`` (its
-  position derived from the newest entry), ``COMMIT``. PostgreSQL (``pg_w1``/``pg_w6``):
-  ``BEGIN``, the counter ``UPDATE … RETURNING``, the ``INSERT … RETURNING``, ``COMMIT``.
+  position derived from the newest entry), ``COMMIT``.
+
+PostgreSQL (``pg_w1``, one connection): per append the store's own statements with the same
+parameters (search on, the default), sent as the store sends them, in one ``conn.pipeline()``
+block: ``BEGIN``; on a second cursor the append's one statement (``WITH s AS (UPDATE sessions
+… RETURNING …), m AS (INSERT INTO messages … RETURNING id, seq) SELECT …``), whose rows are
+fetched (the one wait inside the block: a round trip); then, not waited for, the search index's
+``INSERT INTO message_search`` (the tsvector and the token text from one parameter) and the
+change feed's ``WITH p AS (UPDATE change_positions … RETURNING last) INSERT INTO changes …``;
+``COMMIT``; the block's end syncs and waits for every answer (the second round trip).
+``tests/test_benchmarks_smoke.py`` traces both through psycopg and compares the lists.
+
+``pg_w6``: the same transaction per append, from ``writers`` asyncio tasks sharing a pool of the
+store's default size (4). It is *not* a group commit: the store's W6 puts many writers' appends
+in one transaction (one commit, their statements pipelined together), so aisopod ÷ this row
+measures what group commit gains over plain per-append transactions, net of the store's work;
+the ceiling for a hand-rolled group commit is not measured here.
 
 Reads: W3 the newest 20 rows as the model path reads them (every column, not decoded); W3 lean
 the newest 20 ``content`` texts, decoded with one ``json.loads`` as the store does (what the
@@ -40,10 +55,6 @@ UPDATE_COUNTERS = (
     "last_seq = last_seq + ?, updated_at = ?, status = 'active' "
     f"WHERE {LIVE} RETURNING id, last_seq, token_usage"
 )
-INSERT_RETURNING = (
-    "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, token_count, "
-    "external_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq, id"
-)
 INSERT_ONE = (
     "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, token_count, "
     "external_id, compacted, compacted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
@@ -58,6 +69,30 @@ FEED_ONE = (
 )
 """SQLite: the store's change feed entry of that append (``messages.appended``)."""
 WORD = re.compile(r"\w+")
+APPEND_IN_ONE = (
+    "WITH s AS (" + UPDATE_COUNTERS + "), m AS ("
+    "INSERT INTO messages (session_id, seq, role, content, tool_calls, created_at, token_count) "
+    "SELECT s.id, s.last_seq - CAST(? AS BIGINT) + v.o, v.r, v.c, v.t, v.a, v.n "
+    "FROM s, (VALUES (CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS BIGINT), "
+    "CAST(? AS BIGINT))) AS v (o, r, c, t, a, n) ORDER BY v.o RETURNING id, seq) "
+    "SELECT s.id, s.last_seq, s.token_usage, m.id FROM s, m ORDER BY m.seq"
+)
+"""PostgreSQL: the store's append of one message, the counters' update feeding the insert."""
+INDEX_IN_ONE = (
+    "INSERT INTO message_search (message_id, terms, body) "
+    "SELECT v.id, array_to_tsvector(string_to_array(v.body, ' ')), v.body "
+    "FROM (VALUES (CAST(? AS BIGINT), CAST(? AS text))) AS v (id, body) "
+    "JOIN messages m ON m.id = v.id"
+)
+"""PostgreSQL: the store's search index entry of that message (its tokens, space-separated)."""
+FEED_IN_ONE = (
+    "WITH p AS (UPDATE change_positions SET last = last + ? WHERE id = 1 RETURNING last) "
+    "INSERT INTO changes (position, at, kind, agent_id, session_id, data) "
+    "SELECT p.last - CAST(? AS BIGINT) + v.o, CAST(? AS BIGINT), v.k, v.a, v.s, v.d "
+    "FROM p, (VALUES (CAST(? AS BIGINT), ?, ?, CAST(? AS BIGINT), ?)) AS v(o, k, a, s, d)"
+)
+"""PostgreSQL: the store's change feed entry of that append, its position taken in the same
+statement."""
 INSERT_PLAIN = (
     "INSERT INTO messages (session_id, seq, role, content, created_at) VALUES (?, ?, ?, ?, ?)"
 )
@@ -80,6 +115,23 @@ LIST = (
     "updated_at, message_count, token_usage FROM sessions WHERE agent_id = ? AND status = ? "
     "ORDER BY updated_at DESC, id DESC LIMIT 51"
 )
+
+
+APPENDED = "messages.appended"
+"""The change feed's kind of an append's entry."""
+
+
+def index_body(text: str) -> str:
+    """What the store's search index holds for a message of plain text: its words,
+    lower-cased, joined by spaces."""
+    return " ".join(WORD.findall(text.lower()))
+
+
+def appended_data(message_id: int, seq: int) -> str:
+    """The change feed entry's data of one message appended at position ``seq`` (the store's
+    JSON text, byte for byte)."""
+    return (f'{{"count":1,"message_ids":[{message_id}],'
+            f'"first_seq":{seq},"last_seq":{seq}}}')
 
 
 def key_params(i: int, agent: str = common.AGENT) -> tuple[str, ...]:
@@ -135,11 +187,9 @@ def _appender(conn: sqlite3.Connection, variant: str, sessions: int) -> Any:
         (message_id,) = cursor.execute(INSERT_ONE, (session_id, last_seq, common.role_of(i),
                                                     json.dumps(text), None, now_us(), None,
                                                     None, 0, None)).fetchone()
-        # the body the store indexes: the text's words, lower-cased, joined by spaces
-        cursor.execute(INDEX_ONE, (message_id, " ".join(WORD.findall(text.lower()))))
-        cursor.execute(FEED_ONE, (now_us(), "messages.appended", common.AGENT, session_id,
-                                  f'{{"count":1,"message_ids":[{message_id}],'
-                                  f'"first_seq":{last_seq},"last_seq":{last_seq}}}'))
+        cursor.execute(INDEX_ONE, (message_id, index_body(text)))
+        cursor.execute(FEED_ONE, (now_us(), APPENDED, common.AGENT, session_id,
+                                  appended_data(message_id, last_seq)))
         cursor.execute("COMMIT")
         cursor.close()
 
@@ -253,29 +303,56 @@ def _pg_settings(conn: Any, durability: str) -> dict[str, Any]:
             "synchronous_commit": conn.execute("SHOW synchronous_commit").fetchone()[0]}
 
 
+def _append_params(i: int, session: int) -> tuple[Any, ...]:
+    """:data:`APPEND_IN_ONE`'s parameters: one message of no tokens, appended as message ``i``
+    to session ``session``."""
+    return (1, 0, 1, now_us(), *key_params(session), 1,
+            1, common.role_of(i), json.dumps(common.text(i)), None, now_us(), None)
+
+
+def _feed_params(session_id: int, message_id: int, seq: int) -> tuple[Any, ...]:
+    return (1, 1, now_us(), 1, APPENDED, common.AGENT, session_id,
+            appended_data(message_id, seq))
+
+
+def _check_pg_same(conn: Any, ops: int) -> None:
+    """Each append wrote what the store writes: a message, its index entry, its feed entry (on a
+    schema whose sessions had no messages yet)."""
+    for table, where in (("messages", ""), ("message_search", ""),
+                         ("changes", f" WHERE kind = '{APPENDED}'")):
+        count = conn.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
+        assert count == ops, (table, count, ops)
+
+
 def pg_w1(path: str, durability: str, appends: int, budget: float,
           schema: str | None = None) -> dict[str, Any]:
-    """One connection; per append BEGIN, UPDATE … RETURNING, INSERT … RETURNING, COMMIT."""
+    """One connection; per append the store's statements, pipelined as it sends them (see the
+    module's docstring)."""
     import psycopg
     from psycopg import sql
 
-    update, insert = _pg(UPDATE_COUNTERS), _pg(INSERT_RETURNING)
+    append, index, feed = _pg(APPEND_IN_ONE), _pg(INDEX_IN_ONE), _pg(FEED_IN_ONE)
     with psycopg.connect(path, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or "")))
         if durability == "normal":
             conn.execute("SET synchronous_commit TO off")
-        cursor = conn.cursor()
 
         def step(i: int) -> None:
-            cursor.execute("BEGIN")
-            cursor.execute(update, (1, 0, 1, now_us(), *key_params(0)))
-            session_id, last_seq, _ = cursor.fetchone()  # type: ignore[misc]
-            cursor.execute(insert, (session_id, last_seq, common.role_of(i),
-                                    json.dumps(common.text(i)), None, now_us(), None, None))
-            cursor.fetchall()
-            cursor.execute("COMMIT")
+            with conn.cursor() as cursor, conn.pipeline():
+                cursor.execute("BEGIN")
+                # its own cursor, as the store's: the rows fetched are this statement's only
+                appended = conn.cursor()
+                appended.execute(append, _append_params(i, 0))
+                try:
+                    session_id, last_seq, _, message_id = appended.fetchall()[0]
+                finally:
+                    appended.close()
+                cursor.execute(index, (message_id, index_body(common.text(i))))
+                cursor.execute(feed, _feed_params(session_id, message_id, last_seq))
+                cursor.execute("COMMIT")
 
         result = common.timed_loop(appends, budget, step)
+        _check_pg_same(conn, result["ops"])
         result["settings"] = _pg_settings(conn, durability)
     return result
 
@@ -283,12 +360,13 @@ def pg_w1(path: str, durability: str, appends: int, budget: float,
 def pg_w6(path: str, durability: str, writers: int, per_writer: int, budget: float,
           schema: str | None = None, pool_size: int = 4) -> dict[str, Any]:
     """``writers`` asyncio tasks sharing a psycopg AsyncConnectionPool (the store's default
-    size), each append its own transaction with the same statements as :func:`pg_w1`."""
+    size), each append its own transaction with :func:`pg_w1`'s statements and waits: no group
+    commit (see the module's docstring)."""
     import psycopg
     from psycopg import sql
     from psycopg_pool import AsyncConnectionPool
 
-    update, insert = _pg(UPDATE_COUNTERS), _pg(INSERT_RETURNING)
+    append, index, feed = _pg(APPEND_IN_ONE), _pg(INDEX_IN_ONE), _pg(FEED_IN_ONE)
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or "")))
@@ -302,14 +380,17 @@ def pg_w6(path: str, durability: str, writers: int, per_writer: int, budget: flo
             await pool.wait()
 
             async def step(w: int, i: int) -> None:
-                async with pool.connection() as conn, conn.cursor() as cursor:
+                async with pool.connection() as conn, conn.cursor() as cursor, \
+                        conn.pipeline():
                     await cursor.execute("BEGIN")
-                    await cursor.execute(update, (1, 0, 1, now_us(), *key_params(w)))
-                    session_id, last_seq, _ = await cursor.fetchone()  # type: ignore[misc]
-                    await cursor.execute(insert, (session_id, last_seq, common.role_of(i),
-                                                  json.dumps(common.text(i)), None, now_us(),
-                                                  None, None))
-                    await cursor.fetchall()
+                    appended = conn.cursor()
+                    await appended.execute(append, _append_params(i, w))
+                    try:
+                        session_id, last_seq, _, message_id = (await appended.fetchall())[0]
+                    finally:
+                        await appended.close()
+                    await cursor.execute(index, (message_id, index_body(common.text(i))))
+                    await cursor.execute(feed, _feed_params(session_id, message_id, last_seq))
                     await cursor.execute("COMMIT")
 
             result = await common.concurrent_writers(writers, per_writer, budget, step)
@@ -320,4 +401,8 @@ def pg_w6(path: str, durability: str, writers: int, per_writer: int, budget: flo
                                   "pool_size": pool_size}
             return result
 
-    return asyncio.run(main())
+    result = asyncio.run(main())
+    with psycopg.connect(path, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or "")))
+        _check_pg_same(conn, result["ops"])  # a failed append was rolled back whole
+    return result

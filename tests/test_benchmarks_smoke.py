@@ -416,3 +416,119 @@ def test_raw_appends_run_the_stores_statements(tmp_path: Path) -> None:
     assert sum("INSERT INTO message_fts" in s for s in raw) == 3
     assert sum("INSERT INTO changes" in s and "messages.appended" in s for s in raw) == 3
     assert common.text(2).split(":")[0] in "".join(raw)
+
+
+def _traced_pipelines(run: Any) -> list[list[tuple[Any, ...]]]:
+    """What ``run()`` sends through psycopg in pipeline mode: for each ``conn.pipeline()`` block,
+    in order, its statements (cursor, SQL text, parameters with times blanked, whether sent in
+    pipeline mode), its fetches (the waits for an answer) and its syncs, the block's end (where
+    psycopg syncs and waits for every answer) included. Statements outside a pipeline block
+    (opening the store, the pool's settings, reads, NOTIFYs) are left out: the store's write
+    transactions are pipeline blocks (``PostgresEngine._write_tx``)."""
+    import contextlib
+    import threading
+    from collections.abc import Iterator
+
+    import psycopg
+    from psycopg import pq
+
+    # (connection, cursor, event); a connection known by its libpq connection, which its
+    # cursors and its pipeline name publicly
+    events: list[tuple[int, int | None, tuple[Any, ...]]] = []
+    lock = threading.Lock()  # the store writes on its group committer's thread
+
+    def blank(value: Any) -> Any:
+        # a time in µs since the epoch; ids and counters are far smaller
+        return "T" if type(value) is int and value >= 10**15 else value
+
+    def note(pgconn: Any, cursor: Any, event: tuple[Any, ...]) -> None:
+        with lock:
+            events.append((id(pgconn), None if cursor is None else id(cursor), event))
+
+    real_execute = psycopg.Cursor.execute
+    real_fetchone, real_fetchall = psycopg.Cursor.fetchone, psycopg.Cursor.fetchall
+    real_sync, real_pipeline = psycopg.Pipeline.sync, psycopg.Connection.pipeline
+
+    def execute(self: psycopg.Cursor[Any], query: Any, params: Any = None,
+                **kwargs: Any) -> Any:
+        text = query if isinstance(query, str) else query.as_string(self.connection)
+        piped = self.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        note(self.connection.pgconn, self,
+             ("execute", text, tuple(map(blank, params or ())), "piped" if piped else "alone"))
+        return real_execute(self, query, params, **kwargs)
+
+    def fetchone(self: psycopg.Cursor[Any]) -> Any:
+        note(self.connection.pgconn, self, ("fetchone",))
+        return real_fetchone(self)
+
+    def fetchall(self: psycopg.Cursor[Any]) -> Any:
+        note(self.connection.pgconn, self, ("fetchall",))
+        return real_fetchall(self)
+
+    def sync(self: psycopg.Pipeline) -> None:
+        note(self.pgconn, None, ("sync",))
+        real_sync(self)
+
+    @contextlib.contextmanager
+    def pipeline(self: psycopg.Connection[Any]) -> Iterator[psycopg.Pipeline]:
+        note(self.pgconn, None, ("pipeline",))
+        with real_pipeline(self) as piped:
+            yield piped
+        note(self.pgconn, None, ("end of pipeline: sync",))
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, replacement in (("execute", execute), ("fetchone", fetchone),
+                                  ("fetchall", fetchall)):
+            patch.setattr(psycopg.Cursor, name, replacement)
+        patch.setattr(psycopg.Pipeline, "sync", sync)
+        patch.setattr(psycopg.Connection, "pipeline", pipeline)
+        run()
+    blocks: list[list[tuple[Any, ...]]] = []
+    open_blocks: dict[int, tuple[list[tuple[Any, ...]], dict[int, str]]] = {}
+    for conn, cursor, event in events:
+        if event == ("pipeline",):
+            open_blocks[conn] = ([], {})
+            continue
+        if conn not in open_blocks:
+            continue  # outside a pipeline
+        block, cursors = open_blocks[conn]
+        if cursor is None:
+            block.append(event)
+        else:  # cursors named in order of first use within the block
+            label = cursors.setdefault(cursor, f"cursor {len(cursors) + 1}")
+            block.append((label, *event))
+        if event == ("end of pipeline: sync",):
+            blocks.append(block)
+            del open_blocks[conn]
+    return blocks
+
+
+def test_raw_postgres_appends_send_the_stores_statements(pg_schema: str) -> None:
+    """PostgreSQL's "store's statements" baseline (``pg_w1``) sends exactly what the store
+    sends for one append (search on, the default): the same statements with the same parameters
+    (times blanked), in pipeline mode, on the same cursors, waiting where the store waits.
+    Traced from both through psycopg, on two schemas made alike (so ids are equal too)."""
+    import json
+
+    from benchmarks import common, sys_aisopod, sys_raw
+
+    from tests.conftest import PG_URL
+
+    schemas = {f"{pg_schema}_store": 1, f"{pg_schema}_raw": 1}
+    store_schema, raw_schema = schemas
+    try:
+        sys_aisopod.prepare_pg_schemas(PG_URL, schemas)
+        ours = _traced_pipelines(
+            lambda: sys_aisopod.w1(PG_URL, "full", 3, 10.0, schema=store_schema))
+        raw = _traced_pipelines(
+            lambda: sys_raw.pg_w1(PG_URL, "full", 3, 10.0, schema=raw_schema))
+    finally:
+        sys_aisopod.drop_pg_schemas(PG_URL, list(schemas))
+    assert len(ours) == 3, ours  # one transaction an append, nothing else pipelined
+    assert raw == ours
+    executed = [event[2:4] for block in raw for event in block if event[1:2] == ("execute",)]
+    statements = [statement for statement, _ in executed]
+    assert statements.count("BEGIN") == statements.count("COMMIT") == 3
+    for table in ("messages", "message_search", "changes"):
+        assert sum(f"INSERT INTO {table} " in s for s in statements) == 3, table
+    assert any(json.dumps(common.text(2)) in params for _, params in executed)
