@@ -14,6 +14,7 @@ from aisopod_session.store._search_text import (
     padded,
     parse,
     score,
+    scored,
     snippet,
     tokens,
 )
@@ -71,6 +72,31 @@ def test_matches_and_score() -> None:
     longer = score(parse("refund"), padded(["refund"] + ["x"] * 500), 501)
     assert twice > once > longer > 0
     assert score(parse('"a b"'), padded(["a", "b"]), 2) > score(parse("a"), padded(["a", "b"]), 2)
+
+
+def test_scored_is_matches_and_score_in_one_pass() -> None:
+    """What a best page computes for each candidate: None where the query does not match, else
+    exactly the score (the same float: pages and cursors compare scores)."""
+    import random
+
+    rng = random.Random(5)
+    vocabulary = ["a", "b", "ab", "refund", "refunds", "东", "京"]
+    queries = [parse(text) for text in ("a", "a b", '"a b"', '"a a"', "a*", "ref*", '"a b"*',
+                                        "refund -b", "a -\"b ab\"", "东京", "a a a")]
+    seen_match = seen_miss = 0
+    for _ in range(400):
+        document_tokens = [rng.choice(vocabulary) for _ in range(rng.randrange(1, 40))]
+        document = padded(document_tokens)
+        for query in queries:
+            got = scored(query, document, len(document_tokens))
+            if matches(query, document):
+                seen_match += 1
+                assert got == score(query, document, len(document_tokens)), (query, document)
+                assert type(got) is float
+            else:
+                seen_miss += 1
+                assert got is None, (query, document)
+    assert seen_match > 500 and seen_miss > 500
 
 
 def test_snippet_marks_matches_without_markup() -> None:

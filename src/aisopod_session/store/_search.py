@@ -14,7 +14,6 @@ import base64
 import binascii
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -33,11 +32,10 @@ from aisopod_session.results import SearchFilter, SearchHit, SearchPage, Snippet
 from aisopod_session.store._search_text import (
     Query,
     Term,
-    matches,
     message_text,
     padded,
     parse,
-    score,
+    scored,
     snippet,
     tokens,
 )
@@ -87,8 +85,9 @@ class _Candidate(NamedTuple):
     status: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Found:
+class _Found(NamedTuple):
+    """A confirmed candidate (a tuple: a ``best`` page makes up to ``MAX_RANKED_MATCHES``)."""
+
     id: int
     created_at: int
     score: float
@@ -220,7 +219,21 @@ def _decode_cursor(cursor: Any, fingerprint: str, order: str) -> tuple[int, tupl
     return int(values[1]), tuple(values[2:])
 
 
-def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list[Any],
+def _chunk_sql(dialect: str, source: str, where: str, order: str, sorted_: bool) -> str:
+    """The statement reading a chunk of candidates: id, created_at and :data:`_TOKEN_TEXT`."""
+    if dialect == "sqlite" and sorted_:
+        # SQLite's sorter carries every result column: reading the token text in the sorted
+        # statement would read it for every match (a common word: nearly every message), not
+        # only for the chunk the sort keeps
+        return (f"SELECT c.id, c.created_at, t.body, NULL, NULL FROM (SELECT m.id AS id, "
+                f"m.created_at AS created_at FROM {source} WHERE {where} ORDER BY {order} "
+                "LIMIT ?) c JOIN message_fts t ON t.rowid = c.id "
+                "ORDER BY c.created_at DESC, c.id DESC")
+    return (f"SELECT m.id, m.created_at, {_TOKEN_TEXT[dialect]} FROM {source} WHERE {where} "
+            f"ORDER BY {order} LIMIT ?")
+
+
+def _confirmed(tx: Tx, query: Query, source: str, where: list[str], params: list[Any],
                wanted: int, after: tuple[int, int] | None, id_column: str | None
                ) -> list[_Found]:
     """Up to ``wanted`` matches, newest first (``created_at``; with ``id_column``, the most
@@ -237,8 +250,8 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
         elif after is not None:
             clauses.append("(m.created_at < ? OR (m.created_at = ? AND m.id < ?))")
             values.extend((after[0], after[0], after[1]))
-        chosen = tx.all(f"{select}{' AND '.join(clauses)} ORDER BY {order} LIMIT ?",
-                        (*values, chunk))
+        chosen = tx.all(_chunk_sql(tx.dialect.name, source, " AND ".join(clauses), order,
+                                   id_column is None), (*values, chunk))
         if not chosen:
             return found
         for found_id, created_at, body, content, tool_calls in chosen:
@@ -247,9 +260,9 @@ def _confirmed(tx: Tx, query: Query, select: str, where: list[str], params: list
             else:
                 found_tokens = tokens(message_text(content, tool_calls))
                 document, count = padded(found_tokens), len(found_tokens)
-            if matches(query, document):
-                found.append(_Found(int(found_id), int(created_at),
-                                    score(query, document, count)))
+            relevance = scored(query, document, count)
+            if relevance is not None:
+                found.append(_Found(int(found_id), int(created_at), relevance))
                 if len(found) == wanted:
                     return found
         if len(chosen) < chunk:
@@ -324,10 +337,9 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         else:
             wanted = limit + 1 if order == "newest" else MAX_RANKED_MATCHES
             after = None
-        found = _confirmed(tx, parsed, f"SELECT m.id, m.created_at, "
-                           f"{_TOKEN_TEXT[tx.dialect.name]} FROM {source} JOIN sessions "
-                           "s ON s.id = m.session_id WHERE ", where, [index_param, *params],
-                           wanted, after, id_column if order == "best" else None)
+        found = _confirmed(tx, parsed, f"{source} JOIN sessions s ON s.id = m.session_id",
+                           where, [index_param, *params], wanted, after,
+                           id_column if order == "best" else None)
         partial = False
         if order == "best":
             partial = len(found) == MAX_RANKED_MATCHES
