@@ -102,15 +102,17 @@ class _Found(NamedTuple):
 
 
 _STATE = {
-    "sqlite": "SELECT enabled, pending_below FROM search_state WHERE id = 1",
-    "postgres": "SELECT enabled, pending_below, set_config('plan_cache_mode', "
-                "'force_custom_plan', true) FROM search_state WHERE id = 1",
+    "sqlite": "SELECT enabled, pending_below, (SELECT coalesce(max(id), 0) FROM messages) "
+              "FROM search_state WHERE id = 1",
+    "postgres": "SELECT enabled, pending_below, (SELECT coalesce(max(id), 0) FROM messages), "
+                "set_config('plan_cache_mode', 'force_custom_plan', true) "
+                "FROM search_state WHERE id = 1",
 }
-"""The search state, read first. On PostgreSQL it also makes this read transaction plan every
-statement for its own parameters: psycopg prepares a statement run five times, and PostgreSQL
-may then settle on a generic plan, made without knowing the tsquery, for every later search of
-the same shape (the candidates' plan depends on how common the words are; see
-:func:`_candidates_sql`)."""
+"""The search state and the newest message id (a first page's bound), read first, in one
+statement. On PostgreSQL it also makes this read transaction plan every statement for its own
+parameters: psycopg prepares a statement run five times, and PostgreSQL may then settle on a
+generic plan, made without knowing the tsquery, for every later search of the same shape (the
+candidates' plan depends on how common the words are; see :func:`_candidates_sql`)."""
 
 
 def search_filter(value: Any) -> SearchFilter:
@@ -289,14 +291,17 @@ def _hit(query: Query, found: _Found, row: _Candidate) -> SearchHit:
     key = SessionKey._from_store({"agent_id": row.agent_id, "channel": row.channel,
                                   "account_id": row.account_id,
                                   "peer_kind": PeerKind(row.peer_kind), "peer_id": row.peer_id})
-    return SearchHit(
-        session_id=int(row.session_id), key=key, session_status=SessionStatus(row.status),
-        message_id=int(row.id), seq=int(row.seq), role=Role(row.role),
-        created_at=from_us(int(row.created_at)), compacted=bool(row.compacted),
-        score=found.score,
-        snippet=[SnippetSegment(text=text, match=hit) for text, hit in
-                 snippet(query, message_text(row.content, row.tool_calls))],
-    )
+    # Built from values the store computed (every field given, of its type), without
+    # validation: a page's dozens of segments were a third of a short search's time
+    segments = SnippetSegment._from_store_many(
+        [{"text": text, "match": hit}
+         for text, hit in snippet(query, message_text(row.content, row.tool_calls))])
+    return SearchHit._from_store({
+        "session_id": int(row.session_id), "key": key,
+        "session_status": SessionStatus(row.status), "message_id": int(row.id),
+        "seq": int(row.seq), "role": Role(row.role), "created_at": from_us(int(row.created_at)),
+        "compacted": bool(row.compacted), "score": found.score, "snippet": segments,
+    })
 
 
 def max_batches(value: Any) -> int | None:
@@ -324,8 +329,7 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         if not state[0]:
             raise SearchDisabledError("search is turned off for this store (it was opened "
                                       "with search=False): open it with search on")
-        bound = position[0] if position else int(
-            tx.one("SELECT coalesce(max(id), 0) FROM messages")[0])
+        bound = position[0] if position else int(state[2])
         where, params = _scope(agent_id, checked)
         source, id_column, index_param = _candidates_sql(tx.dialect.name, parsed, where,
                                                          order)
