@@ -86,11 +86,12 @@ class _Candidate(NamedTuple):
 
 
 class _Found(NamedTuple):
-    """A confirmed candidate (a tuple: a ``best`` page makes up to ``MAX_RANKED_MATCHES``)."""
+    """A confirmed candidate (a tuple: a ``best`` page makes up to ``MAX_RANKED_MATCHES``),
+    whose fields are in ``best`` order: the tuple is its own :attr:`best_key` to sort by."""
 
-    id: int
-    created_at: int
     score: float
+    created_at: int
+    id: int
 
     @property
     def newest_key(self) -> tuple[int, int]:
@@ -264,7 +265,7 @@ def _confirmed(tx: Tx, query: Query, source: str, where: list[str], params: list
                 document, count = padded(found_tokens), len(found_tokens)
             relevance = scored(query, document, count)
             if relevance is not None:
-                found.append(_Found(int(found_id), int(created_at), relevance))
+                found.append(_Found(relevance, int(created_at), int(found_id)))
                 if len(found) == wanted:
                     return found
         if len(chosen) < chunk:
@@ -347,7 +348,7 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         partial = False
         if order == "best":
             partial = len(found) == MAX_RANKED_MATCHES
-            found.sort(key=lambda f: f.best_key, reverse=True)
+            found.sort(reverse=True)  # by best_key: the tuple itself
             if position is not None:
                 last = tuple(position[1])
                 found = [f for f in found if f.best_key < last]
