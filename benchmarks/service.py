@@ -551,7 +551,11 @@ def with_table(document: str, table: str) -> str:
 def _client_name(client: str) -> str:
     if client == "wrk":
         return "`wrk` (one thread)"
-    return "an asyncio load generator (`httpx.AsyncClient`)"
+    # Python on the same 2 CPUs is slower than the server it loads: every route then looks
+    # about as fast as the bare one, so the ratios say nothing about the server.
+    return ("an asyncio load generator (`httpx.AsyncClient`; `wrk` was not installed: the "
+            "generator, not the server, bounds every row, so the ratios to *bare* are not the "
+            "server's; `apt-get install wrk`)")
 
 
 if __name__ == "__main__":
