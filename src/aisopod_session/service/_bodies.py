@@ -92,9 +92,13 @@ class AppendBody(BaseModel):
 
 def as_new_messages(messages: list[Any]) -> list[StoredMessage]:
     """Request messages as StoredMessages. NewMessage validated every field the way
-    StoredMessage does, and the store checks each message again: no third pass here."""
-    return [StoredMessage.model_construct(**{name: getattr(message, name)
-                                             for name in message.model_fields_set})
+    StoredMessage does, and the store checks each message again: no third pass here.
+
+    Every field is passed (the fields the client set stay the set ones): a field left out
+    would have ``model_construct`` call its default factory, and pydantic inspects the
+    factory's signature on every such call (``created_at``'s: most of this function's time)."""
+    return [StoredMessage.model_construct(_fields_set=message.model_fields_set,
+                                          **message.__dict__)
             for message in messages]
 
 
