@@ -207,29 +207,29 @@ def w2(path: str, durability: str, sessions: int, per_session: int,
     return result
 
 
-def w3(path: str, reads: int, budget: float) -> dict[str, Any]:
-    """The newest 20 messages of a long session (prompt building), ``reads`` times."""
+def _newest_20(path: str, reads: int, budget: float, read: str) -> dict[str, Any]:
+    """``reads`` calls of the agent handle's ``read`` method (``get_history`` or
+    ``get_contents``) for the newest 20 messages of a long session."""
     with SessionStore.open(_url(path)) as store:
         agent = store.for_agent(common.AGENT)
         k = key(0)
         query = HistoryQuery(limit=20, tail=True)
-        assert len(agent.get_history(k, query)) == 20
-        result = common.latency_loop(reads, budget, lambda i: agent.get_history(k, query))
+        method = getattr(agent, read)
+        assert len(method(k, query)) == 20
+        result = common.latency_loop(reads, budget, lambda i: method(k, query))
         result["messages"] = agent.get(k).message_count
     return result
+
+
+def w3(path: str, reads: int, budget: float) -> dict[str, Any]:
+    """The newest 20 messages of a long session (prompt building), ``reads`` times."""
+    return _newest_20(path, reads, budget, "get_history")
 
 
 def w3_lean(path: str, reads: int, budget: float) -> dict[str, Any]:
     """W3 on the lean path: the ``content`` of the newest 20 messages (``get_contents``, what
     the integrations build prompts from; no ``StoredMessage`` per row), ``reads`` times."""
-    with SessionStore.open(_url(path)) as store:
-        agent = store.for_agent(common.AGENT)
-        k = key(0)
-        query = HistoryQuery(limit=20, tail=True)
-        assert len(agent.get_contents(k, query)) == 20
-        result = common.latency_loop(reads, budget, lambda i: agent.get_contents(k, query))
-        result["messages"] = agent.get(k).message_count
-    return result
+    return _newest_20(path, reads, budget, "get_contents")
 
 
 def w4(path: str, lookups: int, sessions: int, budget: float) -> dict[str, Any]:
