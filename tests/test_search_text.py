@@ -9,11 +9,9 @@ from aisopod_session import InvalidInputError
 from aisopod_session.limits import MAX_SEARCH_TOKEN_CHARS, MAX_SEARCHED_CHARS
 from aisopod_session.store._search_text import (
     fold,
-    matches,
     message_text,
     padded,
     parse,
-    score,
     scored,
     snippet,
     tokens,
@@ -59,43 +57,84 @@ def test_parse() -> None:
         parse('"a')
 
 
-def test_matches_and_score() -> None:
+def test_scored_matches_and_ranks() -> None:
     document = padded(tokens("the refund was promised; refunds later"))
-    assert matches(parse("refund promised"), document)
-    assert matches(parse('"refund was"'), document)
-    assert not matches(parse('"refund promised"'), document)
-    assert matches(parse("refunds"), document) and not matches(parse("refun"), document)
-    assert matches(parse("refun*"), document)
-    assert not matches(parse("refund -later"), document)
-    once = score(parse("refund"), padded(["refund", "x"]), 2)
-    twice = score(parse("refund"), padded(["refund", "refund"]), 2)
-    longer = score(parse("refund"), padded(["refund"] + ["x"] * 500), 501)
+
+    def matches(text: str) -> bool:
+        return scored(parse(text), document, 6) is not None
+
+    assert matches("refund promised")
+    assert matches('"refund was"')
+    assert not matches('"refund promised"')
+    assert matches("refunds") and not matches("refun")
+    assert matches("refun*")
+    assert not matches("refund -later")
+    once = scored(parse("refund"), padded(["refund", "x"]), 2)
+    twice = scored(parse("refund"), padded(["refund", "refund"]), 2)
+    longer = scored(parse("refund"), padded(["refund"] + ["x"] * 500), 501)
+    assert once is not None and twice is not None and longer is not None
     assert twice > once > longer > 0
-    assert score(parse('"a b"'), padded(["a", "b"]), 2) > score(parse("a"), padded(["a", "b"]), 2)
+    phrase = scored(parse('"a b"'), padded(["a", "b"]), 2)
+    word = scored(parse("a"), padded(["a", "b"]), 2)
+    assert phrase is not None and word is not None and phrase > word
 
 
-def test_scored_is_matches_and_score_in_one_pass() -> None:
+def _reference_score(query_text: str, document_tokens: list[str]) -> float | None:
+    """The documented rule, written out independently: every wanted term (its tokens, in
+    order; a prefix term's last token may go on) occurs, no excluded one does; the score sums
+    ``len(tokens) * (1 + ln(occurrences))`` (occurrences share no token) over the wanted
+    terms and divides by ``1 + ln(1 + n / 64)``, rounded to 4 decimals."""
+    import math
+
+    query = parse(query_text)
+
+    def occurrences(term_tokens: tuple[str, ...], prefix: bool) -> int:
+        width = len(term_tokens)
+        count = start = 0
+        while start <= len(document_tokens) - width:
+            window = document_tokens[start:start + width]
+            if window[:-1] == list(term_tokens[:-1]) and (
+                    window[-1].startswith(term_tokens[-1]) if prefix
+                    else window[-1] == term_tokens[-1]):
+                count += 1
+                start += width  # occurrences do not share tokens
+            else:
+                start += 1
+        return count
+
+    total = 0.0
+    for term in query.wanted:
+        count = occurrences(term.tokens, term.prefix)
+        if not count:
+            return None
+        total += len(term.tokens) * (1 + math.log(count))
+    if any(occurrences(term.tokens, term.prefix) for term in query.excluded):
+        return None
+    return round(total / (1 + math.log(1 + len(document_tokens) / 64)), 4)
+
+
+def test_scored_is_the_documented_rule() -> None:
     """What a best page computes for each candidate: None where the query does not match, else
-    exactly the score (the same float: pages and cursors compare scores)."""
+    exactly the documented score (the same float: pages and cursors compare scores)."""
     import random
 
     rng = random.Random(5)
     vocabulary = ["a", "b", "ab", "refund", "refunds", "东", "京"]
-    queries = [parse(text) for text in ("a", "a b", '"a b"', '"a a"', "a*", "ref*", '"a b"*',
-                                        "refund -b", "a -\"b ab\"", "东京", "a a a")]
+    texts = ("a", "a b", '"a b"', '"a a"', "a*", "ref*", '"a b"*', "refund -b", "a -\"b ab\"",
+             "东京", "a a a")
     seen_match = seen_miss = 0
     for _ in range(400):
         document_tokens = [rng.choice(vocabulary) for _ in range(rng.randrange(1, 40))]
         document = padded(document_tokens)
-        for query in queries:
-            got = scored(query, document, len(document_tokens))
-            if matches(query, document):
-                seen_match += 1
-                assert got == score(query, document, len(document_tokens)), (query, document)
-                assert type(got) is float
-            else:
+        for text in texts:
+            got = scored(parse(text), document, len(document_tokens))
+            expected = _reference_score(text, document_tokens)
+            assert got == expected, (text, document)
+            if got is None:
                 seen_miss += 1
-                assert got is None, (query, document)
+            else:
+                seen_match += 1
+                assert type(got) is float
     assert seen_match > 500 and seen_miss > 500
 
 

@@ -219,38 +219,20 @@ def padded(found: list[str]) -> str:
     return " " + " ".join(found) + " "
 
 
-def matches(query: Query, text: str) -> bool:
-    """Whether a document's :func:`padded` token text matches the query."""
-    return (all(term.pattern in text for term in query.wanted)
-            and not any(term.pattern in text for term in query.excluded))
-
-
-def score(query: Query, text: str, token_count: int) -> float:
-    """Relevance of a matching document, from the document alone (so a page's order does not
-    move when other messages are stored): for each wanted term, its length in tokens times
-    ``1 + ln(occurrences)``, summed and divided by ``1 + ln(1 + tokens / 64)`` (long messages
-    count for less); rounded to 4 decimals."""
-    total = sum(len(term.tokens) * (1 + math.log(max(1, _occurrences(text, term.pattern))))
-                for term in query.wanted)
-    return round(total / (1 + math.log(1 + token_count / 64)), 4)
-
-
 def scored(query: Query, text: str, token_count: int) -> float | None:
-    """:func:`score` of a document that :func:`matches` the query, None for one that does not,
-    in one pass over the terms: every candidate of a ``best`` page (up to
-    ``MAX_RANKED_MATCHES``) goes through it. The same arithmetic, in the same order, as
-    :func:`score`, so the same number."""
-    total: float = 0  # an int 0 to start, as sum()'s
+    """Relevance of a document (its :func:`padded` token text) for the query, or None if it
+    does not match (a wanted term missing, or an excluded one present).
+
+    From the document alone, so a page's order does not move when other messages are stored:
+    for each wanted term, its length in tokens times ``1 + ln(occurrences)``, summed and divided
+    by ``1 + ln(1 + tokens / 64)`` (long messages count for less); rounded to 4 decimals. One
+    pass over the terms: every candidate of a ``best`` page (up to ``MAX_RANKED_MATCHES``) goes
+    through it."""
+    total: float = 0
     for term in query.wanted:
-        pattern = term.pattern
-        at = text.find(pattern)
-        if at < 0:
+        count = _occurrences(text, term.pattern)
+        if not count:
             return None
-        step = len(pattern) - 1
-        count = 0
-        while at >= 0:
-            count += 1
-            at = text.find(pattern, at + step)
         total += len(term.tokens) * (1 + math.log(count))
     for term in query.excluded:
         if term.pattern in text:
