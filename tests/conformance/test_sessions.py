@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,14 +12,17 @@ import pytest
 from aisopod_session import (
     AccessDeniedError,
     CompactionRecord,
+    ConflictError,
     HistoryQuery,
     SessionFilter,
     SessionKey,
     SessionNotFoundError,
     SessionPatch,
     SessionStatus,
+    SlidingWindow,
     StoreClosedError,
     StoredMessage,
+    _time,
 )
 
 from ._support import EVERYTHING, key, snapshot, texts
@@ -93,6 +98,36 @@ def test_patch_refreshes_updated_at_and_sets_tokens(store: Any) -> None:
     final = bot.patch(alice, SessionPatch(status=SessionStatus.IDLE))
     assert final.status is SessionStatus.IDLE
     assert bot.get(alice) == final
+
+
+def test_every_write_moves_updated_at_forward_even_when_the_clock_does_not(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``updated_at`` is ``commit(expect_updated_at=...)``'s token: a write in the same
+    microsecond as the last one (or with the clock stepped back) must still change it, or a
+    compare-and-set made on the older read would not see that write."""
+    bot = store.for_agent("bot")
+    alice = key("alice")
+    bot.get_or_create(alice)
+    bot.append_messages(alice, [StoredMessage.user("one"), StoredMessage.user("two"),
+                                StoredMessage.user("three")])
+    frozen = bot.get(alice).updated_at - timedelta(hours=1)  # the clock stepped back
+    monkeypatch.setattr(_time, "utc_now", lambda: frozen)
+    writes: list[tuple[str, Callable[[], object]]] = [
+        ("append", lambda: bot.append_messages(alice, [StoredMessage.user("four")])),
+        ("pop", lambda: bot.pop_message(alice)),
+        ("patch", lambda: bot.patch(alice, SessionPatch(add_tokens=1))),
+        ("compact", lambda: bot.compact(alice, SlidingWindow(max_messages=2))),
+        ("commit", lambda: bot.commit(alice, [StoredMessage.user("five")])),
+    ]
+    for name, write in writes:
+        before = bot.get(alice).updated_at
+        write()
+        after = bot.get(alice).updated_at
+        assert after > before, name
+        with pytest.raises(ConflictError):
+            bot.commit(alice, [StoredMessage.user("stale")], expect_updated_at=before)
+    assert texts(bot.get_history(alice))[-1] == "five"
 
 
 def test_patch_merges_and_replaces_metadata(store: Any) -> None:

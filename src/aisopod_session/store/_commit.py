@@ -15,12 +15,14 @@ from aisopod_session.store._changes import record
 from aisopod_session.store._messages import append_messages, stored_by_external_id
 from aisopod_session.store._schema import (
     SESSION_COLUMNS,
+    TOUCH,
     create_live,
     live_session,
     lock_order,
     locked_or_created,
     not_found,
     session_from_row,
+    touch_params,
 )
 from aisopod_session.store._tx import Tx, Work
 
@@ -42,11 +44,9 @@ def _merged_metadata(current: dict[str, Any], merge: MetadataMerge, key: Session
 
 def _update_metadata(tx: Tx, session: Session, metadata: str) -> Session:
     """Store ``metadata``; ``updated_at`` strictly increases (the revision compare-and-set sees)."""
-    updated_at = max(to_us(_time.utc_now()), to_us(session.updated_at) + 1)
     row = tx.one(
-        "UPDATE sessions SET metadata = ?, updated_at = ? WHERE id = ? "
-        f"RETURNING {SESSION_COLUMNS}",
-        (metadata, updated_at, session.id),
+        f"UPDATE sessions SET metadata = ?, {TOUCH} WHERE id = ? RETURNING {SESSION_COLUMNS}",
+        (metadata, *touch_params(to_us(_time.utc_now())), session.id),
     )
     record(tx, ChangeKind.SESSION_UPDATED, session.key.agent_id, session.id, fields=["metadata"])
     return session_from_row(row)

@@ -27,6 +27,7 @@ from aisopod_session.store._schema import (
     COMPACTION_INPUT_COLUMNS,
     INSERT_CHUNK,
     LIVE_KEY_WHERE,
+    TOUCH,
     compaction_input_from_row,
     compaction_record_from_row,
     insert_messages,
@@ -34,6 +35,7 @@ from aisopod_session.store._schema import (
     live_session,
     lock_order,
     not_found,
+    touch_params,
 )
 from aisopod_session.store._tx import OneStatement, Tx, Work
 
@@ -93,8 +95,8 @@ def compact(key: SessionKey, strategy: Any, run: Run | None = None) -> Work[Comp
             "UPDATE sessions SET message_count = ?, compaction_count = compaction_count + 1, "
             "last_compacted_at = ?, "
             "last_compaction_summary = coalesce(?, last_compaction_summary), "
-            f"status = 'compacted', updated_at = ? WHERE id = ? RETURNING {COMPACTION_COLUMNS}",
-            (live_count, now_us, plan.summary, now_us, session.id),
+            f"status = 'compacted', {TOUCH} WHERE id = ? RETURNING {COMPACTION_COLUMNS}",
+            (live_count, now_us, plan.summary, *touch_params(now_us), session.id),
         )
         record(tx, ChangeKind.SESSION_COMPACTED, key.agent_id, session.id,
                compacted=len(plan.remove), inserted=len(plan.insert))

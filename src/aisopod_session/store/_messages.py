@@ -21,6 +21,7 @@ from aisopod_session.store._schema import (
     LIVE_KEY_WHERE,
     MESSAGE_COLUMNS,
     ROLE_TEXT,
+    TOUCH,
     MessageRow,
     insert_messages,
     key_params,
@@ -29,6 +30,7 @@ from aisopod_session.store._schema import (
     message_from_row,
     messages_from_rows,
     not_found,
+    touch_params,
     twice,
 )
 from aisopod_session.store._search_index import index_messages
@@ -36,7 +38,7 @@ from aisopod_session.store._tx import OneStatement, OutOfTurnError, Pending, Tx,
 
 _COUNT_APPEND = (
     "UPDATE sessions SET message_count = message_count + ?, token_usage = token_usage + ?, "
-    f"last_seq = last_seq + ?, updated_at = ?, status = 'active' WHERE {LIVE_KEY_WHERE} "
+    f"last_seq = last_seq + ?, {TOUCH}, status = 'active' WHERE {LIVE_KEY_WHERE} "
     "RETURNING id, last_seq, token_usage"
 )
 
@@ -141,7 +143,8 @@ def append_messages(key: SessionKey, messages: Any,
             tokens = sum(p.message.token_count or 0 for p in new)
             row = twice(
                 tx, _COUNT_APPEND,
-                (len(new), tokens, len(new), to_us(_time.utc_now()), *key_params(key)),
+                (len(new), tokens, len(new), *touch_params(to_us(_time.utc_now())),
+                 *key_params(key)),
             )
             if row is None:
                 raise not_found(key)
@@ -175,7 +178,7 @@ def _append_in_one_statement(
     count = len(prepared)
     params: list[Any] = [
         count, sum(p.message.token_count or 0 for p in prepared), count,
-        to_us(_time.utc_now()), *key_params(key), count]
+        *touch_params(to_us(_time.utc_now())), *key_params(key), count]
     for offset, p in enumerate(prepared, 1):
         params += (offset, ROLE_TEXT[p.message.role], p.content, p.tool_calls, p.created_at,
                    p.message.token_count)
@@ -337,8 +340,8 @@ def pop_message(key: SessionKey) -> Work[StoredMessage | None]:
         tx.run(
             "UPDATE sessions SET message_count = message_count - 1, "
             "token_usage = CASE WHEN token_usage > ? THEN token_usage - ? ELSE 0 END, "
-            "updated_at = ? WHERE id = ?",
-            (tokens, tokens, to_us(_time.utc_now()), session_id),
+            f"{TOUCH} WHERE id = ?",
+            (tokens, tokens, *touch_params(to_us(_time.utc_now())), session_id),
         )
         return message
 

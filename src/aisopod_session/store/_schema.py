@@ -39,6 +39,19 @@ limit; also the page size of export and import."""
 KEY_WHERE = "agent_id = ? AND channel = ? AND account_id = ? AND peer_kind = ? AND peer_id = ?"
 LIVE_KEY_WHERE = KEY_WHERE + " AND status <> 'archived'"
 
+# --- recency ---------------------------------------------------------------------------------
+
+TOUCH = "updated_at = CASE WHEN updated_at < ? THEN ? ELSE updated_at + 1 END"
+"""The SET clause every write to a session row carries: ``updated_at`` becomes the write's time,
+or one microsecond past its old value when the clock has not moved past it (two writes in one
+microsecond, or a clock stepped back). ``updated_at`` is ``commit(expect_updated_at=...)``'s
+token, so every write must change it. Its parameters: :func:`touch_params`."""
+
+
+def touch_params(now_us: int) -> tuple[int, int]:
+    """The parameters of :data:`TOUCH` for a write at ``now_us``."""
+    return (now_us, now_us)
+
 _ROLES = {role.value: role for role in Role}
 _STATUSES = {status.value: status for status in SessionStatus}
 _PEER_KINDS = {kind.value: kind for kind in PeerKind}
@@ -430,13 +443,14 @@ def archive_live(tx: Tx, key: SessionKey, *, at: int | None = None,
     """Archive the live session of ``key`` (or the one row ``session_id``) at ``at`` for a
     reset; its history is kept. Returns how many rows were archived (0 or 1)."""
     now = to_us(_time.utc_now()) if at is None else at
-    setting = "UPDATE sessions SET status = 'archived', archived_at = ?, updated_at = ? WHERE "
+    setting = f"UPDATE sessions SET status = 'archived', archived_at = ?, {TOUCH} WHERE "
     if session_id is not None:
-        row = tx.one(setting + "id = ? RETURNING id", (now, now, session_id))
+        row = tx.one(setting + "id = ? RETURNING id", (now, *touch_params(now), session_id))
     else:
         # twice: a reset that waited for a concurrent one archives the session that one
         # started (each reset archives what is live when it runs)
-        row = twice(tx, setting + LIVE_KEY_WHERE + " RETURNING id", (now, now, *key_params(key)))
+        row = twice(tx, setting + LIVE_KEY_WHERE + " RETURNING id",
+                    (now, *touch_params(now), *key_params(key)))
     if row is None:
         return 0
     record(tx, ChangeKind.SESSION_RESET, key.agent_id, row[0])

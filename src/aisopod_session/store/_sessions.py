@@ -23,6 +23,7 @@ from aisopod_session.store._schema import (
     LIVE_KEY_WHERE,
     SESSION_COLUMNS,
     SUMMARY_COLUMNS,
+    TOUCH,
     archive_live,
     create_live,
     key_params,
@@ -32,6 +33,7 @@ from aisopod_session.store._schema import (
     session_from_row,
     summary_from_row,
     summary_position,
+    touch_params,
 )
 from aisopod_session.store._search_index import scrub
 from aisopod_session.store._tx import OneStatement, Tx, Work
@@ -176,9 +178,9 @@ def patch(key: SessionKey, change: Any, run: Run | None = None) -> Work[Session]
         now = to_us(_time.utc_now())
         archived_at = now if status is SessionStatus.ARCHIVED else None
         row = tx.one(
-            "UPDATE sessions SET status = ?, token_usage = ?, metadata = ?, updated_at = ?, "
+            f"UPDATE sessions SET status = ?, token_usage = ?, metadata = ?, {TOUCH}, "
             f"archived_at = ? WHERE id = ? RETURNING {SESSION_COLUMNS}",
-            (status.value, tokens, metadata, now, archived_at, current.id),
+            (status.value, tokens, metadata, *touch_params(now), archived_at, current.id),
         )
         record(tx, ChangeKind.SESSION_UPDATED, key.agent_id, current.id, fields=fields,
                status=status.value)
