@@ -465,7 +465,8 @@ RAW_APPENDS = (
     "for one append with its defaults (search index on), traced with "
     "`sqlite3.Connection.set_trace_callback`, with the same parameters: `BEGIN IMMEDIATE`, "
     "the counter `UPDATE sessions … RETURNING`, `INSERT INTO messages … RETURNING id`, the "
-    "search index's `INSERT INTO message_fts (rowid, body)` and the change feed's "
+    "search index's staged entry (`INSERT INTO message_fts_staged`, the staged count, and "
+    "every 32nd append the move of the staged entries into `message_fts`), the change feed's "
     "`INSERT INTO changes` (position after the newest entry), `COMMIT`; the gap between "
     "*aisopod* and this column is the store's Python work only."
 )

@@ -10,8 +10,9 @@ Variants for appends:
   gap to the store is the store's own Python work. SQLite (traced with
   ``sqlite3.Connection.set_trace_callback`` on a store opened with its defaults, search on):
   ``BEGIN IMMEDIATE``, the counter ``UPDATE … RETURNING``, the ``INSERT … RETURNING id``, the
-  search index's ``INSERT INTO message_fts``, the change feed's ``INSERT INTO changes`` (its
-  position derived from the newest entry), ``COMMIT``.
+  search index's staged entry (``INSERT INTO message_fts_staged``, the count of staged entries,
+  and every ``STAGED_LIMIT``-th append the move of them all into ``message_fts``), the change
+  feed's ``INSERT INTO changes`` (its position derived from the newest entry), ``COMMIT``.
 
 PostgreSQL (``pg_w1``, one connection): per append the store's own statements with the same
 parameters (search on, the default), sent as the store sends them, in one ``conn.pipeline()``
@@ -52,7 +53,8 @@ KEY_WHERE = "agent_id = ? AND channel = ? AND account_id = ? AND peer_kind = ? A
 LIVE = KEY_WHERE + " AND status <> 'archived'"
 UPDATE_COUNTERS = (
     "UPDATE sessions SET message_count = message_count + ?, token_usage = token_usage + ?, "
-    "last_seq = last_seq + ?, updated_at = ?, status = 'active' "
+    "last_seq = last_seq + ?, "
+    "updated_at = CASE WHEN updated_at < ? THEN ? ELSE updated_at + 1 END, status = 'active' "
     f"WHERE {LIVE} RETURNING id, last_seq, token_usage"
 )
 INSERT_ONE = (
@@ -60,8 +62,14 @@ INSERT_ONE = (
     "external_id, compacted, compacted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 """SQLite: the store's INSERT of one appended message."""
-INDEX_ONE = "INSERT INTO message_fts (rowid, body) VALUES (?, ?)"
-"""SQLite: the store's search index entry of that message (search on, the default)."""
+STAGE_ONE = "INSERT INTO message_fts_staged (id, body) VALUES (?, ?)"
+"""SQLite: the store's search index entry of that message (search on, the default), staged."""
+STAGED_COUNT = "SELECT count(*) FROM message_fts_staged"
+STAGED_LIMIT = 32
+"""The store's ``_search_index.STAGED_LIMIT`` (this module never imports the store)."""
+STAGED_MOVE = ("INSERT INTO message_fts (rowid, body) SELECT id, body FROM message_fts_staged",
+               "DELETE FROM message_fts_staged")
+"""SQLite: what the append that fills the staged table also runs."""
 FEED_ONE = (
     "INSERT INTO changes (position, at, kind, agent_id, session_id, data) VALUES "
     "((SELECT max(coalesce((SELECT max(position) FROM changes), 0), pruned_through) "
@@ -181,13 +189,17 @@ def _appender(conn: sqlite3.Connection, variant: str, sessions: int) -> Any:
         s = i % sessions
         text = common.text(i)
         cursor = conn.cursor()
+        now = now_us()
         cursor.execute("BEGIN IMMEDIATE")
         session_id, last_seq, _ = cursor.execute(
-            UPDATE_COUNTERS, (1, 0, 1, now_us(), *key_params(s))).fetchone()
+            UPDATE_COUNTERS, (1, 0, 1, now, now, *key_params(s))).fetchone()
         (message_id,) = cursor.execute(INSERT_ONE, (session_id, last_seq, common.role_of(i),
                                                     json.dumps(text), None, now_us(), None,
                                                     None, 0, None)).fetchone()
-        cursor.execute(INDEX_ONE, (message_id, index_body(text)))
+        cursor.execute(STAGE_ONE, (message_id, index_body(text)))
+        if cursor.execute(STAGED_COUNT).fetchone()[0] >= STAGED_LIMIT:
+            for statement in STAGED_MOVE:
+                cursor.execute(statement)
         cursor.execute(FEED_ONE, (now_us(), APPENDED, common.AGENT, session_id,
                                   appended_data(message_id, last_seq)))
         cursor.execute("COMMIT")
@@ -224,7 +236,9 @@ def w2(path: str, durability: str, sessions: int, per_session: int, budget: floa
 def _check_same(conn: sqlite3.Connection, variant: str, result: dict[str, Any]) -> None:
     """``same`` wrote what the store writes: a search index entry and a feed entry a message."""
     if variant == "same":  # on a database whose sessions have no messages yet
-        for table, where in (("messages", ""), ("message_fts", ""),
+        for table, where in (("messages", ""),
+                             ("(SELECT id FROM message_fts_staged UNION ALL "
+                              "SELECT rowid FROM message_fts)", ""),
                              ("changes", " WHERE kind = 'messages.appended'")):
             count = conn.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
             assert count == result["ops"], (table, count, result["ops"])
@@ -306,7 +320,8 @@ def _pg_settings(conn: Any, durability: str) -> dict[str, Any]:
 def _append_params(i: int, session: int) -> tuple[Any, ...]:
     """:data:`APPEND_IN_ONE`'s parameters: one message of no tokens, appended as message ``i``
     to session ``session``."""
-    return (1, 0, 1, now_us(), *key_params(session), 1,
+    now = now_us()
+    return (1, 0, 1, now, now, *key_params(session), 1,
             1, common.role_of(i), json.dumps(common.text(i)), None, now_us(), None)
 
 

@@ -413,7 +413,7 @@ def test_raw_appends_run_the_stores_statements(tmp_path: Path) -> None:
     ours = traced(lambda p: sys_aisopod.w1(p, "full", 3, 10.0), tmp_path / "store.db")
     raw = traced(lambda p: sys_raw.w1(p, "full", 3, 10.0, variant="same"), tmp_path / "raw.db")
     assert raw == ours
-    assert sum("INSERT INTO message_fts" in s for s in raw) == 3
+    assert sum("INSERT INTO message_fts_staged" in s for s in raw) == 3
     assert sum("INSERT INTO changes" in s and "messages.appended" in s for s in raw) == 3
     assert common.text(2).split(":")[0] in "".join(raw)
 

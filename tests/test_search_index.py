@@ -25,7 +25,7 @@ from aisopod_session import (
     SlidingWindow,
     StoredMessage,
 )
-from aisopod_session.store import _messages, _search
+from aisopod_session.store import _messages, _search, _search_index
 from aisopod_session.store._group_commit import Job
 from aisopod_session.store._migrations import migrations
 from aisopod_session.store._search_text import index_tokens
@@ -97,10 +97,16 @@ def test_erased_words_leave_the_index_tables(
     for k in (victim, keeper):
         bot.get_or_create(k)
     bot.append_messages(keeper, [StoredMessage.user(f"common words {i}") for i in range(50)])
-    bot.append_messages(victim, [StoredMessage.user(f"my {word} and common words")
-                                 for word in SECRETS])
+    # on SQLite the first secrets go into FTS5's segments (a long write), the last is staged
+    bot.append_messages(victim, [
+        *(StoredMessage.user(f"my {word} and common words") for word in SECRETS[:-1]),
+        *(StoredMessage.user("padding") for _ in range(_search_index.STAGED_LIMIT))])
+    bot.append_messages(victim, [StoredMessage.user(f"my {SECRETS[-1]} and common words")])
     bot.append_messages(keeper, [StoredMessage.user("more common words")])
     assert all(secret_indexed(url, options, word) for word in SECRETS)
+    if "schema" not in options:
+        staged = _index_rows(Path(url))[0]
+        assert staged == 2  # the last secret and keeper's last message
     assert len(bot.search("xylophonic").hits) == 1
     if erase == "forget_peer":
         store.forget_peer("discord", "victim")
@@ -132,14 +138,85 @@ def test_a_popped_message_leaves_results_but_not_yet_the_segments(tmp_path: Path
     store = SessionStore.open(url)
     bot = store.for_agent("bot")
     bot.get_or_create(key("alice"))
-    bot.append_messages(key("alice"), [StoredMessage.user("plain"),
-                                       StoredMessage.user("xylophonic")])
+    # a write this long goes into FTS5's segments at once, not through the staged table
+    bot.append_messages(key("alice"), [
+        *(StoredMessage.user("plain") for _ in range(_search_index.STAGED_LIMIT)),
+        StoredMessage.user("xylophonic")])
     bot.pop_message(key("alice"))
     assert bot.search("xylophonic").hits == []
     assert secret_left(url, {}, "xylophonic")
     store.forget_peer("discord", "nobody-at-all")  # erases nothing: no optimize needed
     bot.delete(key("alice"))
     assert not secret_left(url, {}, "xylophonic")
+    store.close()
+
+
+def _index_rows(path: Path) -> tuple[int, int]:
+    """(rows in the staged table, rows in FTS5's index) of a SQLite store."""
+    with sqlite3.connect(path) as conn:
+        staged = conn.execute("SELECT count(*) FROM message_fts_staged").fetchone()[0]
+        indexed = conn.execute("SELECT count(*) FROM message_fts").fetchone()[0]
+    return int(staged), int(indexed)
+
+
+def test_short_writes_are_staged_and_move_into_fts5_together(tmp_path: Path) -> None:
+    """FTS5 writes a segment at every commit that indexed something: a short write stages its
+    entries instead, and the write that fills the staged table moves them all into FTS5."""
+    path = tmp_path / "s.db"
+    store = SessionStore.open(str(path))
+    bot = store.for_agent("bot")
+    bot.get_or_create(key("alice"))
+    limit = _search_index.STAGED_LIMIT
+    for i in range(limit - 1):
+        bot.append_messages(key("alice"), [StoredMessage.user(f"word{i}")])
+    assert _index_rows(path) == (limit - 1, 0)
+    bot.append_messages(key("alice"), [StoredMessage.user("last")])
+    assert _index_rows(path) == (0, limit)
+    bot.append_messages(key("alice"), [StoredMessage.user("long") for _ in range(limit)])
+    assert _index_rows(path) == (0, 2 * limit)  # a long write goes into FTS5 at once
+    bot.append_messages(key("alice"), [StoredMessage.user("one"), StoredMessage.user("two")])
+    assert _index_rows(path) == (2, 2 * limit)
+    bot.pop_message(key("alice"))  # a deleted message leaves the staged table too
+    assert _index_rows(path) == (1, 2 * limit)
+    store.close()
+    assert _index_rows(path) == (1, 2 * limit)
+    SessionStore.open(str(path), search=False).close()  # turning search off empties both
+    assert _index_rows(path) == (0, 0)
+
+
+def test_staged_and_indexed_messages_page_together_in_order(tmp_path: Path) -> None:
+    """A search reads the staged entries with FTS5's: every page in order, across both."""
+    path = tmp_path / "s.db"
+    store = SessionStore.open(str(path))
+    bot = store.for_agent("bot")
+    alice = key("alice")
+    bot.get_or_create(alice)
+    total = 2 * _search_index.STAGED_LIMIT + _search_index.STAGED_LIMIT // 2
+    for i in range(total):  # created_at out of storage order, scores of three sizes
+        bot.append_messages(alice, [StoredMessage.user(
+            "apple " * (1 + i % 3) + f"n{i}",
+            created_at=T0 + timedelta(minutes=(i * 7) % total))])
+    staged, indexed = _index_rows(path)
+    assert staged and indexed and staged + indexed == total
+    messages = bot.get_history(alice)
+    stored = {m.id: m for m in messages}
+    for order in ("newest", "best"):
+        hits, cursor = [], None
+        while True:
+            page = bot.search("apple", limit=7, order=order, cursor=cursor)
+            hits.extend(page.hits)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert sorted(hit.message_id for hit in hits) == sorted(stored)
+        if order == "newest":
+            expected = sorted(stored, key=lambda i: (stored[i].created_at, i), reverse=True)
+        else:
+            scores = {hit.message_id: hit.score for hit in hits}
+            assert len(set(scores.values())) == 3
+            expected = sorted(stored, key=lambda i: (scores[i], stored[i].created_at, i),
+                              reverse=True)
+        assert [hit.message_id for hit in hits] == expected, order
     store.close()
 
 

@@ -39,19 +39,6 @@ limit; also the page size of export and import."""
 KEY_WHERE = "agent_id = ? AND channel = ? AND account_id = ? AND peer_kind = ? AND peer_id = ?"
 LIVE_KEY_WHERE = KEY_WHERE + " AND status <> 'archived'"
 
-# --- recency ---------------------------------------------------------------------------------
-
-TOUCH = "updated_at = CASE WHEN updated_at < ? THEN ? ELSE updated_at + 1 END"
-"""The SET clause every write to a session row carries: ``updated_at`` becomes the write's time,
-or one microsecond past its old value when the clock has not moved past it (two writes in one
-microsecond, or a clock stepped back). ``updated_at`` is ``commit(expect_updated_at=...)``'s
-token, so every write must change it. Its parameters: :func:`touch_params`."""
-
-
-def touch_params(now_us: int) -> tuple[int, int]:
-    """The parameters of :data:`TOUCH` for a write at ``now_us``."""
-    return (now_us, now_us)
-
 _ROLES = {role.value: role for role in Role}
 _STATUSES = {status.value: status for status in SessionStatus}
 _PEER_KINDS = {kind.value: kind for kind in PeerKind}
@@ -89,16 +76,19 @@ SESSION_COLUMNS = (  # the summary's columns first: a session row is also a summ
 )
 EXPORT_SESSION_COLUMNS = SESSION_COLUMNS + ", last_seq, archived_at"
 COMPACTION_COLUMNS = "compaction_count, last_compacted_at, last_compaction_summary"
+TOUCH = "updated_at = CASE WHEN updated_at < ? THEN ? ELSE updated_at + 1 END"
+"""Every write's SET clause for a session row: ``updated_at`` becomes the write's time, or the
+old value + 1 µs if the clock has not passed it (it is ``commit(expect_updated_at=...)``'s token:
+every write must change it). Parameters: :func:`touch_params`."""
+
+
+def touch_params(now_us: int) -> tuple[int, int]:
+    return (now_us, now_us)
 
 
 def _key_from_row(row: Sequence[Any]) -> SessionKey:
-    return SessionKey._from_store({
-        "agent_id": row[1],
-        "channel": row[2],
-        "account_id": row[3],
-        "peer_kind": _PEER_KINDS[row[4]],
-        "peer_id": row[5],
-    })
+    return SessionKey._from_store({"agent_id": row[1], "channel": row[2], "account_id": row[3],
+                                   "peer_kind": _PEER_KINDS[row[4]], "peer_id": row[5]})
 
 
 def _metadata_from_text(text: str) -> dict[str, Any]:

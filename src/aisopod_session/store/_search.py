@@ -2,7 +2,9 @@
 
 The database index selects *candidates* (every message holding all the wanted tokens: an FTS5
 MATCH on SQLite, a tsquery on PostgreSQL), newest first, inside the caller's scope and filters
-(the agent is a condition of the statement, never a check afterwards). The matcher of
+(the agent is a condition of the statement, never a check afterwards). On SQLite the few entries
+short writes staged (``_search_index.STAGED_LIMIT``) are candidates too, read in the same
+order and merged with FTS5's. The matcher of
 ``_search_text`` confirms each candidate, scores it and cuts its snippet, so both backends give
 the same hits in the same order. A search reads one snapshot; its cursor remembers the newest
 message id of its first page, so messages stored while a caller pages are not mixed in.
@@ -139,9 +141,21 @@ def _lexeme(token: str, prefix: bool) -> str:
     return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'" + (":*" if prefix else "")
 
 
+_FTS = "message_fts"
+_STAGED = "message_fts_staged"
+_PG_INDEX = "message_search"
+
+
+def _source(table: str) -> str:
+    """The FROM clause of the candidates in index ``table``: with their message and session."""
+    id_column = "f.message_id" if table == _PG_INDEX else "f.rowid"
+    return (f"{table} f JOIN messages m ON m.id = {id_column} "
+            "JOIN sessions s ON s.id = m.session_id")
+
+
 def _candidates_sql(dialect: str, query: Query, where: list[str], order: str
                     ) -> tuple[str, str, Any]:
-    """The FROM clause joining the index, its id column, and the index condition's parameter.
+    """The index table, its id column, and the index condition's parameter.
 
     FTS5 phrases mean what the matcher's terms mean (the same tokens, in order), so SQLite's
     candidates are the matches, exclusions included. PostgreSQL's tsvector has no positions:
@@ -150,7 +164,7 @@ def _candidates_sql(dialect: str, query: Query, where: list[str], order: str
         match = "(" + " AND ".join(_phrase(term) for term in query.wanted) + ")"
         match += "".join(" NOT " + _phrase(term) for term in query.excluded)
         where.insert(0, "f.body MATCH ?")
-        return "message_fts f JOIN messages m ON m.id = f.rowid", "f.rowid", match
+        return _FTS, "f.rowid", match
     prefix_only: dict[str, bool] = {}  # a token wanted whole anywhere is wanted whole
     for term in query.wanted:
         for index, token in enumerate(term.tokens):
@@ -160,17 +174,16 @@ def _candidates_sql(dialect: str, query: Query, where: list[str], order: str
     tsquery += "".join(" & !" + _lexeme(term.tokens[0], term.prefix)
                        for term in query.excluded if len(term.tokens) == 1)
     where.insert(0, "f.terms @@ CAST(? AS tsquery)")
-    source = "message_search f JOIN messages m ON m.id = f.message_id"
     if order == "best":
         # The most recently stored matches, by the index's own id: the planner picks, from its
         # statistics of the tsvector's tokens, between asking the GIN index for every match
         # and sorting them (a rare word, a prefix) and walking message_search's primary key
         # backwards until the window is full (a common word: a few ms where the sort of
         # nearly every message took 80-150 ms, 200,000 messages).
-        return source, "f.message_id", tsquery
+        return _PG_INDEX, "f.message_id", tsquery
     # "+ 0": a newest-first page is ordered by created_at; bounding it by the bare id could let
     # the planner walk the primary key, testing every message, instead of asking the GIN index
-    return source, "(m.id + 0)", tsquery
+    return _PG_INDEX, "(m.id + 0)", tsquery
 
 
 def _scope(agent_id: str | None, checked: SearchFilter) -> tuple[list[str], list[Any]]:
@@ -222,21 +235,23 @@ def _decode_cursor(cursor: Any, fingerprint: str, order: str) -> tuple[int, tupl
     return int(values[1]), tuple(values[2:])
 
 
-def _chunk_sql(dialect: str, source: str, where: str, order: str, sorted_: bool) -> str:
-    """The statement reading a chunk of candidates: id, created_at and :data:`_TOKEN_TEXT`."""
+def _chunk_sql(dialect: str, table: str, where: str, order: str, sorted_: bool) -> str:
+    """The statement reading a chunk of candidates of index ``table``: id, created_at and
+    :data:`_TOKEN_TEXT`."""
+    source = _source(table)
     if dialect == "sqlite" and sorted_:
         # SQLite's sorter carries every result column: reading the token text in the sorted
         # statement would read it for every match (a common word: nearly every message), not
         # only for the chunk the sort keeps
         return (f"SELECT c.id, c.created_at, t.body, NULL, NULL FROM (SELECT m.id AS id, "
                 f"m.created_at AS created_at FROM {source} WHERE {where} ORDER BY {order} "
-                "LIMIT ?) c JOIN message_fts t ON t.rowid = c.id "
+                f"LIMIT ?) c JOIN {table} t ON t.rowid = c.id "
                 "ORDER BY c.created_at DESC, c.id DESC")
     return (f"SELECT m.id, m.created_at, {_TOKEN_TEXT[dialect]} FROM {source} WHERE {where} "
             f"ORDER BY {order} LIMIT ?")
 
 
-def _confirmed(tx: Tx, query: Query, source: str, where: list[str], params: list[Any],
+def _confirmed(tx: Tx, query: Query, table: str, where: list[str], params: list[Any],
                wanted: int, after: tuple[int, int] | None, id_column: str | None
                ) -> list[_Found]:
     """Up to ``wanted`` matches, newest first (``created_at``; with ``id_column``, the most
@@ -253,7 +268,7 @@ def _confirmed(tx: Tx, query: Query, source: str, where: list[str], params: list
         elif after is not None:
             clauses.append("(m.created_at < ? OR (m.created_at = ? AND m.id < ?))")
             values.extend((after[0], after[0], after[1]))
-        chosen = tx.all(_chunk_sql(tx.dialect.name, source, " AND ".join(clauses), order,
+        chosen = tx.all(_chunk_sql(tx.dialect.name, table, " AND ".join(clauses), order,
                                    id_column is None), (*values, chunk))
         if not chosen:
             return found
@@ -273,6 +288,17 @@ def _confirmed(tx: Tx, query: Query, source: str, where: list[str], params: list
         chunk = min(chunk * 4, _MAX_CHUNK)
         after = (int(chosen[-1][1]), int(chosen[-1][0]))
     return found
+
+
+def _merged(found: list[_Found], staged: list[_Found], by_id: bool, wanted: int
+            ) -> list[_Found]:
+    """The first ``wanted`` of two sources' confirmed candidates, each already in order (by id
+    for a ``best`` window, newest first otherwise) and each cut at ``wanted``."""
+    if not staged:
+        return found
+    ordered = sorted(found + staged, key=(lambda f: f.id) if by_id else (lambda f: f.newest_key),
+                     reverse=True)
+    return ordered[:wanted]
 
 
 def _details(tx: Tx, page: list[_Found]) -> dict[int, _Candidate]:
@@ -332,8 +358,8 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
                                       "with search=False): open it with search on")
         bound = position[0] if position else int(state[2])
         where, params = _scope(agent_id, checked)
-        source, id_column, index_param = _candidates_sql(tx.dialect.name, parsed, where,
-                                                         order)
+        table, id_column, index_param = _candidates_sql(tx.dialect.name, parsed, where,
+                                                        order)
         where.append(f"{id_column} <= ?")
         params.append(bound)
         if order == "newest" and position is not None:
@@ -342,9 +368,13 @@ def search(query: Any, agent_id: str | None, filter: Any, limit: Any, cursor: An
         else:
             wanted = limit + 1 if order == "newest" else MAX_RANKED_MATCHES
             after = None
-        found = _confirmed(tx, parsed, f"{source} JOIN sessions s ON s.id = m.session_id",
-                           where, [index_param, *params], wanted, after,
-                           id_column if order == "best" else None)
+        by_id = id_column if order == "best" else None
+        found = _confirmed(tx, parsed, table, where, [index_param, *params], wanted, after,
+                           by_id)
+        if table == _FTS:  # and the staged entries: every one a candidate (no MATCH)
+            found = _merged(found, _confirmed(tx, parsed, _STAGED, where[1:], params, wanted,
+                                              after, by_id),
+                            by_id is not None, wanted)
         partial = False
         if order == "best":
             partial = len(found) == MAX_RANKED_MATCHES

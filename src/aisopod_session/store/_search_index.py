@@ -2,10 +2,11 @@
 ones scrubbed from it in the one that deletes them, the index of older messages built in
 batches, and the switch that turns it off.
 
-SQLite: an FTS5 table ``message_fts`` (rowid = message id, body = the tokens); PostgreSQL:
+SQLite: an FTS5 table ``message_fts`` (rowid = message id, body = the tokens), and the entries
+of short writes staged in ``message_fts_staged`` (see :data:`STAGED_LIMIT`); PostgreSQL:
 ``message_search`` (a tsvector of the tokens, GIN-indexed, and body = the tokens as text). The
 tokens come from ``_search_text``, so both backends index exactly what the matcher searches.
-Deleting a message removes its row from the index in the same transaction on both (a trigger on
+Deleting a message removes its row from the index in the same transaction on both (triggers on
 SQLite, the foreign key's cascade on PostgreSQL).
 """
 
@@ -26,6 +27,16 @@ _CHUNK = 200
 """Messages per multi-row INSERT into the index."""
 BUILD_BATCH = 1000
 """Messages one batch of ``build_search_index`` indexes (one short write transaction)."""
+
+STAGED_LIMIT = 32
+"""SQLite: index entries a write of fewer messages stages in ``message_fts_staged``, and how many
+the staged table holds before the write that fills it moves them all into ``message_fts``.
+
+FTS5 writes a new segment (and rewrites its structure record) at every commit that indexed
+anything: for a one-message append that doubled the index's cost (raw sqlite3, WAL,
+``synchronous=FULL``: 153 µs of CPU per append with FTS5, 106 µs staged, 89 µs without an
+index). A search confirms the staged entries with the matcher, as it does FTS5's candidates, so
+it reads at most this many more rows."""
 
 _STATE = "SELECT enabled, pending_below FROM search_state WHERE id = 1"
 
@@ -49,10 +60,10 @@ def index_messages(tx: Tx, rows: Iterable[tuple[int, str, str | None]]) -> None:
     """Index messages this transaction stored, given as (id, content JSON, tool_calls JSON),
     unless the store was opened with search off.
 
-    SQLite: at once (an FTS5 insert of given values is a few µs in process, where an
-    ``INSERT … SELECT`` costs four times that). PostgreSQL: recorded on the transaction, and
-    written by :func:`index_recorded` just before it commits, or as soon as a chunk's worth is
-    recorded: one statement, travelling with COMMIT, for a whole batch of appends.
+    SQLite: at once, staged or into FTS5 (see :data:`STAGED_LIMIT`). PostgreSQL: recorded on
+    the transaction, and written by :func:`index_recorded` just before it commits, or as soon as
+    a chunk's worth is recorded: one statement, travelling with COMMIT, for a whole batch of
+    appends.
     """
     if not indexing(tx):
         return
@@ -88,6 +99,9 @@ def _write(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool) -> None:
         found = index_tokens(content, tool_calls)
         if found:
             entries.append((int(id_), " ".join(found)))
+    if tx.dialect.name == "sqlite" and not replace and len(entries) < STAGED_LIMIT:
+        _stage(tx, entries)
+        return
     for start in range(0, len(entries), _CHUNK):
         chunk = entries[start : start + _CHUNK]
         params: list[Any] = []
@@ -113,6 +127,18 @@ def _write(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool) -> None:
             tx.send(statement, params)
 
 
+def _stage(tx: Tx, entries: list[tuple[int, str]]) -> None:
+    """SQLite: stage a short write's entries; the write that fills the staged table moves
+    every staged entry into FTS5 (one segment for :data:`STAGED_LIMIT` messages)."""
+    if not entries:
+        return
+    tx.run("INSERT INTO message_fts_staged (id, body) VALUES "
+           + ", ".join("(?, ?)" for _ in entries), [value for entry in entries for value in entry])
+    if int(tx.one("SELECT count(*) FROM message_fts_staged")[0]) >= STAGED_LIMIT:
+        tx.run("INSERT INTO message_fts (rowid, body) SELECT id, body FROM message_fts_staged")
+        tx.run("DELETE FROM message_fts_staged")
+
+
 def scrub(tx: Tx) -> None:
     """Leave nothing of deleted messages in the index's storage (call after deleting them).
 
@@ -128,6 +154,7 @@ def scrub(tx: Tx) -> None:
 
 def _clear(tx: Tx) -> None:
     if tx.dialect.name == "sqlite":
+        tx.run("DELETE FROM message_fts_staged")
         tx.run("DELETE FROM message_fts")
         scrub(tx)
     else:

@@ -1,0 +1,3 @@
+-- Nothing to change on PostgreSQL: SQLite's FTS5 gains a staged table for short writes (its
+-- segments are written per commit); message_search takes every entry at once. The file keeps
+-- both backends' versions parallel.
