@@ -500,6 +500,10 @@ def test_search_statements_are_served_by_the_index(traced_sqlite: Any, tmp_path:
             plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
             assert not re.search(r"\bSCAN (sessions|messages|s|m)\b(?! USING)", plan), (
                 query, plan)
+            if "message_fts_staged f" in query:  # at most STAGED_LIMIT rows: the outer loop
+                loops = [step for step in plan.split(" | ") if step.startswith(("SCAN", "SEARCH"))]
+                assert loops[0].startswith(("SCAN f", "SEARCH f ")), (query, plan)
+                assert not re.search(r"\bSCAN (sessions|messages|s|m)\b", plan), (query, plan)
 
 
 def test_a_message_deleted_later_in_its_transaction_is_not_indexed(

@@ -148,6 +148,12 @@ _PG_INDEX = "message_search"
 
 def _source(table: str) -> str:
     """The FROM clause of the candidates in index ``table``: with their message and session."""
+    if table == _STAGED:
+        # CROSS JOIN: SQLite joins in the order written. The staged table holds a few rows,
+        # but the planner, to avoid sorting, would walk messages by created_at instead (90 ms
+        # a search at 1,000,000 messages, for an empty staged table).
+        return ("message_fts_staged f CROSS JOIN messages m ON m.id = f.rowid "
+                "CROSS JOIN sessions s ON s.id = m.session_id")
     id_column = "f.message_id" if table == _PG_INDEX else "f.rowid"
     return (f"{table} f JOIN messages m ON m.id = {id_column} "
             "JOIN sessions s ON s.id = m.session_id")
