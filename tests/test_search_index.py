@@ -184,6 +184,28 @@ def test_short_writes_are_staged_and_move_into_fts5_together(tmp_path: Path) -> 
     assert _index_rows(path) == (0, 0)
 
 
+def test_a_staged_message_the_backfill_indexes_again_is_found_once(tmp_path: Path) -> None:
+    """SQLite hands a deleted newest message's id out again: a message stored (and staged)
+    after search was turned on can carry an id below the backfill's bound, and the backfill
+    indexes it too. It must leave the staged table then, or a search would find it twice."""
+    path = tmp_path / "s.db"
+    with SessionStore.open(str(path), search=False) as store:
+        bot = store.for_agent("bot")
+        bot.get_or_create(key("alice"))
+        bot.append_messages(key("alice"), [StoredMessage.user("first kiwi"),
+                                           StoredMessage.user("second")])
+    with SessionStore.open(str(path), search=True) as store:
+        bot = store.for_agent("bot")
+        popped = bot.pop_message(key("alice"))
+        assert popped is not None
+        again = bot.append_messages(key("alice"), [StoredMessage.user("third kiwi")])[0]
+        assert again.id == popped.id  # the id was handed out again, below the bound
+        assert store.build_search_index().pending == 0
+        assert _index_rows(path) == (0, 2)
+        assert sorted(hit.message_id for hit in bot.search("kiwi").hits) == sorted(
+            {again.id, bot.get_history(key("alice"))[0].id})
+
+
 def test_staged_and_indexed_messages_page_together_in_order(tmp_path: Path) -> None:
     """A search reads the staged entries with FTS5's: every page in order, across both."""
     path = tmp_path / "s.db"
