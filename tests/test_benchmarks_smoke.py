@@ -388,6 +388,8 @@ def test_raw_appends_run_the_stores_statements(tmp_path: Path) -> None:
 
     from benchmarks import common, sys_aisopod, sys_raw
 
+    from aisopod_session.store import _search_index
+
     def traced(run: Any, path: Path) -> list[str]:
         statements: list[str] = []
         real = sqlite3.connect
@@ -414,6 +416,7 @@ def test_raw_appends_run_the_stores_statements(tmp_path: Path) -> None:
     raw = traced(lambda p: sys_raw.w1(p, "full", 3, 10.0, variant="same"), tmp_path / "raw.db")
     assert raw == ours
     assert sum("INSERT INTO message_fts_staged" in s for s in raw) == 3
+    assert sys_raw.STAGED_LIMIT == _search_index.STAGED_LIMIT  # raw never imports the store
     assert sum("INSERT INTO changes" in s and "messages.appended" in s for s in raw) == 3
     assert common.text(2).split(":")[0] in "".join(raw)
 

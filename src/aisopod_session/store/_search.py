@@ -4,10 +4,10 @@ The database index selects *candidates* (every message holding all the wanted to
 MATCH on SQLite, a tsquery on PostgreSQL), newest first, inside the caller's scope and filters
 (the agent is a condition of the statement, never a check afterwards). On SQLite the few entries
 short writes staged (``_search_index.STAGED_LIMIT``) are candidates too, read in the same
-order and merged with FTS5's. The matcher of
-``_search_text`` confirms each candidate, scores it and cuts its snippet, so both backends give
-the same hits in the same order. A search reads one snapshot; its cursor remembers the newest
-message id of its first page, so messages stored while a caller pages are not mixed in.
+order and merged with FTS5's. The matcher of ``_search_text`` confirms each candidate, scores
+it and cuts its snippet, so both backends give the same hits in the same order. A search reads
+one snapshot; its cursor remembers the newest message id of its first page, so messages stored
+while a caller pages are not mixed in.
 """
 
 from __future__ import annotations

@@ -108,9 +108,10 @@ def _write(tx: Tx, rows: Iterable[Sequence[Any]], *, replace: bool) -> None:
         for id_, body in chunk:
             params.extend((id_, body))
         if tx.dialect.name == "sqlite":
-            if replace:  # SQLite reuses a deleted newest id: a message stored since (staged)
-                # may carry an id the backfill indexes; it leaves the staged table, or a search
-                # would find it in both
+            if replace:
+                # SQLite hands a deleted newest id out again: a message stored (and staged)
+                # since may carry an id the backfill indexes; it leaves the staged table, or a
+                # search would find it in both
                 tx.run("DELETE FROM message_fts_staged WHERE id IN ("
                        + ", ".join("?" for _ in chunk) + ")", [id_ for id_, _ in chunk])
             verb = "INSERT OR REPLACE" if replace else "INSERT"
