@@ -10,7 +10,8 @@ Variants for appends:
   gap to the store is the store's own Python work. SQLite (traced with
   ``sqlite3.Connection.set_trace_callback`` on a store opened with its defaults, search on):
   ``BEGIN IMMEDIATE``, the counter ``UPDATE … RETURNING``, the ``INSERT … RETURNING id``, the
-  search index's staged entry (``INSERT INTO message_fts_staged``, the count of staged entries,
+  message's token count (``UPDATE messages SET search_tokens``), the search index's staged
+  entry (``INSERT INTO message_fts_staged``, the count of staged entries,
   and every ``STAGED_LIMIT``-th append the move of them all into ``message_fts``), the change
   feed's ``INSERT INTO changes`` (its position derived from the newest entry), ``COMMIT``.
 
@@ -62,6 +63,8 @@ INSERT_ONE = (
     "external_id, compacted, compacted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 """SQLite: the store's INSERT of one appended message."""
+COUNT_ONE = "UPDATE messages SET search_tokens = ? WHERE id = ?"
+"""SQLite: the store's record of that message's token count (a ranked search reads it)."""
 STAGE_ONE = "INSERT INTO message_fts_staged (id, body) VALUES (?, ?)"
 """SQLite: the store's search index entry of that message (search on, the default), staged."""
 STAGED_COUNT = "SELECT count(*) FROM message_fts_staged"
@@ -196,7 +199,9 @@ def _appender(conn: sqlite3.Connection, variant: str, sessions: int) -> Any:
         (message_id,) = cursor.execute(INSERT_ONE, (session_id, last_seq, common.role_of(i),
                                                     json.dumps(text), None, now_us(), None,
                                                     None, 0, None)).fetchone()
-        cursor.execute(STAGE_ONE, (message_id, index_body(text)))
+        body = index_body(text)
+        cursor.execute(COUNT_ONE, (body.count(" ") + 1, message_id))
+        cursor.execute(STAGE_ONE, (message_id, body))
         if cursor.execute(STAGED_COUNT).fetchone()[0] >= STAGED_LIMIT:
             for statement in STAGED_MOVE:
                 cursor.execute(statement)

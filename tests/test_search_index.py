@@ -25,7 +25,7 @@ from aisopod_session import (
     SlidingWindow,
     StoredMessage,
 )
-from aisopod_session.store import _messages, _search, _search_index
+from aisopod_session.store import _messages, _search_candidates, _search_index
 from aisopod_session.store._group_commit import Job
 from aisopod_session.store._migrations import migrations
 from aisopod_session.store._search_text import index_tokens
@@ -421,7 +421,7 @@ def test_postgres_keeps_each_messages_tokens_and_the_matcher_reads_them(
     def no_tokenizing(text: str) -> list[str]:
         raise AssertionError(f"the matcher tokenized {text!r} again")
 
-    monkeypatch.setattr(_search, "tokens", no_tokenizing)
+    monkeypatch.setattr(_search_candidates, "tokens", no_tokenizing)
     for order in ("best", "newest"):
         [hit] = bot.search('"cafe au" zur* 东', order=order).hits
         assert hit.message_id == stored.id and hit.score > 1

@@ -8,14 +8,22 @@ import pytest
 from aisopod_session import InvalidInputError
 from aisopod_session.limits import MAX_SEARCH_TOKEN_CHARS, MAX_SEARCHED_CHARS
 from aisopod_session.store._search_text import (
+    Query,
     fold,
     message_text,
+    occurrences,
     padded,
     parse,
-    scored,
+    relevance,
     snippet,
     tokens,
 )
+
+
+def scored(query: Query, document: str, token_count: int) -> float | None:
+    """What a search computes for a candidate read as text."""
+    counts = occurrences(query, document)
+    return None if counts is None else relevance(query, counts, token_count)
 
 
 @pytest.mark.parametrize(("text", "folded"), [

@@ -16,7 +16,7 @@ import functools
 import math
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,10 +138,13 @@ class Term:
     pattern: str = field(init=False, repr=False, compare=False)
     """The term in a document's :func:`padded` token text (computed once: every candidate of a
     search is tested against it)."""
+    adjacent: str = field(init=False, repr=False, compare=False)
+    """Two occurrences of :attr:`pattern` sharing the space between them."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pattern",
-                           " " + " ".join(self.tokens) + ("" if self.prefix else " "))
+        pattern = " " + " ".join(self.tokens) + ("" if self.prefix else " ")
+        object.__setattr__(self, "pattern", pattern)
+        object.__setattr__(self, "adjacent", pattern + pattern[1:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,34 +222,46 @@ def padded(found: list[str]) -> str:
     return " " + " ".join(found) + " "
 
 
-def scored(query: Query, text: str, token_count: int) -> float | None:
-    """Relevance of a document (its :func:`padded` token text) for the query, or None if it
-    does not match (a wanted term missing, or an excluded one present).
+def occurrences(query: Query, text: str) -> list[int] | None:
+    """How often each wanted term occurs in a document (its :func:`padded` token text), or None
+    if it does not match (a wanted term missing, or an excluded one present).
 
-    From the document alone, so a page's order does not move when other messages are stored:
-    for each wanted term, its length in tokens times ``1 + ln(occurrences)``, summed and divided
-    by ``1 + ln(1 + tokens / 64)`` (long messages count for less); rounded to 4 decimals. One
-    pass over the terms: every candidate of a ``best`` page (up to ``MAX_RANKED_MATCHES``) goes
-    through it."""
-    total: float = 0
+    Two occurrences may share the space between them (``a a`` holds the word ``a`` twice).
+    ``str.count`` counts only occurrences that do not overlap, so where two share a space
+    (:attr:`Term.adjacent` is in the text) they are counted one by one: every candidate of a
+    ``best`` window read as text goes through here."""
+    counts = []
     for term in query.wanted:
-        count = _occurrences(text, term.pattern)
+        count = text.count(term.pattern)
         if not count:
             return None
-        total += len(term.tokens) * (1 + math.log(count))
+        if term.adjacent in text:
+            count, at = 0, text.find(term.pattern)
+            while at >= 0:
+                count += 1
+                at = text.find(term.pattern, at + len(term.pattern) - 1)
+        counts.append(count)
     for term in query.excluded:
         if term.pattern in text:
             return None
+    return counts
+
+
+def relevance(query: Query, counts: Sequence[int], token_count: int) -> float | None:
+    """Relevance of a document of ``token_count`` tokens in which each wanted term occurs
+    ``counts`` times (in the order of ``query.wanted``), or None if one does not occur.
+
+    From the document alone, so a page's order does not move when other messages are stored:
+    for each wanted term, its length in tokens times ``1 + ln(occurrences)``, summed and divided
+    by ``1 + ln(1 + tokens / 64)`` (long messages count for less); rounded to 4 decimals. The
+    only home of the formula: occurrences counted by the matcher (:func:`occurrences`) and by
+    the database (SQLite's FTS5) give the same score."""
+    total: float = 0
+    for term, count in zip(query.wanted, counts, strict=True):
+        if not count:
+            return None
+        total += len(term.tokens) * (1 + math.log(count))
     return round(total / (1 + math.log(1 + token_count / 64)), 4)
-
-
-def _occurrences(text: str, pattern: str) -> int:
-    """How often ``pattern`` occurs (two may share the space between them)."""
-    count, at = 0, text.find(pattern)
-    while at >= 0:
-        count += 1
-        at = text.find(pattern, at + len(pattern) - 1)
-    return count
 
 
 @functools.lru_cache(maxsize=4096)
