@@ -70,7 +70,7 @@ class _Reading(NamedTuple):
     whole: bool = False
 
 
-def phrase(term: Term) -> str:
+def _phrase(term: Term) -> str:
     return '"' + " ".join(term.tokens).replace('"', '""') + '"' + ("*" if term.prefix else "")
 
 
@@ -100,8 +100,8 @@ def index_condition(dialect: str, query: Query, where: list[str], order: str
     candidates are the matches, exclusions included. PostgreSQL's tsvector has no positions:
     it asks for every wanted token, and excludes single-word exclusions."""
     if dialect == "sqlite":
-        match = "(" + " AND ".join(phrase(term) for term in query.wanted) + ")"
-        match += "".join(" NOT " + phrase(term) for term in query.excluded)
+        match = "(" + " AND ".join(_phrase(term) for term in query.wanted) + ")"
+        match += "".join(" NOT " + _phrase(term) for term in query.excluded)
         where.insert(0, "f.body MATCH ?")
         return FTS, "f.rowid", match
     prefix_only: dict[str, bool] = {}  # a token wanted whole anywhere is wanted whole
