@@ -2,8 +2,9 @@
 ones scrubbed from it in the one that deletes them, the index of older messages built in
 batches, and the switch that turns it off.
 
-SQLite: an FTS5 table ``message_fts`` (rowid = message id, body = the tokens), and the entries
-of short writes staged in ``message_fts_staged`` (see :data:`STAGED_LIMIT`); PostgreSQL:
+SQLite: an FTS5 table ``message_fts`` (rowid = message id, body = the tokens), the entries of
+short writes staged in ``message_fts_staged`` (see :data:`STAGED_LIMIT`), and each indexed
+message's token count on its row (``messages.search_tokens``); PostgreSQL:
 ``message_search`` (a tsvector of the tokens, GIN-indexed, and body = the tokens as text). The
 tokens come from ``_search_text``, so both backends index exactly what the matcher searches.
 Deleting a message removes its row from the index in the same transaction on both (triggers on
