@@ -1,4 +1,4 @@
 -- Nothing to change on PostgreSQL: SQLite's messages gain search_tokens and an fts5vocab table
--- so a ranked search need not read its candidates' token text out of FTS5; PostgreSQL counts
--- occurrences in the statement that reads the candidates, from message_search.body. The file
--- keeps both backends' versions parallel.
+-- so a ranked search need not read its candidates' token text out of FTS5. PostgreSQL reads
+-- message_search.body cheaply and the matcher counts from it (counting in SQL was slower). The
+-- file keeps both backends' versions parallel.
