@@ -93,6 +93,8 @@ class Engine(ABC):
         self._read_lock = threading.Lock()
         self._read_state = threading.Condition(self._read_lock)
         self.retry = RetryPolicy()
+        self.memo: dict[str, Any] = {}
+        """Given to every transaction (``Tx.memo``): what operations may reuse between them."""
         self.run_ends = RunEnds()
         self.feed = FeedWatchers()
 

@@ -118,7 +118,7 @@ class PostgresEngine(Engine):
         with self._pool.connection() as conn, conn.cursor() as cursor:
             cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                yield Tx(cursor, self.dialect)
+                yield Tx(cursor, self.dialect, memo=self.memo)
             finally:
                 if not conn.broken:
                     cursor.execute("ROLLBACK")
@@ -127,7 +127,7 @@ class PostgresEngine(Engine):
         # The pool's connections are in autocommit: the one statement is its own transaction,
         # with its own snapshot, and costs no BEGIN / ROLLBACK round trips.
         with self._pool.connection() as conn, conn.cursor() as cursor:
-            return fn(Tx(cursor, self.dialect))
+            return fn(Tx(cursor, self.dialect, memo=self.memo))
 
     @contextmanager
     def _write_tx(self) -> Iterator[Tx]:
@@ -139,7 +139,7 @@ class PostgresEngine(Engine):
             try:
                 with conn.pipeline() as pipeline:
                     cursor.execute("BEGIN")
-                    yield Tx(cursor, self.dialect, pipeline.sync, conn.cursor)
+                    yield Tx(cursor, self.dialect, pipeline.sync, conn.cursor, self.memo)
                     committing = True
                     cursor.execute("COMMIT")
             except BaseException as exc:

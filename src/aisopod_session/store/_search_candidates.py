@@ -13,6 +13,8 @@ prefixes), a ``best`` window is scored from those counts instead of its text.
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, Final, NamedTuple
@@ -63,11 +65,13 @@ class _Reading(NamedTuple):
     (see :func:`_reading`). As text: the columns of :data:`_TOKEN_TEXT`. As counts (SQLite):
     the token count, with each wanted term's occurrences per message id in ``instances``; with
     ``whole``, every match fits the window, so the statement need not read the index in
-    order."""
+    order. With ``sort`` (PostgreSQL), the statement orders by an expression of the id, which
+    leaves the planner no walk of the primary key (see :func:`sorts_every_match`)."""
 
     columns: str
     instances: list[Counter[int]] | None = None
     whole: bool = False
+    sort: bool = False
 
 
 def _phrase(term: Term) -> str:
@@ -91,6 +95,17 @@ def _source(table: str) -> str:
             "JOIN sessions s ON s.id = m.session_id")
 
 
+def _pg_tokens(query: Query) -> dict[str, bool]:
+    """PostgreSQL: the wanted tokens, each with whether it is wanted as a prefix only (a token
+    wanted whole anywhere is wanted whole)."""
+    prefix_only: dict[str, bool] = {}
+    for term in query.wanted:
+        for index, token in enumerate(term.tokens):
+            prefix = term.prefix and index == len(term.tokens) - 1
+            prefix_only[token] = prefix_only.get(token, True) and prefix
+    return prefix_only
+
+
 def index_condition(dialect: str, query: Query, where: list[str], order: str
                     ) -> tuple[str, str, Any]:
     """The index table, its id column, and the index condition's parameter (the condition is
@@ -104,11 +119,7 @@ def index_condition(dialect: str, query: Query, where: list[str], order: str
         match += "".join(" NOT " + _phrase(term) for term in query.excluded)
         where.insert(0, "f.body MATCH ?")
         return FTS, "f.rowid", match
-    prefix_only: dict[str, bool] = {}  # a token wanted whole anywhere is wanted whole
-    for term in query.wanted:
-        for index, token in enumerate(term.tokens):
-            prefix = term.prefix and index == len(term.tokens) - 1
-            prefix_only[token] = prefix_only.get(token, True) and prefix
+    prefix_only = _pg_tokens(query)
     tsquery = " & ".join(_lexeme(token, prefix) for token, prefix in prefix_only.items())
     tsquery += "".join(" & !" + _lexeme(term.tokens[0], term.prefix)
                        for term in query.excluded if len(term.tokens) == 1)
@@ -118,11 +129,83 @@ def index_condition(dialect: str, query: Query, where: list[str], order: str
         # statistics of the tsvector's tokens, between asking the GIN index for every match
         # and sorting them (a rare word, a prefix) and walking message_search's primary key
         # backwards until the window is full (a common word: a few ms where the sort of
-        # nearly every message took 80-150 ms, 200,000 messages).
+        # nearly every message took 80-150 ms, 200,000 messages); see sorts_every_match
         return PG_INDEX, "f.message_id", tsquery
     # "+ 0": a newest-first page is ordered by created_at; bounding it by the bare id could let
     # the planner walk the primary key, testing every message, instead of asking the GIN index
     return PG_INDEX, "(m.id + 0)", tsquery
+
+
+class _TokenStatistics(NamedTuple):
+    """PostgreSQL's statistics of the index's tokens (``pg_stats.most_common_elems``), from
+    its last ANALYZE of ``message_search``."""
+
+    rows: float
+    frequencies: dict[str, float]
+    """The share of indexed messages holding each of the most common tokens."""
+    rarest: float
+    """The lowest of those shares: a token not among them is held by at most this share."""
+
+
+_STATISTICS = (
+    "SELECT c.reltuples, s.most_common_elems::text::text[], s.most_common_elem_freqs "
+    "FROM pg_class c LEFT JOIN pg_stats s ON s.schemaname = current_schema() "
+    "AND s.tablename = 'message_search' AND s.attname = 'terms' "
+    "WHERE c.oid = to_regclass('message_search')"
+)
+_STATISTICS_MEMO = "search.token_statistics"
+STATISTICS_SECONDS = 300.0
+"""How long a store reuses the statistics it read (reading them costs ~1 ms: pg_stats is a
+view over the catalogs); autovacuum's ANALYZE renews them as the index grows."""
+_SORT_FACTOR = 0.3
+"""Sorting every match costs less than walking when there are at most ``_SORT_FACTOR *
+sqrt(MAX_RANKED_MATCHES * rows)`` of them. A walk reads about ``window * rows / matches``
+entries (``c_walk`` each), a sort reads every match with its message (``c_sort`` each): the
+two meet at ``sqrt(c_walk / c_sort * window * rows)`` matches. Measured at 1,000,000
+messages: ``c_walk`` 0.32 µs, ``c_sort`` 2.4-3.2 µs, so the factor ``sqrt(c_walk / c_sort)``
+is 0.32-0.36 (docs/performance-analysis.md)."""
+
+
+def _token_statistics(tx: Tx) -> _TokenStatistics | None:
+    """The statistics, read at most every :data:`STATISTICS_SECONDS` per store (None: there
+    are none yet, before the first ANALYZE)."""
+    now = time.monotonic()
+    memo = tx.memo.get(_STATISTICS_MEMO)
+    if memo is not None and now - memo[0] < STATISTICS_SECONDS:
+        found: _TokenStatistics | None = memo[1]
+        return found
+    rows, elements, frequencies = tx.one(_STATISTICS) or (None, None, None)
+    found = None
+    if rows is not None and float(rows) > 0 and elements and frequencies:
+        # After one share per token come the lowest and the highest of them.
+        rarest = frequencies[len(elements)] if len(frequencies) > len(elements) \
+            else min(frequencies)
+        found = _TokenStatistics(float(rows), dict(zip(elements, map(float, frequencies),
+                                                       strict=False)), float(rarest))
+    tx.memo[_STATISTICS_MEMO] = (now, found)
+    return found
+
+
+def sorts_every_match(tx: Tx, query: Query) -> bool:
+    """PostgreSQL, a ``best`` window: whether asking the GIN index for every match and sorting
+    them by id surely costs less than walking the index's primary key backwards.
+
+    The planner walks wherever its statistics say the window fills within the walk's cost
+    estimate, which holds a walked entry for far cheaper than it is (0.32 µs each, its
+    tsvector tested): at 1,000,000 messages, two words in 6,900 messages took 46 ms walking
+    and 22 ms sorted. A match holds every whole token, so the rarest one bounds how many there
+    are: when even that bound is below the two plans' crossing, sorting is no slower, whatever
+    the tokens have in common. Without statistics, or with prefixes only, the planner
+    chooses."""
+    whole_tokens = [token for token, prefix in _pg_tokens(query).items() if not prefix]
+    if not whole_tokens:
+        return False
+    statistics = _token_statistics(tx)
+    if statistics is None:
+        return False
+    share = min(statistics.frequencies.get(token, statistics.rarest) for token in whole_tokens)
+    return (statistics.rows * share
+            <= _SORT_FACTOR * math.sqrt(MAX_RANKED_MATCHES * statistics.rows))
 
 
 def _after_prefix(token: str) -> str | None:
@@ -166,8 +249,10 @@ def _reading(tx: Tx, query: Query, order: str, table: str) -> _Reading:
     of the terms (:func:`_instance_counts`; FTS5's candidates are the matches, exclusions
     included), not from their text: reading the text out of FTS5 was most of such a search's
     time. PostgreSQL reads the text (counting in SQL, with ``replace``, cost more than the
-    matcher)."""
+    matcher), sorted where :func:`sorts_every_match`."""
     text = _Reading(_TOKEN_TEXT[tx.dialect.name])
+    if order == "best" and table == PG_INDEX and sorts_every_match(tx, query):
+        return text._replace(sort=True)
     if order != "best" or table != FTS:
         return text
     instances = _instance_counts(tx, query)
@@ -250,7 +335,8 @@ def confirmed(tx: Tx, query: Query, order: str, table: str, where: list[str],
     found: list[Found] = []
     memo: dict[tuple[int, ...], float | None] = {}
     chunk = wanted  # a newest-first page needs limit + 1; best its whole window
-    order_by = "m.created_at DESC, m.id DESC" if id_column is None else f"{id_column} DESC"
+    order_by = ("m.created_at DESC, m.id DESC" if id_column is None
+                else f"{id_column}{' + 0' if reading.sort else ''} DESC")
     while len(found) < wanted:
         clauses, values = list(where), list(params)
         if after is not None and id_column is not None:

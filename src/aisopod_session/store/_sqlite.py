@@ -145,7 +145,7 @@ class SQLiteEngine(Engine):
             # A deferred transaction reads one snapshot across statements.
             cursor.execute("BEGIN")
             try:
-                yield Tx(cursor, self.dialect)
+                yield Tx(cursor, self.dialect, memo=self.memo)
             finally:
                 cursor.execute("COMMIT")
                 cursor.close()
@@ -160,7 +160,7 @@ class SQLiteEngine(Engine):
         # returned its last row or is closed.
         cursor = conn.cursor()
         try:
-            return fn(Tx(cursor, self.dialect))
+            return fn(Tx(cursor, self.dialect, memo=self.memo))
         finally:
             cursor.close()
 
@@ -172,7 +172,7 @@ class SQLiteEngine(Engine):
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 try:
-                    yield Tx(cursor, self.dialect)
+                    yield Tx(cursor, self.dialect, memo=self.memo)
                 except BaseException:
                     _roll_back(writer)
                     raise

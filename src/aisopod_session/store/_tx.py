@@ -78,11 +78,12 @@ class Tx:
     """One connection inside one transaction (or one read), with the dialect applied."""
 
     __slots__ = ("_cursor", "_new_cursor", "_sent", "_sql", "_wait", "changes", "dialect",
-                 "to_index")
+                 "memo", "to_index")
 
     def __init__(self, cursor: Cursor, dialect: Dialect,
                  wait: Callable[[], None] | None = None,
-                 new_cursor: Callable[[], Cursor] | None = None) -> None:
+                 new_cursor: Callable[[], Cursor] | None = None,
+                 memo: dict[str, Any] | None = None) -> None:
         self._cursor = cursor
         self._sql = dialect.sql
         self._wait = wait
@@ -94,6 +95,10 @@ class Tx:
         hold the rows of a statement read later (see :meth:`later`)."""
         self._sent = False  # a statement was sent (see send) and nothing answered since
         self.dialect = dialect
+        self.memo: dict[str, Any] = {} if memo is None else memo
+        """The store's memo, shared by its transactions: what an operation read from the
+        database and may reuse for a while, where a stale value can only choose a slower plan,
+        never change an answer (see ``_search_candidates.sorts_every_match``)."""
         self.changes: list[tuple[str, str | None, int | None, str]] = []
         """Change-feed entries recorded by the transaction's writes (kind, agent, session,
         JSON data), written just before it commits (see ``_changes``)."""
